@@ -1,0 +1,284 @@
+//! The runtime: worker threads around a priority [`RunQueue`].
+//!
+//! A [`Runtime`] owns its threads. Dropping it (or calling [`Runtime::shutdown`]) closes the run
+//! queue, wakes and joins every worker, and drops the jobs that never ran. Objects that hold an
+//! `Arc` of the runtime's [`Shared`] state outlive the threads safely and see
+//! [`Status::Shutdown`] afterwards.
+
+pub mod run_queue;
+
+use crate::config::RuntimeConfig;
+use crate::error::{Error, Result, Status};
+use parking_lot::Mutex;
+use run_queue::{Job, RunKey, RunQueue};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::{JoinHandle, ThreadId};
+
+/// What happens to queued work at shutdown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShutdownMode {
+    /// Run every job already queued, then stop.
+    Drain,
+    /// Drop queued jobs without running them, then stop.
+    Cancel,
+}
+
+/// State shared between the runtime, its workers and runtime-owned objects.
+pub struct Shared {
+    config: RuntimeConfig,
+    queue: RunQueue,
+    shutdown: AtomicBool,
+    jobs_run: AtomicU64,
+    worker_ids: Mutex<Vec<ThreadId>>,
+}
+
+impl Shared {
+    /// Whether shutdown has begun.
+    pub fn is_shut_down(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire)
+    }
+
+    /// The configuration the runtime was started with.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.config
+    }
+
+    /// Whether the calling thread is one of this runtime's workers.
+    pub fn on_worker_thread(&self) -> bool {
+        let me = std::thread::current().id();
+        self.worker_ids.lock().contains(&me)
+    }
+
+    /// Enqueues a job for the workers.
+    pub fn submit(&self, key: RunKey, job: Job) -> Result<()> {
+        if self.is_shut_down() {
+            return Err(Error::new(Status::Shutdown, "the runtime is shutting down"));
+        }
+        self.queue
+            .push(key, job)
+            .map_err(|_| Error::new(Status::Shutdown, "the runtime is shutting down"))
+    }
+
+    /// Jobs completed by the workers so far.
+    pub fn jobs_run(&self) -> u64 {
+        self.jobs_run.load(Ordering::Relaxed)
+    }
+}
+
+/// A running AgentOS runtime.
+pub struct Runtime {
+    shared: Arc<Shared>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Runtime {
+    /// Starts the runtime's worker threads.
+    pub fn start(config: RuntimeConfig) -> Result<Runtime> {
+        let n = config.effective_workers();
+        let shared = Arc::new(Shared {
+            config,
+            queue: RunQueue::new(),
+            shutdown: AtomicBool::new(false),
+            jobs_run: AtomicU64::new(0),
+            worker_ids: Mutex::new(Vec::with_capacity(n as usize)),
+        });
+        let rt = Runtime {
+            shared: shared.clone(),
+            workers: Mutex::new(Vec::with_capacity(n as usize)),
+        };
+        for i in 0..n {
+            let s = shared.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("{}-w{}", shared.config.thread_name, i))
+                .spawn(move || worker_loop(&s));
+            match spawned {
+                Ok(h) => {
+                    shared.worker_ids.lock().push(h.thread().id());
+                    rt.workers.lock().push(h);
+                }
+                Err(e) => {
+                    // `rt` is dropped here, which stops and joins the workers already started.
+                    return Err(Error::new(
+                        Status::Io,
+                        format!("could not start worker thread {i} of {n}: {e}"),
+                    ));
+                }
+            }
+        }
+        Ok(rt)
+    }
+
+    /// The shared state, for objects that must outlive the threads.
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The number of worker threads started.
+    pub fn worker_count(&self) -> u32 {
+        self.shared.worker_ids.lock().len() as u32
+    }
+
+    /// Enqueues a job; see [`Shared::submit`].
+    pub fn submit(&self, key: RunKey, job: Job) -> Result<()> {
+        self.shared.submit(key, job)
+    }
+
+    /// Stops the workers and joins them. Idempotent.
+    ///
+    /// When called from one of the runtime's own workers the threads are detached instead of
+    /// joined, since a thread cannot join itself; they exit as soon as their current job returns.
+    pub fn shutdown(&self, mode: ShutdownMode) {
+        self.shared.shutdown.store(true, Ordering::Release);
+        self.shared.queue.close(mode == ShutdownMode::Cancel);
+        let handles = std::mem::take(&mut *self.workers.lock());
+        if self.shared.on_worker_thread() {
+            return; // detach: dropping the JoinHandles
+        }
+        for h in handles {
+            // A worker that panicked outside a job has already stopped; nothing more to do.
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.shutdown(ShutdownMode::Cancel);
+    }
+}
+
+fn worker_loop(shared: &Shared) {
+    while let Some(job) = shared.queue.pop(None) {
+        // A panicking job must not take the worker down with it.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+        shared.jobs_run.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::time::{Duration, Instant};
+
+    fn cfg(workers: u32) -> RuntimeConfig {
+        let mut c = RuntimeConfig::default();
+        c.set_workers(workers).unwrap();
+        c
+    }
+
+    #[test]
+    fn starts_requested_workers_and_runs_jobs() {
+        let rt = Runtime::start(cfg(3)).unwrap();
+        assert_eq!(rt.worker_count(), 3);
+        let count = Arc::new(AtomicUsize::new(0));
+        for _ in 0..100 {
+            let c = count.clone();
+            rt.submit(
+                RunKey {
+                    priority: 0,
+                    service: 0,
+                },
+                Box::new(move || {
+                    c.fetch_add(1, Ordering::SeqCst);
+                }),
+            )
+            .unwrap();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while count.load(Ordering::SeqCst) < 100 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(count.load(Ordering::SeqCst), 100);
+    }
+
+    #[test]
+    fn drain_runs_everything_queued() {
+        let rt = Runtime::start(cfg(1)).unwrap();
+        let count = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(std::sync::Barrier::new(2));
+        let g = gate.clone();
+        rt.submit(
+            RunKey {
+                priority: 0,
+                service: 0,
+            },
+            Box::new(move || {
+                g.wait();
+            }),
+        )
+        .unwrap();
+        for _ in 0..10 {
+            let c = count.clone();
+            rt.submit(
+                RunKey {
+                    priority: 0,
+                    service: 0,
+                },
+                Box::new(move || {
+                    c.fetch_add(1, Ordering::SeqCst);
+                }),
+            )
+            .unwrap();
+        }
+        gate.wait();
+        rt.shutdown(ShutdownMode::Drain);
+        assert_eq!(count.load(Ordering::SeqCst), 10);
+        let e = rt
+            .submit(
+                RunKey {
+                    priority: 0,
+                    service: 0,
+                },
+                Box::new(|| {}),
+            )
+            .unwrap_err();
+        assert_eq!(e.status(), Status::Shutdown);
+    }
+
+    #[test]
+    fn panicking_job_does_not_kill_worker() {
+        let rt = Runtime::start(cfg(1)).unwrap();
+        rt.submit(
+            RunKey {
+                priority: 0,
+                service: 0,
+            },
+            Box::new(|| panic!("job panics")),
+        )
+        .unwrap();
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        rt.submit(
+            RunKey {
+                priority: 0,
+                service: 0,
+            },
+            Box::new(move || {
+                tx.send(()).unwrap();
+            }),
+        )
+        .unwrap();
+        rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    }
+
+    #[test]
+    fn shutdown_from_a_worker_does_not_deadlock() {
+        let rt = Arc::new(Runtime::start(cfg(2)).unwrap());
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let r2 = rt.clone();
+        rt.submit(
+            RunKey {
+                priority: 0,
+                service: 0,
+            },
+            Box::new(move || {
+                r2.shutdown(ShutdownMode::Cancel);
+                tx.send(()).unwrap();
+            }),
+        )
+        .unwrap();
+        rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(rt.shared().is_shut_down());
+    }
+}
