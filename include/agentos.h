@@ -214,69 +214,6 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * Names a status code: `agentos_status_str(AGENTOS_STATUS_TIMEOUT)` is
- * `"AGENTOS_STATUS_TIMEOUT"`.
- *
- * Returns a static, NUL-terminated string; never NULL and never to be freed. Codes this library
- * does not know give `"AGENTOS_STATUS_UNKNOWN"`.
- *
- * Thread safety: callable from any thread at any time, even without a runtime.
- */
-const char *agentos_status_str(int32_t status);
-
-/**
- * The status of a failed call. Returns `AGENTOS_STATUS_NULL_ARGUMENT` when `err` is NULL.
- *
- * Thread safety: any thread.
- */
-int32_t agentos_error_status(const agentos_error *err);
-
-/**
- * The message of a failed call, NUL-terminated UTF-8.
- *
- * Ownership: the string belongs to `err` and is valid until `agentos_error_free(err)`; do not
- * free it. Returns a static empty string when `err` is NULL (never returns NULL).
- * Thread safety: any thread.
- */
-const char *agentos_error_message(const agentos_error *err);
-
-/**
- * Frees an error. `agentos_error_free(NULL)` does nothing.
- *
- * Ownership: takes `err`; it and its message must not be used afterwards.
- * Thread safety: any thread, but only once per error.
- */
-void agentos_error_free(agentos_error *err);
-
-/**
- * Frees a string that the library returned to the caller (documented as "free with
- * `agentos_string_free`"). `agentos_string_free(NULL)` does nothing.
- *
- * Ownership: takes `s`. Never pass a string from `malloc`, and never free the library's strings
- * with `free()`: they come from a different allocator's bookkeeping.
- * Thread safety: any thread, once per string.
- */
-void agentos_string_free(char *s);
-
-/**
- * The library's version as `"MAJOR.MINOR.PATCH"`.
- *
- * Returns static storage: never NULL, never to be freed. Compare with `AGENTOS_VERSION_STRING`
- * or, better, compare `agentos_version_number()` with `AGENTOS_VERSION_NUMBER` at start-up to
- * catch a header/library mismatch.
- * Thread safety: any thread, any time.
- */
-const char *agentos_version(void);
-
-/**
- * The library's version as `MAJOR * 1000000 + MINOR * 1000 + PATCH`, the same encoding as the
- * `AGENTOS_VERSION_NUMBER` macro.
- *
- * Thread safety: any thread, any time.
- */
-uint32_t agentos_version_number(void);
-
-/**
  * Creates a config holding the defaults: one worker per available core, thread names
  * prefixed `"agentos"`.
  *
@@ -335,6 +272,30 @@ agentos_status agentos_config_set_thread_name(agentos_config *cfg,
 void agentos_config_free(agentos_config *cfg);
 
 /**
+ * The status of a failed call. Returns `AGENTOS_STATUS_NULL_ARGUMENT` when `err` is NULL.
+ *
+ * Thread safety: any thread.
+ */
+int32_t agentos_error_status(const agentos_error *err);
+
+/**
+ * The message of a failed call, NUL-terminated UTF-8.
+ *
+ * Ownership: the string belongs to `err` and is valid until `agentos_error_free(err)`; do not
+ * free it. Returns a static empty string when `err` is NULL (never returns NULL).
+ * Thread safety: any thread.
+ */
+const char *agentos_error_message(const agentos_error *err);
+
+/**
+ * Frees an error. `agentos_error_free(NULL)` does nothing.
+ *
+ * Ownership: takes `err`; it and its message must not be used afterwards.
+ * Thread safety: any thread, but only once per error.
+ */
+void agentos_error_free(agentos_error *err);
+
+/**
  * Starts a runtime with the settings in `cfg`: spawns the worker threads and returns at once.
  *
  * `cfg` is only read; the caller still owns it and may free it right away. On success `*out`
@@ -374,6 +335,45 @@ agentos_status agentos_runtime_worker_count(const agentos_runtime *rt, uint32_t 
  * deadlock. No other call on `rt` may be in progress or made afterwards.
  */
 void agentos_runtime_free(agentos_runtime *rt);
+
+/**
+ * Names a status code: `agentos_status_str(AGENTOS_STATUS_TIMEOUT)` is
+ * `"AGENTOS_STATUS_TIMEOUT"`.
+ *
+ * Returns a static, NUL-terminated string; never NULL and never to be freed. Codes this library
+ * does not know give `"AGENTOS_STATUS_UNKNOWN"`.
+ *
+ * Thread safety: callable from any thread at any time, even without a runtime.
+ */
+const char *agentos_status_str(int32_t status);
+
+/**
+ * Frees a string that the library returned to the caller (documented as "free with
+ * `agentos_string_free`"). `agentos_string_free(NULL)` does nothing.
+ *
+ * Ownership: takes `s`. Never pass a string from `malloc`, and never free the library's strings
+ * with `free()`: they come from a different allocator's bookkeeping.
+ * Thread safety: any thread, once per string.
+ */
+void agentos_string_free(char *s);
+
+/**
+ * The library's version as `"MAJOR.MINOR.PATCH"`.
+ *
+ * Returns static storage: never NULL, never to be freed. Compare with `AGENTOS_VERSION_STRING`
+ * or, better, compare `agentos_version_number()` with `AGENTOS_VERSION_NUMBER` at start-up to
+ * catch a header/library mismatch.
+ * Thread safety: any thread, any time.
+ */
+const char *agentos_version(void);
+
+/**
+ * The library's version as `MAJOR * 1000000 + MINOR * 1000 + PATCH`, the same encoding as the
+ * `AGENTOS_VERSION_NUMBER` macro.
+ *
+ * Thread safety: any thread, any time.
+ */
+uint32_t agentos_version_number(void);
 
 #ifdef __cplusplus
 }  // extern "C"

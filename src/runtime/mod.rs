@@ -11,9 +11,10 @@ use crate::config::RuntimeConfig;
 use crate::error::{Error, Result, Status};
 use parking_lot::Mutex;
 use run_queue::{Job, RunKey, RunQueue};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::{JoinHandle, ThreadId};
+use std::thread::JoinHandle;
 
 /// What happens to queued work at shutdown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,7 +31,13 @@ pub struct Shared {
     queue: RunQueue,
     shutdown: AtomicBool,
     jobs_run: AtomicU64,
-    worker_ids: Mutex<Vec<ThreadId>>,
+    workers_started: AtomicU64,
+}
+
+thread_local! {
+    /// The address of the [`Shared`] whose worker the current thread is (0 on other threads).
+    /// A plain `Cell` so that asking costs no allocation on threads the library does not own.
+    static WORKER_OF: Cell<usize> = const { Cell::new(0) };
 }
 
 impl Shared {
@@ -46,8 +53,7 @@ impl Shared {
 
     /// Whether the calling thread is one of this runtime's workers.
     pub fn on_worker_thread(&self) -> bool {
-        let me = std::thread::current().id();
-        self.worker_ids.lock().contains(&me)
+        WORKER_OF.with(|w| w.get() == self as *const Shared as usize)
     }
 
     /// Enqueues a job for the workers.
@@ -81,7 +87,7 @@ impl Runtime {
             queue: RunQueue::new(),
             shutdown: AtomicBool::new(false),
             jobs_run: AtomicU64::new(0),
-            worker_ids: Mutex::new(Vec::with_capacity(n as usize)),
+            workers_started: AtomicU64::new(0),
         });
         let rt = Runtime {
             shared: shared.clone(),
@@ -94,7 +100,7 @@ impl Runtime {
                 .spawn(move || worker_loop(&s));
             match spawned {
                 Ok(h) => {
-                    shared.worker_ids.lock().push(h.thread().id());
+                    shared.workers_started.fetch_add(1, Ordering::Relaxed);
                     rt.workers.lock().push(h);
                 }
                 Err(e) => {
@@ -116,7 +122,7 @@ impl Runtime {
 
     /// The number of worker threads started.
     pub fn worker_count(&self) -> u32 {
-        self.shared.worker_ids.lock().len() as u32
+        self.shared.workers_started.load(Ordering::Relaxed) as u32
     }
 
     /// Enqueues a job; see [`Shared::submit`].
@@ -149,6 +155,7 @@ impl Drop for Runtime {
 }
 
 fn worker_loop(shared: &Shared) {
+    WORKER_OF.with(|w| w.set(shared as *const Shared as usize));
     while let Some(job) = shared.queue.pop(None) {
         // A panicking job must not take the worker down with it.
         let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
