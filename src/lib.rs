@@ -17,6 +17,7 @@
 pub mod config;
 pub mod error;
 pub mod handle;
+pub mod model;
 pub mod runtime;
 pub mod version;
 

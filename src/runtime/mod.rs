@@ -9,6 +9,7 @@ pub mod run_queue;
 
 use crate::config::RuntimeConfig;
 use crate::error::{Error, Result, Status};
+use crate::model::hub::ModelHub;
 use parking_lot::Mutex;
 use run_queue::{Job, RunKey, RunQueue};
 use std::cell::Cell;
@@ -28,6 +29,7 @@ pub enum ShutdownMode {
 /// State shared between the runtime, its workers and runtime-owned objects.
 pub struct Shared {
     config: RuntimeConfig,
+    models: ModelHub,
     queue: RunQueue,
     shutdown: AtomicBool,
     jobs_run: AtomicU64,
@@ -66,6 +68,11 @@ impl Shared {
             .map_err(|_| Error::new(Status::Shutdown, "the runtime is shutting down"))
     }
 
+    /// The model layer: endpoints, the I/O thread, usage totals.
+    pub fn models(&self) -> &ModelHub {
+        &self.models
+    }
+
     /// Jobs completed by the workers so far.
     pub fn jobs_run(&self) -> u64 {
         self.jobs_run.load(Ordering::Relaxed)
@@ -83,6 +90,7 @@ impl Runtime {
     pub fn start(config: RuntimeConfig) -> Result<Runtime> {
         let n = config.effective_workers();
         let shared = Arc::new(Shared {
+            models: ModelHub::new(&config.thread_name),
             config,
             queue: RunQueue::new(),
             shutdown: AtomicBool::new(false),
@@ -136,6 +144,8 @@ impl Runtime {
     /// joined, since a thread cannot join itself; they exit as soon as their current job returns.
     pub fn shutdown(&self, mode: ShutdownMode) {
         self.shared.shutdown.store(true, Ordering::Release);
+        // Model calls still in flight complete with SHUTDOWN; their partial output is kept.
+        self.shared.models.shutdown();
         self.shared.queue.close(mode == ShutdownMode::Cancel);
         let handles = std::mem::take(&mut *self.workers.lock());
         if self.shared.on_worker_thread() {

@@ -1,0 +1,233 @@
+//! A model call as its caller sees it: the deltas to pull, the result to wait for, cancel.
+//!
+//! The I/O thread writes into a call; any number of caller threads read it. Deltas are kept in a
+//! queue until pulled (and in full in the accumulator), so a caller that only waits for the
+//! result loses nothing, and one that pulls sees every piece exactly once.
+
+use super::hub::EndpointState;
+use super::stream::{StreamAccumulator, StreamDelta};
+use super::types::{ChatRequest, ChatResponse, Usage};
+use crate::error::{Error, Status};
+use parking_lot::{Condvar, Mutex};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A callback invoked on the I/O thread for every delta, before it is queued for pulling.
+pub type DeltaCallback = Box<dyn Fn(&StreamDelta) + Send + Sync>;
+
+/// Where a call is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting for admission (limits) or for a retry's backoff.
+    Queued,
+    /// An HTTP attempt is in flight.
+    InFlight,
+    /// Finished: succeeded, failed or cancelled.
+    Done,
+}
+
+pub(crate) struct CallState {
+    pub(crate) phase: Phase,
+    pub(crate) pending: VecDeque<StreamDelta>,
+    pub(crate) acc: StreamAccumulator,
+    pub(crate) result: Option<Result<ChatResponse, Error>>,
+    pub(crate) attempts: u32,
+    pub(crate) retries: u32,
+}
+
+/// The shared state of one call.
+pub struct CallInner {
+    /// Unique id within the runtime.
+    pub id: u64,
+    /// The endpoint it goes to.
+    pub endpoint: Arc<EndpointState>,
+    /// The request, immutable once submitted.
+    pub request: ChatRequest,
+    /// Scheduling priority (larger is more urgent).
+    pub priority: i32,
+    pub(crate) state: Mutex<CallState>,
+    cond: Condvar,
+    cancel: AtomicBool,
+    on_delta: Option<DeltaCallback>,
+    /// When the call was created.
+    pub created: Instant,
+}
+
+/// What pulling a delta gave.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Pull {
+    /// The next piece.
+    Delta(StreamDelta),
+    /// The call is finished and every delta has been pulled.
+    End,
+    /// Nothing arrived before the deadline.
+    Timeout,
+}
+
+/// Attempt counts of a call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Attempts {
+    /// HTTP attempts made.
+    pub attempts: u32,
+    /// Of which retries.
+    pub retries: u32,
+}
+
+impl CallInner {
+    pub(crate) fn new(
+        id: u64,
+        endpoint: Arc<EndpointState>,
+        request: ChatRequest,
+        priority: i32,
+        on_delta: Option<DeltaCallback>,
+    ) -> CallInner {
+        CallInner {
+            id,
+            endpoint,
+            request,
+            priority,
+            state: Mutex::new(CallState {
+                phase: Phase::Queued,
+                pending: VecDeque::new(),
+                acc: StreamAccumulator::default(),
+                result: None,
+                attempts: 0,
+                retries: 0,
+            }),
+            cond: Condvar::new(),
+            cancel: AtomicBool::new(false),
+            on_delta,
+            created: Instant::now(),
+        }
+    }
+
+    /// Asks for cancellation; the I/O thread completes the call with `CANCELLED`, keeping any
+    /// partial output. Returns false when the call had already finished.
+    pub fn request_cancel(&self) -> bool {
+        self.cancel.store(true, Ordering::Release);
+        self.state.lock().phase != Phase::Done
+    }
+
+    /// Whether cancellation was asked for.
+    pub fn cancel_requested(&self) -> bool {
+        self.cancel.load(Ordering::Acquire)
+    }
+
+    /// Called by the I/O thread for each new delta.
+    pub(crate) fn push_deltas(&self, deltas: &mut Vec<StreamDelta>) {
+        if deltas.is_empty() {
+            return;
+        }
+        if let Some(cb) = &self.on_delta {
+            for d in deltas.iter() {
+                cb(d);
+            }
+        }
+        let mut s = self.state.lock();
+        for d in deltas.drain(..) {
+            s.acc.apply(&d);
+            s.pending.push_back(d);
+        }
+        drop(s);
+        self.cond.notify_all();
+    }
+
+    /// Called by the I/O thread once, with the outcome.
+    pub(crate) fn finish(&self, result: Result<ChatResponse, Error>) {
+        let mut s = self.state.lock();
+        if s.phase == Phase::Done {
+            return;
+        }
+        s.phase = Phase::Done;
+        s.result = Some(result);
+        drop(s);
+        self.cond.notify_all();
+    }
+
+    /// Pulls the next delta, waiting until `deadline` (`None` = forever).
+    pub fn next_delta(&self, deadline: Option<Instant>) -> Pull {
+        let mut s = self.state.lock();
+        loop {
+            if let Some(d) = s.pending.pop_front() {
+                return Pull::Delta(d);
+            }
+            if s.phase == Phase::Done {
+                return Pull::End;
+            }
+            match deadline {
+                Some(d) => {
+                    if self.cond.wait_until(&mut s, d).timed_out() {
+                        return match s.pending.pop_front() {
+                            Some(d) => Pull::Delta(d),
+                            None if s.phase == Phase::Done => Pull::End,
+                            None => Pull::Timeout,
+                        };
+                    }
+                }
+                None => self.cond.wait(&mut s),
+            }
+        }
+    }
+
+    /// Waits for the outcome until `deadline` (`None` = forever). `None` on timeout.
+    pub fn wait(&self, deadline: Option<Instant>) -> Option<Result<ChatResponse, Error>> {
+        let mut s = self.state.lock();
+        loop {
+            if let Some(r) = &s.result {
+                return Some(r.clone());
+            }
+            match deadline {
+                Some(d) => {
+                    if self.cond.wait_until(&mut s, d).timed_out() && s.result.is_none() {
+                        return None;
+                    }
+                }
+                None => self.cond.wait(&mut s),
+            }
+        }
+    }
+
+    /// The outcome, if finished.
+    pub fn result(&self) -> Option<Result<ChatResponse, Error>> {
+        self.state.lock().result.clone()
+    }
+
+    /// Everything received so far (the full answer once finished successfully; the partial
+    /// output after a failure or cancellation).
+    pub fn partial(&self) -> ChatResponse {
+        self.state.lock().acc.response()
+    }
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        self.state.lock().phase
+    }
+
+    /// Attempts made so far.
+    pub fn attempts(&self) -> Attempts {
+        let s = self.state.lock();
+        Attempts {
+            attempts: s.attempts,
+            retries: s.retries,
+        }
+    }
+
+    /// Usage of the call: the final usage once finished, else what has been reported so far.
+    pub fn usage(&self) -> Usage {
+        let s = self.state.lock();
+        match &s.result {
+            Some(Ok(r)) => r.usage,
+            _ => s.acc.usage,
+        }
+    }
+}
+
+/// The error for a call cancelled by its caller.
+pub(crate) fn cancelled_error(endpoint: &str, partial_deltas: u64) -> Error {
+    Error::new(
+        Status::Cancelled,
+        format!("endpoint \"{endpoint}\": call cancelled ({partial_deltas} streamed pieces kept as partial output)"),
+    )
+}

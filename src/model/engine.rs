@@ -1,0 +1,890 @@
+//! The HTTP engine: one I/O thread drives every model call through a libcurl multi handle.
+//!
+//! Calls are submitted from any thread through a channel, and the thread is woken with
+//! `curl_multi_wakeup`. Admission follows priority within each endpoint's limiter. Streamed
+//! bytes go through the incremental SSE parser straight into the call (no thread per request).
+//! Connections are reused by the multi handle's connection cache (keep-alive; HTTP/2
+//! multiplexing where the server offers it).
+
+use super::anthropic;
+use super::call::{cancelled_error, CallInner, Phase};
+use super::endpoint::{Endpoint, Provider};
+use super::limiter::Limiter;
+use super::openai;
+use super::retry::{classify, rate_limit_info, FailureClass};
+use super::sse::{SseEvent, SseParser};
+use super::stream::{StreamAccumulator, StreamDelta};
+use super::types::ChatResponse;
+use crate::error::{Error, Result, Status};
+use crossbeam_channel::{Receiver, Sender};
+use curl::easy::{Easy2, Handler, HttpVersion, List, WriteError};
+use curl::multi::{Easy2Handle, Multi, MultiWaker};
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+/// The largest non-streamed response body accepted.
+pub const MAX_BODY: usize = 64 << 20;
+/// How often in-flight transfers are checked for first-byte and idle timeouts.
+const TIMEOUT_TICK: Duration = Duration::from_millis(20);
+
+enum Cmd {
+    Submit(Arc<CallInner>),
+    Cancel(u64),
+}
+
+/// Handle to the I/O thread.
+pub struct Engine {
+    tx: Sender<Cmd>,
+    waker: MultiWaker,
+    stop: Arc<AtomicBool>,
+    thread: parking_lot::Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Engine {
+    /// Starts the I/O thread.
+    pub fn start(thread_name: &str) -> Result<Engine> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+        let stop = Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(thread_name.to_string())
+            .spawn(move || {
+                let mut multi = Multi::new();
+                // Multiplex on HTTP/2 connections where offered.
+                let _ = multi.pipelining(false, true);
+                let _ = ready_tx.send(multi.waker());
+                IoLoop::new(&mut multi, rx, stop2).run();
+            })
+            .map_err(|e| Error::new(Status::Io, format!("could not start the I/O thread: {e}")))?;
+        let waker = ready_rx
+            .recv()
+            .map_err(|_| Error::new(Status::Internal, "the I/O thread died while starting"))?;
+        Ok(Engine {
+            tx,
+            waker,
+            stop,
+            thread: parking_lot::Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Queues a call for the I/O thread.
+    pub fn submit(&self, call: Arc<CallInner>) -> Result<()> {
+        if self.stop.load(Ordering::Acquire) {
+            return Err(Error::new(Status::Shutdown, "the runtime is shutting down"));
+        }
+        self.tx
+            .send(Cmd::Submit(call))
+            .map_err(|_| Error::new(Status::Shutdown, "the I/O thread has stopped"))?;
+        let _ = self.waker.wakeup();
+        Ok(())
+    }
+
+    /// Asks the I/O thread to cancel a call (its flag must already be set).
+    pub fn cancel(&self, call_id: u64) {
+        if self.tx.send(Cmd::Cancel(call_id)).is_ok() {
+            let _ = self.waker.wakeup();
+        }
+    }
+
+    /// Stops the thread; unfinished calls complete with `SHUTDOWN`. Idempotent.
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = self.waker.wakeup();
+        if let Some(t) = self.thread.lock().take() {
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Receives one attempt's response.
+struct Collector {
+    call: Arc<CallInner>,
+    provider: Provider,
+    stream: bool,
+    status: u32,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    sse: SseParser,
+    sse_mode: Option<bool>,
+    acc: StreamAccumulator,
+    scratch: Vec<StreamDelta>,
+    stream_error: Option<String>,
+    first_byte: Option<Instant>,
+    last_byte: Instant,
+    too_large: bool,
+}
+
+impl Collector {
+    fn new(call: Arc<CallInner>, provider: Provider, stream: bool) -> Collector {
+        Collector {
+            call,
+            provider,
+            stream,
+            status: 0,
+            headers: Vec::new(),
+            body: Vec::new(),
+            sse: SseParser::new(),
+            sse_mode: None,
+            acc: StreamAccumulator::default(),
+            scratch: Vec::new(),
+            stream_error: None,
+            first_byte: None,
+            last_byte: Instant::now(),
+            too_large: false,
+        }
+    }
+
+    fn on_event(&mut self, ev: SseEvent) {
+        if self.stream_error.is_some() {
+            return;
+        }
+        let r = match self.provider {
+            Provider::OpenAi => openai::apply_event(&ev, &mut self.acc, &mut self.scratch),
+            Provider::Anthropic => anthropic::apply_event(&ev, &mut self.acc, &mut self.scratch),
+        };
+        if let Err(e) = r {
+            self.stream_error = Some(e);
+        }
+    }
+}
+
+impl Handler for Collector {
+    fn header(&mut self, data: &[u8]) -> bool {
+        let line = String::from_utf8_lossy(data);
+        let line = line.trim_end();
+        if line.starts_with("HTTP/") {
+            // A new status line (after 100-continue or a redirect) starts a fresh header set.
+            self.status = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            self.headers.clear();
+        } else if let Some((k, v)) = line.split_once(':') {
+            self.headers
+                .push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+        }
+        true
+    }
+
+    fn write(&mut self, data: &[u8]) -> std::result::Result<usize, WriteError> {
+        let now = Instant::now();
+        self.first_byte.get_or_insert(now);
+        self.last_byte = now;
+        let sse = *self.sse_mode.get_or_insert_with(|| {
+            self.stream
+                && self.status / 100 == 2
+                && self
+                    .headers
+                    .iter()
+                    .any(|(k, v)| k == "content-type" && v.starts_with("text/event-stream"))
+        });
+        if sse {
+            let mut parser = std::mem::take(&mut self.sse);
+            parser.feed(data, |ev| self.on_event(ev));
+            self.sse = parser;
+            if !self.scratch.is_empty() {
+                for d in &self.scratch {
+                    self.acc.apply(d);
+                }
+                self.call.push_deltas(&mut self.scratch);
+            }
+        } else {
+            if self.body.len() + data.len() > MAX_BODY {
+                self.too_large = true;
+                return Ok(0); // aborts the transfer
+            }
+            self.body.extend_from_slice(data);
+        }
+        Ok(data.len())
+    }
+}
+
+struct Active {
+    handle: Easy2Handle<Collector>,
+    call: Arc<CallInner>,
+    endpoint_key: usize,
+    started: Instant,
+}
+
+struct Queued {
+    priority: i32,
+    seq: u64,
+    ready_at: Instant,
+    call: Arc<CallInner>,
+}
+
+impl PartialEq for Queued {
+    fn eq(&self, o: &Self) -> bool {
+        self.cmp(o) == CmpOrdering::Equal
+    }
+}
+impl Eq for Queued {}
+impl PartialOrd for Queued {
+    fn partial_cmp(&self, o: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Queued {
+    fn cmp(&self, o: &Self) -> CmpOrdering {
+        self.priority
+            .cmp(&o.priority)
+            .then_with(|| o.seq.cmp(&self.seq))
+    }
+}
+
+/// One endpoint's admission queue and limiter.
+struct EndpointQueue {
+    limiter: Limiter,
+    ready: BinaryHeap<Queued>,
+    /// Waiting for a backoff to pass: (ready_at, call).
+    delayed: Vec<Queued>,
+    /// Admission blocked until then by the limiter (None = until a slot frees).
+    blocked_until: Option<Instant>,
+}
+
+struct IoLoop<'m> {
+    multi: &'m mut Multi,
+    rx: Receiver<Cmd>,
+    stop: Arc<AtomicBool>,
+    slots: Vec<Option<Active>>,
+    free_slots: Vec<usize>,
+    by_call: HashMap<u64, usize>,
+    queues: HashMap<usize, EndpointQueue>,
+    seq: u64,
+    rng: u64,
+    last_tick: Instant,
+}
+
+fn endpoint_key(call: &CallInner) -> usize {
+    Arc::as_ptr(&call.endpoint) as usize
+}
+
+impl<'m> IoLoop<'m> {
+    fn new(multi: &'m mut Multi, rx: Receiver<Cmd>, stop: Arc<AtomicBool>) -> IoLoop<'m> {
+        let seed = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0x9e37_79b9_7f4a_7c15);
+        IoLoop {
+            multi,
+            rx,
+            stop,
+            slots: Vec::new(),
+            free_slots: Vec::new(),
+            by_call: HashMap::new(),
+            queues: HashMap::new(),
+            seq: 0,
+            rng: seed | 1,
+            last_tick: Instant::now(),
+        }
+    }
+
+    fn rand01(&mut self) -> f64 {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        (self.rng >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn run(mut self) {
+        loop {
+            if self.stop.load(Ordering::Acquire) {
+                self.shutdown_all();
+                return;
+            }
+            while let Ok(cmd) = self.rx.try_recv() {
+                match cmd {
+                    Cmd::Submit(call) => self.enqueue(call, Instant::now()),
+                    Cmd::Cancel(id) => self.cancel(id),
+                }
+            }
+            let now = Instant::now();
+            self.admit(now);
+            if let Err(e) = self.multi.perform() {
+                // A multi-level error is not tied to one transfer; fail everything in flight.
+                let err = Error::new(Status::Internal, format!("curl multi error: {e}"));
+                for slot in 0..self.slots.len() {
+                    if self.slots[slot].is_some() {
+                        self.complete_slot(slot, Some(err.clone()));
+                    }
+                }
+            }
+            let mut done = Vec::new();
+            self.multi.messages(|m| {
+                if let (Ok(token), Some(result)) = (m.token(), m.result()) {
+                    done.push((token, result));
+                }
+            });
+            for (slot, result) in done {
+                self.finish_transfer(slot, result);
+            }
+            let now = Instant::now();
+            if now.duration_since(self.last_tick) >= TIMEOUT_TICK {
+                self.last_tick = now;
+                self.check_timeouts(now);
+            }
+            let wait = self.poll_timeout(Instant::now());
+            let _ = self.multi.poll(&mut [], wait);
+        }
+    }
+
+    fn poll_timeout(&self, now: Instant) -> Duration {
+        let mut wait = Duration::from_secs(1);
+        if !self.by_call.is_empty() {
+            wait = wait.min(TIMEOUT_TICK);
+        }
+        if let Ok(Some(t)) = self.multi.get_timeout() {
+            wait = wait.min(t);
+        }
+        for q in self.queues.values() {
+            for d in &q.delayed {
+                wait = wait.min(d.ready_at.saturating_duration_since(now));
+            }
+            if let (Some(until), false) = (q.blocked_until, q.ready.is_empty()) {
+                wait = wait.min(until.saturating_duration_since(now));
+            }
+        }
+        wait
+    }
+
+    fn enqueue(&mut self, call: Arc<CallInner>, ready_at: Instant) {
+        let key = endpoint_key(&call);
+        let limits = call.endpoint.config.limits;
+        let q = self.queues.entry(key).or_insert_with(|| EndpointQueue {
+            limiter: Limiter::new(limits),
+            ready: BinaryHeap::new(),
+            delayed: Vec::new(),
+            blocked_until: None,
+        });
+        self.seq += 1;
+        let item = Queued {
+            priority: call.priority,
+            seq: self.seq,
+            ready_at,
+            call,
+        };
+        if ready_at > Instant::now() {
+            q.delayed.push(item);
+        } else {
+            q.ready.push(item);
+        }
+    }
+
+    fn admit(&mut self, now: Instant) {
+        let keys: Vec<usize> = self.queues.keys().copied().collect();
+        for key in keys {
+            let mut starts = Vec::new();
+            let mut cancelled = Vec::new();
+            {
+                let q = self.queues.get_mut(&key).expect("queue");
+                let (due, later): (Vec<_>, Vec<_>) =
+                    q.delayed.drain(..).partition(|d| d.ready_at <= now);
+                q.delayed = later;
+                q.ready.extend(due);
+                if matches!(q.blocked_until, Some(t) if t > now) {
+                    continue;
+                }
+                q.blocked_until = None;
+                while let Some(top) = q.ready.peek() {
+                    if top.call.cancel_requested() {
+                        cancelled.push(q.ready.pop().expect("peeked").call);
+                        continue;
+                    }
+                    let est = estimate_tokens(&top.call);
+                    match q.limiter.try_admit(now, est, top.call.id) {
+                        Ok(()) => starts.push(q.ready.pop().expect("peeked").call),
+                        Err(until) => {
+                            q.blocked_until = until;
+                            break;
+                        }
+                    }
+                }
+            }
+            for call in cancelled {
+                let n = call.state.lock().acc.deltas;
+                let e = cancelled_error(&call.endpoint.config.name, n);
+                finish_call(&call, Err(e));
+            }
+            for call in starts {
+                self.start_transfer(call, key);
+            }
+        }
+        self.queues.retain(|_, q| {
+            !q.ready.is_empty() || !q.delayed.is_empty() || q.limiter.in_flight() > 0
+        });
+    }
+
+    fn start_transfer(&mut self, call: Arc<CallInner>, key: usize) {
+        let ep = &call.endpoint.config;
+        let stream = call.request.stream;
+        let body = match ep.provider {
+            Provider::OpenAi => openai::build_body(&call.request, ep),
+            Provider::Anthropic => anthropic::build_body(&call.request, ep),
+        };
+        let easy = match build_easy(&call, ep, stream, &body) {
+            Ok(e) => e,
+            Err(e) => {
+                self.release(key, call.id, None);
+                let err = Error::new(
+                    Status::Http,
+                    format!("endpoint \"{}\": cannot set up the request: {e}", ep.name),
+                );
+                finish_call(&call, Err(err));
+                return;
+            }
+        };
+        let slot = self.free_slots.pop().unwrap_or_else(|| {
+            self.slots.push(None);
+            self.slots.len() - 1
+        });
+        match self.multi.add2(easy) {
+            Ok(mut handle) => {
+                let _ = handle.set_token(slot);
+                {
+                    let mut s = call.state.lock();
+                    s.phase = Phase::InFlight;
+                    s.attempts += 1;
+                }
+                self.by_call.insert(call.id, slot);
+                self.slots[slot] = Some(Active {
+                    handle,
+                    call,
+                    endpoint_key: key,
+                    started: Instant::now(),
+                });
+            }
+            Err(e) => {
+                self.free_slots.push(slot);
+                self.release(key, call.id, None);
+                let err = Error::new(
+                    Status::Http,
+                    format!(
+                        "endpoint \"{}\": curl refused the transfer: {e}",
+                        call.endpoint.config.name
+                    ),
+                );
+                finish_call(&call, Err(err));
+            }
+        }
+    }
+
+    fn release(&mut self, key: usize, call_id: u64, actual_tokens: Option<u64>) {
+        if let Some(q) = self.queues.get_mut(&key) {
+            // A freed slot lets the head of the queue try again at the next admission pass.
+            q.limiter.release(call_id, actual_tokens);
+        }
+    }
+
+    /// Removes a transfer from the multi handle, giving back its call and collector.
+    fn take_slot(&mut self, slot: usize) -> Option<(Arc<CallInner>, usize, Collector)> {
+        let active = self.slots.get_mut(slot)?.take()?;
+        self.free_slots.push(slot);
+        self.by_call.remove(&active.call.id);
+        let Active {
+            handle,
+            call,
+            endpoint_key,
+            ..
+        } = active;
+        let collector = match self.multi.remove2(handle) {
+            Ok(mut easy) => {
+                let placeholder = Collector::new(call.clone(), Provider::OpenAi, false);
+                std::mem::replace(easy.get_mut(), placeholder)
+            }
+            // The handle could not be detached; the call still must finish.
+            Err(_) => Collector::new(call.clone(), Provider::OpenAi, false),
+        };
+        Some((call, endpoint_key, collector))
+    }
+
+    /// Ends an in-flight transfer early: with `None` as a cancellation, else as `err`.
+    fn complete_slot(&mut self, slot: usize, err: Option<Error>) {
+        let Some((call, key, c)) = self.take_slot(slot) else {
+            return;
+        };
+        self.release(key, call.id, None);
+        let err = err.unwrap_or_else(|| cancelled_error(&call.endpoint.config.name, c.acc.deltas));
+        finish_call(&call, Err(err));
+    }
+
+    fn cancel(&mut self, call_id: u64) {
+        if let Some(&slot) = self.by_call.get(&call_id) {
+            self.complete_slot(slot, None);
+            return;
+        }
+        // A queued call: remove it now rather than at its admission.
+        let now = Instant::now();
+        let mut cancelled = Vec::new();
+        for q in self.queues.values_mut() {
+            let items: Vec<Queued> = q.ready.drain().chain(q.delayed.drain(..)).collect();
+            for it in items {
+                if it.call.id == call_id {
+                    cancelled.push(it.call);
+                } else if it.ready_at > now {
+                    q.delayed.push(it);
+                } else {
+                    q.ready.push(it);
+                }
+            }
+        }
+        for call in cancelled {
+            let n = call.state.lock().acc.deltas;
+            finish_call(&call, Err(cancelled_error(&call.endpoint.config.name, n)));
+        }
+    }
+
+    fn check_timeouts(&mut self, now: Instant) {
+        let mut expired = Vec::new();
+        for (slot, a) in self.slots.iter().enumerate() {
+            let Some(a) = a else { continue };
+            let t = &a.call.endpoint.config.timeouts;
+            let c = a.handle.get_ref();
+            let what = match c.first_byte {
+                None if !t.first_byte.is_zero() && now.duration_since(a.started) > t.first_byte => {
+                    Some(("first byte", t.first_byte))
+                }
+                Some(_) if !t.idle.is_zero() && now.duration_since(c.last_byte) > t.idle => {
+                    Some(("idle stream", t.idle))
+                }
+                _ => None,
+            };
+            if let Some((what, limit)) = what {
+                expired.push((slot, what, limit));
+            }
+        }
+        for (slot, what, limit) in expired {
+            let Some((call, key, c)) = self.take_slot(slot) else {
+                continue;
+            };
+            let msg = format!(
+                "endpoint \"{}\": {what} timeout after {} ms",
+                call.endpoint.config.name,
+                limit.as_millis()
+            );
+            self.after_failed_attempt(call, key, c, Error::new(Status::Timeout, msg), true);
+        }
+    }
+
+    fn finish_transfer(&mut self, slot: usize, result: std::result::Result<(), curl::Error>) {
+        let Some((call, key, c)) = self.take_slot(slot) else {
+            return;
+        };
+        let ep = &call.endpoint.config;
+        let name = ep.name.clone();
+        let now = Instant::now();
+        if let Some(q) = self.queues.get_mut(&key) {
+            q.limiter
+                .observe(now, &rate_limit_info(&c.headers, SystemTime::now()));
+        }
+        if let Err(e) = result {
+            let (status, what) = if c.too_large {
+                (
+                    Status::LimitExceeded,
+                    format!("response body exceeds {MAX_BODY} bytes"),
+                )
+            } else if e.is_operation_timedout() {
+                (
+                    Status::Timeout,
+                    format!("total timeout: {}", e.description()),
+                )
+            } else {
+                (
+                    Status::Http,
+                    format!("transport error: {}", e.description()),
+                )
+            };
+            let retryable = !c.too_large;
+            let err = Error::new(status, ep.redact(&format!("endpoint \"{name}\": {what}")));
+            self.after_failed_attempt(call, key, c, err, retryable);
+            return;
+        }
+        if c.status / 100 != 2 {
+            let body = String::from_utf8_lossy(&c.body);
+            let text = provider_error_text(ep.provider, &body);
+            let class = classify(c.status, &c.headers, &body, SystemTime::now());
+            let msg = ep.redact(&format!("endpoint \"{name}\": HTTP {}: {text}", c.status));
+            match class {
+                FailureClass::SpendLimit => {
+                    self.release(key, call.id, None);
+                    let e = Error::new(
+                        Status::LimitExceeded,
+                        format!("{msg} (spend limit: not retried)"),
+                    );
+                    finish_call(&call, Err(e));
+                }
+                FailureClass::NonRetryable => {
+                    self.release(key, call.id, None);
+                    finish_call(&call, Err(Error::new(Status::Http, msg)));
+                }
+                FailureClass::Retryable { after } => {
+                    if let (Some(after), Some(q)) = (after, self.queues.get_mut(&key)) {
+                        if c.status == 429 {
+                            q.limiter.block_until(now + after);
+                        }
+                    }
+                    self.schedule_retry(call, key, Error::new(Status::Http, msg), after);
+                }
+            }
+            return;
+        }
+        // 2xx.
+        if c.sse_mode == Some(true) {
+            if let Some(e) = &c.stream_error {
+                let err = Error::new(
+                    Status::Provider,
+                    ep.redact(&format!("endpoint \"{name}\": error event in stream: {e}")),
+                );
+                self.after_failed_attempt(call, key, c, err, true);
+                return;
+            }
+            if !c.acc.done || c.sse.has_partial() {
+                let err = Error::new(
+                    Status::Http,
+                    format!("endpoint \"{name}\": stream ended before its end marker"),
+                );
+                self.after_failed_attempt(call, key, c, err, true);
+                return;
+            }
+            let mut r = c.acc.response();
+            self.succeed(call, key, &mut r);
+            return;
+        }
+        let parsed = match ep.provider {
+            Provider::OpenAi => openai::parse_response(&c.body),
+            Provider::Anthropic => anthropic::parse_response(&c.body),
+        };
+        match parsed {
+            Ok(mut r) => {
+                // A non-streamed answer is delivered as one delta too, so pullers see it.
+                let mut deltas = Vec::new();
+                if !r.content.is_empty() {
+                    deltas.push(StreamDelta::Text(r.content.clone()));
+                }
+                for (i, tc) in r.tool_calls.iter().enumerate() {
+                    deltas.push(StreamDelta::ToolCall {
+                        index: i as u32,
+                        id: Some(tc.id.clone()),
+                        name: Some(tc.name.clone()),
+                        arguments: tc.arguments.clone(),
+                    });
+                }
+                call.push_deltas(&mut deltas);
+                self.succeed(call, key, &mut r);
+            }
+            Err(e) => {
+                self.release(key, call.id, None);
+                let err = Error::new(
+                    Status::Provider,
+                    ep.redact(&format!(
+                        "endpoint \"{name}\": HTTP {}: malformed response: {e}",
+                        c.status
+                    )),
+                );
+                finish_call(&call, Err(err));
+            }
+        }
+    }
+
+    fn succeed(&mut self, call: Arc<CallInner>, key: usize, r: &mut ChatResponse) {
+        let ep = &call.endpoint.config;
+        r.usage.cost_usd = ep.prices.cost(&r.usage);
+        {
+            let mut s = call.state.lock();
+            s.acc.usage = r.usage;
+            if s.acc.finish_reason.is_none() {
+                s.acc.finish_reason = Some(r.finish_reason.clone());
+            }
+            if s.acc.model.is_empty() {
+                s.acc.model.clone_from(&r.model);
+            }
+        }
+        let actual = r.usage.prompt_tokens + r.usage.completion_tokens;
+        self.release(key, call.id, (actual > 0).then_some(actual));
+        finish_call(&call, Ok(r.clone()));
+    }
+
+    /// A transport-level failure: retry unless output was already delivered (never replay a
+    /// stream that produced output) or `retryable` is false.
+    fn after_failed_attempt(
+        &mut self,
+        call: Arc<CallInner>,
+        key: usize,
+        c: Collector,
+        err: Error,
+        retryable: bool,
+    ) {
+        if c.acc.has_output() {
+            self.release(key, call.id, None);
+            let msg = format!(
+                "{} after {} streamed pieces; not replayed, the partial output is kept",
+                err.message(),
+                c.acc.deltas
+            );
+            finish_call(&call, Err(Error::new(err.status(), msg)));
+        } else if retryable {
+            self.schedule_retry(call, key, err, None);
+        } else {
+            self.release(key, call.id, None);
+            finish_call(&call, Err(err));
+        }
+    }
+
+    fn schedule_retry(
+        &mut self,
+        call: Arc<CallInner>,
+        key: usize,
+        err: Error,
+        after: Option<Duration>,
+    ) {
+        self.release(key, call.id, None);
+        let policy = call.endpoint.config.retry;
+        let retries = call.state.lock().retries;
+        let delay = if retries < policy.max_retries {
+            let r = self.rand01();
+            policy.delay(retries, after, r)
+        } else {
+            None
+        };
+        match delay {
+            Some(d) if !call.cancel_requested() => {
+                {
+                    let mut s = call.state.lock();
+                    s.retries += 1;
+                    s.phase = Phase::Queued;
+                }
+                self.enqueue(call, Instant::now() + d);
+            }
+            _ => {
+                let why = if retries >= policy.max_retries {
+                    format!("{} (gave up after {} retries)", err.message(), retries)
+                } else {
+                    format!(
+                        "{} (server asked to wait longer than max_wait)",
+                        err.message()
+                    )
+                };
+                finish_call(&call, Err(Error::new(err.status(), why)));
+            }
+        }
+    }
+
+    fn shutdown_all(&mut self) {
+        for slot in 0..self.slots.len() {
+            if self.slots[slot].is_some() {
+                self.complete_slot(
+                    slot,
+                    Some(Error::new(
+                        Status::Shutdown,
+                        "the runtime shut down during the call",
+                    )),
+                );
+            }
+        }
+        for q in self.queues.values_mut() {
+            for it in q.ready.drain().chain(q.delayed.drain(..)) {
+                finish_call(
+                    &it.call,
+                    Err(Error::new(
+                        Status::Shutdown,
+                        "the runtime shut down before the call started",
+                    )),
+                );
+            }
+        }
+        while let Ok(cmd) = self.rx.try_recv() {
+            if let Cmd::Submit(call) = cmd {
+                finish_call(
+                    &call,
+                    Err(Error::new(
+                        Status::Shutdown,
+                        "the runtime shut down before the call started",
+                    )),
+                );
+            }
+        }
+    }
+}
+
+/// Records the outcome in the endpoint totals and completes the call.
+fn finish_call(call: &CallInner, result: Result<ChatResponse>) {
+    let (usage, ok) = match &result {
+        Ok(r) => (r.usage, true),
+        Err(_) => (call.state.lock().acc.usage, false),
+    };
+    let retries = call.state.lock().retries;
+    call.endpoint.record(&usage, ok, retries);
+    call.finish(result);
+}
+
+fn provider_error_text(provider: Provider, body: &str) -> String {
+    let parsed = serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| match provider {
+            Provider::OpenAi => openai::error_text(&v),
+            Provider::Anthropic => anthropic::error_text(&v),
+        });
+    parsed.unwrap_or_else(|| {
+        let t = body.trim();
+        if t.is_empty() {
+            "(empty body)".to_string()
+        } else {
+            t.chars().take(500).collect()
+        }
+    })
+}
+
+fn estimate_tokens(call: &CallInner) -> u64 {
+    let chars: usize = call
+        .request
+        .messages
+        .iter()
+        .map(|m| m.content.len() + 8)
+        .sum();
+    let out = call
+        .request
+        .max_tokens
+        .unwrap_or(call.endpoint.config.max_output_tokens) as usize;
+    ((chars / 4) + out) as u64
+}
+
+fn build_easy(
+    call: &Arc<CallInner>,
+    ep: &Endpoint,
+    stream: bool,
+    body: &[u8],
+) -> std::result::Result<Easy2<Collector>, curl::Error> {
+    let mut easy = Easy2::new(Collector::new(call.clone(), ep.provider, stream));
+    easy.url(&ep.url())?;
+    easy.post(true)?;
+    easy.post_fields_copy(body)?;
+    let mut list = List::new();
+    for h in ep.request_headers(stream) {
+        list.append(&h)?;
+    }
+    easy.http_headers(list)?;
+    easy.http_version(HttpVersion::V2TLS)?;
+    easy.pipewait(true)?;
+    easy.tcp_nodelay(true)?;
+    easy.signal(false)?;
+    if !ep.timeouts.connect.is_zero() {
+        easy.connect_timeout(ep.timeouts.connect)?;
+    }
+    if !ep.timeouts.total.is_zero() {
+        easy.timeout(ep.timeouts.total)?;
+    }
+    Ok(easy)
+}

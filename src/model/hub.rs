@@ -1,0 +1,210 @@
+//! The runtime's model layer: its endpoints, its I/O engine, and usage totals.
+
+use super::call::{CallInner, DeltaCallback};
+use super::endpoint::Endpoint;
+use super::engine::Engine;
+use super::types::{ChatRequest, Usage};
+use crate::error::{Error, Result, Status};
+use parking_lot::{Mutex, RwLock};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Counters of one endpoint (or of the whole runtime).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CallStats {
+    /// Token usage and cost of successful calls (and of failed calls that reported usage).
+    pub usage: Usage,
+    /// Calls that succeeded.
+    pub succeeded: u64,
+    /// Calls that failed (cancellations included).
+    pub failed: u64,
+    /// HTTP attempts that were retried.
+    pub retries: u64,
+}
+
+impl CallStats {
+    fn to_json(self) -> Value {
+        json!({"usage": self.usage.to_json(), "succeeded": self.succeeded,
+               "failed": self.failed, "retries": self.retries})
+    }
+}
+
+/// An endpoint and its running totals.
+pub struct EndpointState {
+    /// The configuration.
+    pub config: Endpoint,
+    stats: Mutex<CallStats>,
+    runtime_stats: Arc<Mutex<CallStats>>,
+}
+
+impl EndpointState {
+    /// Records a finished call.
+    pub(crate) fn record(&self, usage: &Usage, ok: bool, retries: u32) {
+        for stats in [&mut *self.stats.lock(), &mut *self.runtime_stats.lock()] {
+            stats.usage.add(usage);
+            if ok {
+                stats.succeeded += 1;
+            } else {
+                stats.failed += 1;
+            }
+            stats.retries += retries as u64;
+        }
+    }
+
+    /// This endpoint's totals.
+    pub fn stats(&self) -> CallStats {
+        *self.stats.lock()
+    }
+}
+
+/// Endpoints, the I/O engine and totals of one runtime.
+pub struct ModelHub {
+    endpoints: RwLock<BTreeMap<String, Arc<EndpointState>>>,
+    engine: Mutex<Option<Arc<Engine>>>,
+    totals: Arc<Mutex<CallStats>>,
+    next_call: AtomicU64,
+    thread_name: String,
+    shut_down: std::sync::atomic::AtomicBool,
+}
+
+impl ModelHub {
+    /// A hub with no endpoints; the I/O thread starts with the first call.
+    pub fn new(thread_name: &str) -> ModelHub {
+        ModelHub {
+            endpoints: RwLock::new(BTreeMap::new()),
+            engine: Mutex::new(None),
+            totals: Arc::new(Mutex::new(CallStats::default())),
+            next_call: AtomicU64::new(1),
+            thread_name: format!("{thread_name}-io"),
+            shut_down: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Adds (or with `replace`, replaces) an endpoint described by JSON.
+    pub fn add_endpoint_json(&self, json: &str, replace: bool) -> Result<String> {
+        let ep = Endpoint::from_json(json)?;
+        self.add_endpoint(ep, replace)
+    }
+
+    /// Adds (or with `replace`, replaces) an endpoint.
+    pub fn add_endpoint(&self, ep: Endpoint, replace: bool) -> Result<String> {
+        let mut map = self.endpoints.write();
+        if !replace && map.contains_key(&ep.name) {
+            return Err(Error::invalid(format!(
+                "endpoint \"{}\" already exists",
+                ep.name
+            )));
+        }
+        let name = ep.name.clone();
+        map.insert(
+            name.clone(),
+            Arc::new(EndpointState {
+                config: ep,
+                stats: Mutex::new(CallStats::default()),
+                runtime_stats: self.totals.clone(),
+            }),
+        );
+        Ok(name)
+    }
+
+    /// Looks an endpoint up by name.
+    pub fn endpoint(&self, name: &str) -> Result<Arc<EndpointState>> {
+        self.endpoints
+            .read()
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::new(Status::NotFound, format!("no endpoint named \"{name}\"")))
+    }
+
+    fn engine(&self) -> Result<Arc<Engine>> {
+        if self.shut_down.load(Ordering::Acquire) {
+            return Err(Error::new(Status::Shutdown, "the runtime is shutting down"));
+        }
+        let mut e = self.engine.lock();
+        if let Some(engine) = &*e {
+            return Ok(engine.clone());
+        }
+        let engine = Arc::new(Engine::start(&self.thread_name)?);
+        *e = Some(engine.clone());
+        Ok(engine)
+    }
+
+    /// Creates a call; it starts when passed to [`ModelHub::submit`].
+    pub fn new_call(
+        &self,
+        endpoint: &str,
+        request: ChatRequest,
+        priority: i32,
+        on_delta: Option<DeltaCallback>,
+    ) -> Result<Arc<CallInner>> {
+        let ep = self.endpoint(endpoint)?;
+        let id = self.next_call.fetch_add(1, Ordering::Relaxed);
+        Ok(Arc::new(CallInner::new(
+            id, ep, request, priority, on_delta,
+        )))
+    }
+
+    /// Hands a call to the I/O thread.
+    pub fn submit(&self, call: Arc<CallInner>) -> Result<()> {
+        self.engine()?.submit(call)
+    }
+
+    /// Starts a call and returns it.
+    pub fn start(
+        &self,
+        endpoint: &str,
+        request: ChatRequest,
+        priority: i32,
+    ) -> Result<Arc<CallInner>> {
+        let call = self.new_call(endpoint, request, priority, None)?;
+        self.submit(call.clone())?;
+        Ok(call)
+    }
+
+    /// Asks the I/O thread to cancel a call.
+    pub fn cancel(&self, call: &CallInner) {
+        if call.request_cancel() {
+            if let Some(engine) = &*self.engine.lock() {
+                engine.cancel(call.id);
+            }
+        }
+    }
+
+    /// Runtime-wide totals.
+    pub fn totals(&self) -> CallStats {
+        *self.totals.lock()
+    }
+
+    /// Totals per endpoint and for the runtime, as JSON.
+    pub fn usage_json(&self) -> Value {
+        let eps: serde_json::Map<String, Value> = self
+            .endpoints
+            .read()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.stats().to_json()))
+            .collect();
+        json!({"runtime": self.totals().to_json(), "endpoints": eps})
+    }
+
+    /// The number of threads the model layer runs (0 until the first call, then 1).
+    pub fn io_threads(&self) -> u32 {
+        u32::from(self.engine.lock().is_some())
+    }
+
+    /// Stops the I/O thread; calls not finished complete with `SHUTDOWN`.
+    pub fn shutdown(&self) {
+        self.shut_down.store(true, Ordering::Release);
+        let engine = self.engine.lock().take();
+        if let Some(e) = engine {
+            e.shutdown();
+        }
+    }
+}
+
+impl Drop for ModelHub {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

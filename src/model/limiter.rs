@@ -1,0 +1,180 @@
+//! The client-side limiter of one endpoint: requests per minute, tokens per minute and
+//! concurrency, corrected by the usage and rate-limit headers the server reports.
+//!
+//! Owned by the I/O thread, so it needs no lock.
+
+use super::endpoint::Limits;
+use super::retry::RateLimitInfo;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+const WINDOW: Duration = Duration::from_secs(60);
+
+/// Admission state of one endpoint.
+#[derive(Debug)]
+pub struct Limiter {
+    limits: Limits,
+    /// (admitted at, tokens charged, call id) within the last minute.
+    window: VecDeque<(Instant, u64, u64)>,
+    in_flight: u32,
+    blocked_until: Option<Instant>,
+}
+
+impl Limiter {
+    /// A limiter enforcing `limits` (zeros are unlimited).
+    pub fn new(limits: Limits) -> Limiter {
+        Limiter {
+            limits,
+            window: VecDeque::new(),
+            in_flight: 0,
+            blocked_until: None,
+        }
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some(&(t, _, _)) = self.window.front() {
+            if now.duration_since(t) >= WINDOW {
+                self.window.pop_front();
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// Calls in flight.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight
+    }
+
+    /// Whether a concurrency slot is free (ignores the per-minute budgets).
+    pub fn has_free_slot(&self) -> bool {
+        self.limits.concurrency == 0 || self.in_flight < self.limits.concurrency
+    }
+
+    /// Admits a call estimated at `tokens`, or says when to try again. `Err(None)` means "when a
+    /// call in flight finishes".
+    pub fn try_admit(
+        &mut self,
+        now: Instant,
+        tokens: u64,
+        call_id: u64,
+    ) -> Result<(), Option<Instant>> {
+        self.expire(now);
+        if let Some(until) = self.blocked_until {
+            if now < until {
+                return Err(Some(until));
+            }
+            self.blocked_until = None;
+        }
+        if !self.has_free_slot() {
+            return Err(None);
+        }
+        if self.limits.rpm > 0 && self.window.len() as u64 >= self.limits.rpm as u64 {
+            return Err(self.window.front().map(|&(t, _, _)| t + WINDOW));
+        }
+        if self.limits.tpm > 0 {
+            let used: u64 = self.window.iter().map(|&(_, n, _)| n).sum();
+            // A call larger than the whole budget is admitted alone rather than never.
+            if used > 0 && used + tokens > self.limits.tpm {
+                let mut freed = 0;
+                for &(t, n, _) in &self.window {
+                    freed += n;
+                    if used - freed + tokens <= self.limits.tpm {
+                        return Err(Some(t + WINDOW));
+                    }
+                }
+                return Err(self.window.back().map(|&(t, _, _)| t + WINDOW));
+            }
+        }
+        self.in_flight += 1;
+        self.window.push_back((now, tokens, call_id));
+        Ok(())
+    }
+
+    /// A call finished: frees its slot and replaces its estimate by the real token count.
+    pub fn release(&mut self, call_id: u64, actual_tokens: Option<u64>) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if let Some(actual) = actual_tokens {
+            if let Some(entry) = self.window.iter_mut().rev().find(|e| e.2 == call_id) {
+                entry.1 = actual;
+            }
+        }
+    }
+
+    /// Applies what the server reported: an exhausted bucket blocks admission until its reset.
+    pub fn observe(&mut self, now: Instant, info: &RateLimitInfo) {
+        let exhausted = info.remaining_requests == Some(0) || info.remaining_tokens == Some(0);
+        if exhausted {
+            let reset = info.reset_after.unwrap_or(Duration::from_secs(1));
+            let until = now + reset;
+            self.blocked_until = Some(self.blocked_until.map_or(until, |b| b.max(until)));
+        }
+    }
+
+    /// Blocks admission until `until` (after a 429 with `retry-after`).
+    pub fn block_until(&mut self, until: Instant) {
+        self.blocked_until = Some(self.blocked_until.map_or(until, |b| b.max(until)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrency_and_rpm() {
+        let mut l = Limiter::new(Limits {
+            rpm: 2,
+            tpm: 0,
+            concurrency: 1,
+        });
+        let t0 = Instant::now();
+        assert!(l.try_admit(t0, 10, 1).is_ok());
+        assert_eq!(l.try_admit(t0, 10, 2), Err(None));
+        l.release(1, Some(5));
+        assert!(l.try_admit(t0, 10, 2).is_ok());
+        l.release(2, None);
+        assert_eq!(l.try_admit(t0, 10, 3), Err(Some(t0 + WINDOW)));
+        assert!(l.try_admit(t0 + WINDOW, 10, 3).is_ok());
+    }
+
+    #[test]
+    fn tpm_is_corrected_by_actual_usage() {
+        let mut l = Limiter::new(Limits {
+            rpm: 0,
+            tpm: 100,
+            concurrency: 0,
+        });
+        let t0 = Instant::now();
+        assert!(l.try_admit(t0, 90, 1).is_ok());
+        assert!(l.try_admit(t0, 20, 2).is_err());
+        l.release(1, Some(30)); // the estimate was high
+        assert!(l.try_admit(t0, 20, 2).is_ok());
+        // A single call over the whole budget is still admitted when alone.
+        let mut solo = Limiter::new(Limits {
+            rpm: 0,
+            tpm: 10,
+            concurrency: 0,
+        });
+        assert!(solo.try_admit(t0, 50, 1).is_ok());
+    }
+
+    #[test]
+    fn headers_block_until_reset() {
+        let mut l = Limiter::new(Limits::default());
+        let t0 = Instant::now();
+        l.observe(
+            t0,
+            &RateLimitInfo {
+                remaining_requests: Some(0),
+                remaining_tokens: None,
+                reset_after: Some(Duration::from_secs(2)),
+            },
+        );
+        assert_eq!(
+            l.try_admit(t0, 1, 1),
+            Err(Some(t0 + Duration::from_secs(2)))
+        );
+        assert!(l.try_admit(t0 + Duration::from_secs(2), 1, 1).is_ok());
+    }
+}

@@ -1,0 +1,23 @@
+//! Models: providers, the HTTP engine over libcurl, streaming, retries and limits.
+//!
+//! - [`types`]: provider-neutral messages, requests, responses, usage.
+//! - [`endpoint`] and [`presets`]: endpoints described as data, built-in model presets.
+//! - [`openai`] and [`anthropic`]: the two wire formats.
+//! - [`sse`] and [`stream`]: the incremental SSE parser and the stream accumulator.
+//! - [`retry`] and [`limiter`]: failure classification, backoff, rate-limit headers, the
+//!   per-endpoint RPM/TPM/concurrency limiter.
+//! - [`engine`]: the single I/O thread driving a curl multi handle.
+//! - [`call`] and [`hub`]: a call as its caller sees it; the runtime's endpoints and totals.
+
+pub mod anthropic;
+pub mod call;
+pub mod endpoint;
+pub mod engine;
+pub mod hub;
+pub mod limiter;
+pub mod openai;
+pub mod presets;
+pub mod retry;
+pub mod sse;
+pub mod stream;
+pub mod types;

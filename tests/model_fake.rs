@@ -1,0 +1,532 @@
+//! The model layer against a scriptable fake server on 127.0.0.1: every reply shape and every
+//! failure path, over real HTTP through libcurl.
+
+#[path = "support/fake_server.rs"]
+mod fake_server;
+
+use agentos::config::RuntimeConfig;
+use agentos::model::call::{CallInner, Pull};
+use agentos::model::stream::StreamDelta;
+use agentos::model::types::ChatRequest;
+use agentos::runtime::Runtime;
+use agentos::Status;
+use fake_server::{FakeServer, Reply};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn runtime() -> Runtime {
+    let mut c = RuntimeConfig::default();
+    c.set_workers(1).unwrap();
+    Runtime::start(c).unwrap()
+}
+
+fn add_endpoint(rt: &Runtime, name: &str, provider: &str, url: &str, extra: &str) {
+    let base = if provider == "openai" {
+        format!("{url}/v1")
+    } else {
+        url.to_string()
+    };
+    let json = format!(
+        r#"{{"name":"{name}","provider":"{provider}","base_url":"{base}","model":"fake-model",
+            "retry":{{"max_retries":3,"base_delay_ms":10,"max_delay_ms":50}}{extra}}}"#
+    );
+    rt.shared()
+        .models()
+        .add_endpoint_json(&json, false)
+        .unwrap();
+}
+
+fn request(stream: bool) -> ChatRequest {
+    ChatRequest::from_json(&format!(
+        r#"{{"messages":[{{"role":"user","content":"hi"}}],"stream":{stream},"temperature":0}}"#
+    ))
+    .unwrap()
+}
+
+fn wait(call: &CallInner) -> Result<agentos::model::types::ChatResponse, agentos::Error> {
+    call.wait(Some(Instant::now() + Duration::from_secs(20)))
+        .expect("call did not finish in 20 s")
+}
+
+#[test]
+fn plain_openai_answer_with_usage_and_cost() {
+    let srv = FakeServer::start();
+    let rt = runtime();
+    add_endpoint(
+        &rt,
+        "oa",
+        "openai",
+        &srv.url(),
+        r#","prices":{"input_per_mtok":1000000,"output_per_mtok":2000000}"#,
+    );
+    srv.push(Reply::openai_text("hello there"));
+    let call = rt.shared().models().start("oa", request(false), 0).unwrap();
+    let r = wait(&call).unwrap();
+    assert_eq!(r.content, "hello there");
+    assert_eq!(r.usage.prompt_tokens, 11);
+    assert_eq!(r.usage.completion_tokens, 2);
+    assert!(
+        (r.usage.cost_usd - (11.0 + 2.0 * 2.0)).abs() < 1e-6,
+        "{}",
+        r.usage.cost_usd
+    );
+    let req = srv.last_request().unwrap();
+    assert_eq!(req.path, "/v1/chat/completions");
+    let body: serde_json::Value = serde_json::from_str(&req.json()).unwrap();
+    assert_eq!(body["model"], "fake-model");
+    assert_eq!(body["messages"][0]["content"], "hi");
+    let totals = rt.shared().models().totals();
+    assert_eq!(totals.succeeded, 1);
+    assert_eq!(totals.usage.prompt_tokens, 11);
+}
+
+#[test]
+fn streamed_openai_answer_pulls_every_piece_and_reuses_the_connection() {
+    let srv = FakeServer::start();
+    let rt = runtime();
+    add_endpoint(&rt, "oa", "openai", &srv.url(), "");
+    for _ in 0..3 {
+        srv.push(Reply::openai_stream(&["Hel", "lo, ", "wor", "ld"]).split_writes(5));
+    }
+    for _ in 0..3 {
+        let call = rt.shared().models().start("oa", request(true), 0).unwrap();
+        let mut text = String::new();
+        loop {
+            match call.next_delta(Some(Instant::now() + Duration::from_secs(20))) {
+                Pull::Delta(StreamDelta::Text(t)) => text.push_str(&t),
+                Pull::Delta(other) => panic!("unexpected {other:?}"),
+                Pull::End => break,
+                Pull::Timeout => panic!("timeout"),
+            }
+        }
+        assert_eq!(text, "Hello, world");
+        let r = wait(&call).unwrap();
+        assert_eq!(r.content, "Hello, world");
+        assert_eq!(r.finish_reason, "stop");
+        assert_eq!(r.usage.completion_tokens, 4);
+        let body: serde_json::Value =
+            serde_json::from_str(&srv.last_request().unwrap().json()).unwrap();
+        assert_eq!(body["stream_options"]["include_usage"], true);
+    }
+    assert_eq!(
+        srv.connections_accepted(),
+        1,
+        "keep-alive reuses one connection"
+    );
+}
+
+#[test]
+fn streamed_parallel_tool_calls_are_assembled() {
+    let srv = FakeServer::start();
+    let rt = runtime();
+    add_endpoint(&rt, "oa", "openai", &srv.url(), "");
+    let events = vec![
+        r#"data: {"choices":[{"index":0,"delta":{"role":"assistant","content":null}}]}"#.to_string() + "\n\n",
+        r#"data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"id":"c0","type":"function","function":{"name":"weather","arguments":"{\"ci"}}]}}]}"#.to_string() + "\n\n",
+        r#"data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"id":"c1","type":"function","function":{"name":"time","arguments":"{\"tz\":"}}]}}]}"#.to_string() + "\n\n",
+        r#"data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"ty\":\"Paris\"}"}}]}}]}"#.to_string() + "\n\n",
+        r#"data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":1,"function":{"arguments":"\"UTC\"}"}}]}}]}"#.to_string() + "\n\n",
+        r#"data: {"choices":[{"index":0,"delta":{},"finish_reason":"tool_calls"}]}"#.to_string() + "\n\n",
+        r#"data: {"choices":[],"usage":{"prompt_tokens":20,"completion_tokens":9}}"#.to_string() + "\n\n",
+        "data: [DONE]\n\n".to_string(),
+    ];
+    srv.push(Reply::sse(events).split_writes(3));
+    let call = rt.shared().models().start("oa", request(true), 0).unwrap();
+    let r = wait(&call).unwrap();
+    assert_eq!(r.tool_calls.len(), 2);
+    assert_eq!(r.tool_calls[0].name, "weather");
+    assert_eq!(r.tool_calls[0].arguments, r#"{"city":"Paris"}"#);
+    assert_eq!(r.tool_calls[1].id, "c1");
+    assert_eq!(r.tool_calls[1].arguments, r#"{"tz":"UTC"}"#);
+    assert_eq!(r.finish_reason, "tool_calls");
+}
+
+#[test]
+fn anthropic_plain_stream_and_tool_use() {
+    std::env::set_var("AGENTOS_TEST_ANTHROPIC_KEY", "sk-ant-test-secret");
+    let srv = FakeServer::start();
+    let rt = runtime();
+    add_endpoint(
+        &rt,
+        "an",
+        "anthropic",
+        &srv.url(),
+        r#","api_key_env":"AGENTOS_TEST_ANTHROPIC_KEY""#,
+    );
+    srv.push(Reply::anthropic_text("bonjour"));
+    let r = wait(&rt.shared().models().start("an", request(false), 0).unwrap()).unwrap();
+    assert_eq!(r.content, "bonjour");
+    assert_eq!(r.usage.cached_tokens, 3);
+    let req = srv.last_request().unwrap();
+    assert_eq!(req.path, "/v1/messages");
+    assert_eq!(req.header("x-api-key"), Some("sk-ant-test-secret"));
+    assert_eq!(req.header("anthropic-version"), Some("2023-06-01"));
+
+    srv.push(Reply::anthropic_stream(&["bon", "jour"]).split_writes(7));
+    let r = wait(&rt.shared().models().start("an", request(true), 0).unwrap()).unwrap();
+    assert_eq!(r.content, "bonjour");
+    assert_eq!(r.usage.completion_tokens, 2);
+
+    srv.push(Reply::anthropic_tool_use("tu1", "lookup", r#"{"q":"x"}"#));
+    let r = wait(&rt.shared().models().start("an", request(false), 0).unwrap()).unwrap();
+    assert_eq!(r.tool_calls[0].name, "lookup");
+    assert_eq!(r.finish_reason, "tool_calls");
+
+    srv.push(Reply::anthropic_stream_tool_use(
+        "tu2",
+        "lookup",
+        &[r#"{"q":"#, r#""y"}"#],
+    ));
+    let r = wait(&rt.shared().models().start("an", request(true), 0).unwrap()).unwrap();
+    assert_eq!(r.tool_calls[0].id, "tu2");
+    assert_eq!(r.tool_calls[0].arguments, r#"{"q":"y"}"#);
+}
+
+#[test]
+fn retries_429_with_retry_after_then_5xx_then_succeeds() {
+    let srv = FakeServer::start();
+    let rt = runtime();
+    add_endpoint(&rt, "oa", "openai", &srv.url(), "");
+    srv.push(Reply::status_error(429, "slow down").header("retry-after", "0.2"));
+    srv.push(Reply::status_error(500, "oops"));
+    srv.push(Reply::status_error(503, "busy"));
+    srv.push(Reply::openai_text("finally"));
+    let t0 = Instant::now();
+    let call = rt.shared().models().start("oa", request(false), 0).unwrap();
+    let r = wait(&call).unwrap();
+    assert_eq!(r.content, "finally");
+    assert!(
+        t0.elapsed() >= Duration::from_millis(200),
+        "retry-after honoured"
+    );
+    let a = call.attempts();
+    assert_eq!((a.attempts, a.retries), (4, 3));
+    assert_eq!(srv.request_count(), 4);
+    assert_eq!(rt.shared().models().totals().retries, 3);
+}
+
+#[test]
+fn anthropic_529_is_retried_and_gives_up_after_max_retries() {
+    let srv = FakeServer::start();
+    let rt = runtime();
+    add_endpoint(&rt, "an", "anthropic", &srv.url(), "");
+    srv.set_default(Reply::json(
+        529,
+        r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+    ));
+    let call = rt.shared().models().start("an", request(false), 0).unwrap();
+    let e = wait(&call).unwrap_err();
+    assert_eq!(e.status(), Status::Http);
+    assert!(e.message().contains("\"an\""), "{}", e.message());
+    assert!(e.message().contains("529"), "{}", e.message());
+    assert!(e.message().contains("Overloaded"), "{}", e.message());
+    assert!(
+        e.message().contains("gave up after 3 retries"),
+        "{}",
+        e.message()
+    );
+    assert_eq!(srv.request_count(), 4);
+}
+
+#[test]
+fn spend_limit_429_is_never_retried() {
+    let srv = FakeServer::start();
+    let rt = runtime();
+    add_endpoint(&rt, "oa", "openai", &srv.url(), "");
+    srv.push(Reply::json(429, r#"{"error":{"message":"You exceeded your current quota","type":"insufficient_quota","code":"insufficient_quota"}}"#).header("retry-after", "0"));
+    srv.set_default(Reply::openai_text("must not be reached"));
+    let e = wait(&rt.shared().models().start("oa", request(false), 0).unwrap()).unwrap_err();
+    assert_eq!(e.status(), Status::LimitExceeded);
+    assert!(e.message().contains("quota"), "{}", e.message());
+    assert_eq!(srv.request_count(), 1);
+}
+
+#[test]
+fn non_retryable_4xx_reports_endpoint_status_and_provider_text() {
+    let srv = FakeServer::start();
+    let rt = runtime();
+    std::env::set_var("AGENTOS_TEST_OPENAI_KEY", "sk-very-secret-key");
+    add_endpoint(
+        &rt,
+        "oa",
+        "openai",
+        &srv.url(),
+        r#","api_key_env":"AGENTOS_TEST_OPENAI_KEY""#,
+    );
+    srv.push(Reply::json(400, r#"{"error":{"message":"bad key sk-very-secret-key in request","type":"invalid_request_error"}}"#));
+    let e = wait(&rt.shared().models().start("oa", request(false), 0).unwrap()).unwrap_err();
+    assert_eq!(e.status(), Status::Http);
+    assert!(
+        e.message().contains("endpoint \"oa\": HTTP 400"),
+        "{}",
+        e.message()
+    );
+    assert!(
+        e.message().contains("invalid_request_error"),
+        "{}",
+        e.message()
+    );
+    assert!(
+        !e.message().contains("sk-very-secret-key"),
+        "key leaked: {}",
+        e.message()
+    );
+    assert_eq!(srv.request_count(), 1);
+}
+
+#[test]
+fn reset_mid_stream_keeps_partial_output_and_is_not_replayed() {
+    let srv = FakeServer::start();
+    let rt = runtime();
+    add_endpoint(&rt, "oa", "openai", &srv.url(), "");
+    srv.push(Reply::openai_stream(&["one ", "two ", "three"]).reset_after_events(3));
+    srv.set_default(Reply::openai_stream(&["replayed"]));
+    let call = rt.shared().models().start("oa", request(true), 0).unwrap();
+    let e = wait(&call).unwrap_err();
+    assert_eq!(e.status(), Status::Http, "{e}");
+    assert!(
+        e.message().contains("partial output is kept"),
+        "{}",
+        e.message()
+    );
+    assert_eq!(call.partial().content, "one two ");
+    assert_eq!(
+        srv.request_count(),
+        1,
+        "a stream with output is never replayed"
+    );
+    // Everything delivered is still pullable.
+    let mut text = String::new();
+    while let Pull::Delta(StreamDelta::Text(t)) = call.next_delta(Some(Instant::now())) {
+        text.push_str(&t);
+    }
+    assert_eq!(text, "one two ");
+}
+
+#[test]
+fn reset_before_output_is_retried() {
+    let srv = FakeServer::start();
+    let rt = runtime();
+    add_endpoint(&rt, "oa", "openai", &srv.url(), "");
+    srv.push(Reply::openai_stream(&["x"]).reset_after_events(0));
+    srv.push(Reply::openai_stream(&["second ", "try"]));
+    let call = rt.shared().models().start("oa", request(true), 0).unwrap();
+    assert_eq!(wait(&call).unwrap().content, "second try");
+    assert_eq!(call.attempts().retries, 1);
+}
+
+#[test]
+fn truncated_sse_is_an_error_with_partial_output() {
+    let srv = FakeServer::start();
+    let rt = runtime();
+    add_endpoint(&rt, "oa", "openai", &srv.url(), "");
+    srv.push(Reply::openai_stream(&["al", "pha", "beta"]).truncate_after_events(3));
+    let call = rt.shared().models().start("oa", request(true), 0).unwrap();
+    let e = wait(&call).unwrap_err();
+    assert!(
+        e.message().contains("ended before its end marker"),
+        "{}",
+        e.message()
+    );
+    assert_eq!(call.partial().content, "alpha");
+    assert_eq!(srv.request_count(), 1);
+}
+
+#[test]
+fn malformed_json_reply_is_a_provider_error() {
+    let srv = FakeServer::start();
+    let rt = runtime();
+    add_endpoint(&rt, "oa", "openai", &srv.url(), "");
+    srv.push(Reply::raw_body(
+        200,
+        "application/json",
+        b"{\"choices\": [".to_vec(),
+    ));
+    let e = wait(&rt.shared().models().start("oa", request(false), 0).unwrap()).unwrap_err();
+    assert_eq!(e.status(), Status::Provider);
+    assert!(
+        e.message().contains("malformed response"),
+        "{}",
+        e.message()
+    );
+    // A malformed event inside a stream, after output: kept, not replayed.
+    srv.push(Reply::sse(vec![
+        "data: {\"choices\":[{\"delta\":{\"content\":\"ok\"}}]}\n\n".into(),
+        "data: {broken\n\n".into(),
+    ]));
+    let call = rt.shared().models().start("oa", request(true), 0).unwrap();
+    let e = wait(&call).unwrap_err();
+    assert_eq!(e.status(), Status::Provider);
+    assert_eq!(call.partial().content, "ok");
+}
+
+#[test]
+fn stalled_stream_hits_the_idle_timeout() {
+    let srv = FakeServer::start();
+    let rt = runtime();
+    add_endpoint(
+        &rt,
+        "oa",
+        "openai",
+        &srv.url(),
+        r#","timeouts_ms":{"idle":300}"#,
+    );
+    srv.push(Reply::openai_stream(&["tick ", "tock"]).stall_after_events(2));
+    let call = rt.shared().models().start("oa", request(true), 0).unwrap();
+    let e = wait(&call).unwrap_err();
+    assert_eq!(e.status(), Status::Timeout);
+    assert!(
+        e.message().contains("idle stream timeout"),
+        "{}",
+        e.message()
+    );
+    assert_eq!(call.partial().content, "tick ");
+}
+
+#[test]
+fn first_byte_timeout_is_retried_then_reported() {
+    let srv = FakeServer::start();
+    let rt = runtime();
+    add_endpoint(
+        &rt,
+        "oa",
+        "openai",
+        &srv.url(),
+        r#","timeouts_ms":{"first_byte":150},"retry":{"max_retries":1,"base_delay_ms":1}"#,
+    );
+    srv.set_default(Reply::openai_text("late").delay(Duration::from_secs(3)));
+    let call = rt.shared().models().start("oa", request(false), 0).unwrap();
+    let e = wait(&call).unwrap_err();
+    assert_eq!(e.status(), Status::Timeout);
+    assert!(
+        e.message().contains("first byte timeout"),
+        "{}",
+        e.message()
+    );
+    assert_eq!(call.attempts().attempts, 2);
+}
+
+#[test]
+fn ten_megabyte_reply_arrives_whole() {
+    let srv = FakeServer::start();
+    let rt = runtime();
+    add_endpoint(&rt, "oa", "openai", &srv.url(), "");
+    let big = "x".repeat(10 << 20);
+    srv.push(Reply::openai_text(&big));
+    let r = wait(&rt.shared().models().start("oa", request(false), 0).unwrap()).unwrap();
+    assert_eq!(r.content.len(), 10 << 20);
+}
+
+#[test]
+fn cancel_in_flight_and_queued_calls() {
+    let srv = FakeServer::start();
+    let rt = runtime();
+    add_endpoint(
+        &rt,
+        "oa",
+        "openai",
+        &srv.url(),
+        r#","limits":{"concurrency":1}"#,
+    );
+    srv.push(Reply::openai_stream(&["a", "b"]).stall_after_events(2));
+    let models = rt.shared().models();
+    let first = models.start("oa", request(true), 0).unwrap();
+    let queued = models.start("oa", request(true), 0).unwrap();
+    // Wait until the first has produced output.
+    assert!(matches!(
+        first.next_delta(Some(Instant::now() + Duration::from_secs(10))),
+        Pull::Delta(_)
+    ));
+    models.cancel(&queued);
+    let e = wait(&queued).unwrap_err();
+    assert_eq!(e.status(), Status::Cancelled);
+    models.cancel(&first);
+    let e = wait(&first).unwrap_err();
+    assert_eq!(e.status(), Status::Cancelled);
+    assert_eq!(first.partial().content, "a");
+    assert_eq!(srv.request_count(), 1);
+}
+
+#[test]
+fn concurrency_limit_admits_by_priority() {
+    let srv = FakeServer::start();
+    let rt = runtime();
+    add_endpoint(
+        &rt,
+        "oa",
+        "openai",
+        &srv.url(),
+        r#","limits":{"concurrency":1}"#,
+    );
+    srv.push(Reply::openai_text("blocker").delay(Duration::from_millis(300)));
+    srv.set_default(Reply::openai_text("ok"));
+    let models = rt.shared().models();
+    let blocker = models.start("oa", request(false), 0).unwrap();
+    assert!(srv.wait_for_requests(1, Duration::from_secs(10)));
+    let mut low =
+        ChatRequest::from_json(r#"{"messages":[{"role":"user","content":"low"}]}"#).unwrap();
+    let mut high = low.clone();
+    high.messages[0].content = "high".into();
+    low.temperature = Some(0.0);
+    let low_call = models.start("oa", low, 1).unwrap();
+    let high_call = models.start("oa", high, 9).unwrap();
+    for c in [&blocker, &low_call, &high_call] {
+        wait(c).unwrap();
+    }
+    let order: Vec<String> = srv
+        .requests()
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<serde_json::Value>(&r.json()).unwrap()["messages"][0]["content"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(order, vec!["hi", "high", "low"]);
+}
+
+#[test]
+fn shutdown_completes_calls_in_flight() {
+    let srv = FakeServer::start();
+    let rt = runtime();
+    add_endpoint(&rt, "oa", "openai", &srv.url(), "");
+    srv.push(Reply::openai_stream(&["x"]).stall_after_events(2));
+    let call: Arc<CallInner> = rt.shared().models().start("oa", request(true), 0).unwrap();
+    assert!(matches!(
+        call.next_delta(Some(Instant::now() + Duration::from_secs(10))),
+        Pull::Delta(_)
+    ));
+    drop(rt);
+    let e = wait(&call).unwrap_err();
+    assert_eq!(e.status(), Status::Shutdown);
+    assert_eq!(call.partial().content, "x");
+}
+
+#[test]
+fn connection_refused_is_retried_then_reported() {
+    // Bind then drop a listener to get a port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let rt = runtime();
+    add_endpoint(
+        &rt,
+        "dead",
+        "openai",
+        &format!("http://127.0.0.1:{port}"),
+        "",
+    );
+    let call = rt
+        .shared()
+        .models()
+        .start("dead", request(false), 0)
+        .unwrap();
+    let e = wait(&call).unwrap_err();
+    assert_eq!(e.status(), Status::Http);
+    assert!(e.message().contains("\"dead\""), "{}", e.message());
+    assert!(e.message().contains("transport error"), "{}", e.message());
+    assert_eq!(call.attempts().attempts, 4);
+}
