@@ -90,6 +90,23 @@
 
 
 /**
+ * A delta kind: the call is finished and every delta has been pulled.
+ */
+#define AGENTOS_DELTA_END 0
+
+/**
+ * A delta kind: more answer text (UTF-8 bytes, not NUL-terminated inside a stream).
+ */
+#define AGENTOS_DELTA_TEXT 1
+
+/**
+ * A delta kind: a piece of a tool call, as JSON
+ * `{"index":0,"id":"call_1"|null,"name":"get_weather"|null,"arguments":"{\"ci"}`; `id` and `name`
+ * come with a call's first piece, `arguments` arrives in pieces to be concatenated.
+ */
+#define AGENTOS_DELTA_TOOL_CALL 2
+
+/**
  * Settings for a runtime, built with typed setters and/or JSON.
  *
  * Ownership: created by `agentos_config_new`, freed by `agentos_config_free`. A runtime copies
@@ -109,6 +126,18 @@ typedef struct agentos_config agentos_config;
 typedef struct agentos_error agentos_error;
 
 /**
+ * A model call. Build it from JSON, start it, then pull its streamed pieces and/or wait for it.
+ *
+ * Ownership: created by `agentos_request_new`, freed by `agentos_request_free` (which cancels
+ * it if still running). It stays safe to use and free after its runtime is freed: a request
+ * then finishes with `AGENTOS_STATUS_SHUTDOWN`.
+ * Thread safety: `agentos_request_cancel`, `agentos_request_usage`,
+ * `agentos_request_result_json` and `agentos_request_text` may be called from any thread
+ * concurrently. The others (set_*, start, wait, next_delta, free) need one thread at a time.
+ */
+typedef struct agentos_request agentos_request;
+
+/**
  * A running AgentOS runtime: worker threads around a priority run queue.
  *
  * Ownership: created by `agentos_runtime_new`, freed by `agentos_runtime_free`.
@@ -123,6 +152,59 @@ typedef struct agentos_runtime agentos_runtime;
  * codes. Codes are fixed forever: never renumbered, never reused.
  */
 typedef int32_t agentos_status;
+
+/**
+ * Called on the runtime's I/O thread for every streamed piece, before the piece is queued for
+ * `agentos_request_next_delta`. `data` is valid only during the call and is NUL-terminated;
+ * `len` excludes the NUL. The callback must return quickly and must not block; it may call
+ * `agentos_request_cancel` and the `const` readers, but never `agentos_request_free`,
+ * `agentos_request_wait` or `agentos_runtime_free`.
+ */
+typedef void (*agentos_delta_fn)(void *user_data, int32_t kind, const char *data, size_t len);
+
+/**
+ * Token usage and cost of a request. Set `struct_size = sizeof(agentos_usage)` before passing
+ * it; the library fills only the fields that fit, so older callers keep working when fields
+ * are appended.
+ */
+typedef struct {
+    /**
+     * Set by the caller to `sizeof(agentos_usage)`.
+     */
+    size_t struct_size;
+    /**
+     * Prompt (input) tokens, cached ones included.
+     */
+    uint64_t prompt_tokens;
+    /**
+     * Completion (output) tokens, reasoning included.
+     */
+    uint64_t completion_tokens;
+    /**
+     * Prompt tokens served from the provider's cache.
+     */
+    uint64_t cached_tokens;
+    /**
+     * Prompt tokens written to the provider's cache (Anthropic).
+     */
+    uint64_t cache_creation_tokens;
+    /**
+     * Completion tokens spent on hidden reasoning.
+     */
+    uint64_t reasoning_tokens;
+    /**
+     * Cost in US dollars, from the endpoint's prices.
+     */
+    double cost_usd;
+    /**
+     * HTTP attempts made.
+     */
+    uint32_t attempts;
+    /**
+     * Of which retries.
+     */
+    uint32_t retries;
+} agentos_usage;
 
 /**
  * Success.
@@ -296,6 +378,147 @@ const char *agentos_error_message(const agentos_error *err);
 void agentos_error_free(agentos_error *err);
 
 /**
+ * Creates a request for the endpoint named `endpoint` (added with `agentos_runtime_add_endpoint`)
+ * from an OpenAI-style JSON body:
+ * `{"messages":[{"role":"system"|"user"|"assistant"|"tool","content":"...",
+ * "tool_calls":[...],"tool_call_id":"..."}], "tools":[{"type":"function","function":{"name",
+ * "description","parameters"}}], "temperature":0, "max_tokens":256, "stream":true,
+ * "response_format":{...}, "tool_choice":..., "model":"override"}`.
+ * The same body works for Anthropic endpoints; the library translates it.
+ *
+ * The request is not sent until `agentos_request_start` (or `agentos_request_run`).
+ * On success `*out` receives a request the caller frees with `agentos_request_free`.
+ * Returns `OK`; `NULL_ARGUMENT`; `INVALID_UTF8`; `INVALID_JSON` (the message names the key);
+ * `NOT_FOUND` (no such endpoint); `SHUTDOWN`. `err` may be NULL.
+ * Thread safety: any thread.
+ */
+agentos_status agentos_request_new(const agentos_runtime *rt,
+                                   const char *endpoint,
+                                   const char *request_json,
+                                   agentos_request **out,
+                                   agentos_error **err);
+
+/**
+ * Sets the request's priority (larger is more urgent; default 0). Among requests waiting for
+ * the same endpoint's limits, the most urgent is admitted first.
+ *
+ * Returns `OK`, `NULL_ARGUMENT`, or `BUSY` when the request was already started.
+ * Thread safety: one thread at a time per request.
+ */
+agentos_status agentos_request_set_priority(agentos_request *req, int32_t priority);
+
+/**
+ * Installs a callback for streamed pieces (see `agentos_delta_fn` for the thread it runs on
+ * and what it may call). Pieces are still queued for `agentos_request_next_delta` as well.
+ * `user_data` is passed back untouched; the caller keeps it alive until the request finishes.
+ *
+ * Returns `OK`, `NULL_ARGUMENT` (NULL `req` or `fn`), or `BUSY` when already started.
+ * Thread safety: one thread at a time per request.
+ */
+agentos_status agentos_request_set_delta_callback(agentos_request *req,
+                                                  agentos_delta_fn callback,
+                                                  void *user_data);
+
+/**
+ * Sends the request. Returns at once; the call runs on the runtime's I/O thread.
+ *
+ * Returns `OK`; `NULL_ARGUMENT`; `BUSY` when already started; `NOT_FOUND` when the endpoint was
+ * removed; `SHUTDOWN` when the runtime is stopping. `err` may be NULL.
+ * Thread safety: one thread at a time per request.
+ */
+agentos_status agentos_request_start(agentos_request *req, agentos_error **err);
+
+/**
+ * Waits until the request finishes or `timeout_ms` passes (negative = no limit), and returns
+ * its outcome: `OK` when the model answered, else the failure (`HTTP`, `PROVIDER`, `TIMEOUT`,
+ * `CANCELLED`, `LIMIT_EXCEEDED` for a spend-limit 429, `SHUTDOWN`...) with a message naming the
+ * endpoint, the HTTP status and the provider's error text. Returns `TIMEOUT` with the message
+ * "still running" when the wait expired first (the request keeps running). After a failure,
+ * the partial output stays readable through `agentos_request_result_json`.
+ *
+ * Returns `INVALID_ARGUMENT` when the request was never started. `err` may be NULL.
+ * Thread safety: one thread at a time per request.
+ */
+agentos_status agentos_request_wait(agentos_request *req, int32_t timeout_ms, agentos_error **err);
+
+/**
+ * Starts the request and waits for it without a time limit: the synchronous form.
+ * Returns what `agentos_request_start` and then `agentos_request_wait` return.
+ * Thread safety: one thread at a time per request.
+ */
+agentos_status agentos_request_run(agentos_request *req, agentos_error **err);
+
+/**
+ * Pulls the next streamed piece, waiting up to `timeout_ms` (negative = no limit).
+ *
+ * On `OK`, `*kind` is `AGENTOS_DELTA_TEXT` (text bytes), `AGENTOS_DELTA_TOOL_CALL` (JSON) or
+ * `AGENTOS_DELTA_END` (finished, everything pulled; then `*data` is "" and `*len` 0: call
+ * `agentos_request_wait` for the outcome). `*data` is NUL-terminated, owned by the request and
+ * valid until the next `agentos_request_next_delta` or `agentos_request_free`. Every piece is
+ * delivered exactly once; a non-streamed answer arrives as one piece. Returns `TIMEOUT` when
+ * nothing arrived in time (out-parameters untouched), `INVALID_ARGUMENT` when not started,
+ * `NULL_ARGUMENT`.
+ * Thread safety: one thread at a time per request.
+ */
+agentos_status agentos_request_next_delta(agentos_request *req,
+                                          int32_t timeout_ms,
+                                          int32_t *kind,
+                                          const char **data,
+                                          size_t *len);
+
+/**
+ * Asks a running request to stop. The I/O thread aborts the transfer; the request then
+ * finishes with `AGENTOS_STATUS_CANCELLED`, and what streamed before stays readable.
+ * Cancelling a finished or never-started request does nothing.
+ *
+ * Returns `OK` or `NULL_ARGUMENT`.
+ * Thread safety: any thread, concurrently with every other call on the request except free.
+ */
+agentos_status agentos_request_cancel(const agentos_request *req);
+
+/**
+ * Reads the request's usage: final once finished, else what the provider reported so far.
+ * `out->struct_size` must be set by the caller (at least `offsetof(cost_usd)+sizeof(double)`
+ * of the first version); only fields within it are written.
+ *
+ * Returns `OK`, `NULL_ARGUMENT`, or `INVALID_ARGUMENT` when `struct_size` is too small.
+ * Thread safety: any thread.
+ */
+agentos_status agentos_request_usage(const agentos_request *req, agentos_usage *out);
+
+/**
+ * The request's state as JSON: `{"state":"created"|"queued"|"in_flight"|"done",
+ * "status":"AGENTOS_STATUS_OK"|<failure>|null, "error":"..."|null, "content":"...",
+ * "tool_calls":[{"id","name","arguments"}], "finish_reason":"...", "model":"...",
+ * "usage":{...}, "attempts":N, "retries":N}`. `content` and `tool_calls` hold the full answer
+ * once finished, the partial output after a failure or cancellation, and what has streamed so
+ * far while running.
+ *
+ * On success `*out` receives a string the caller frees with `agentos_string_free`.
+ * Returns `OK` or `NULL_ARGUMENT`.
+ * Thread safety: any thread.
+ */
+agentos_status agentos_request_result_json(const agentos_request *req, char **out);
+
+/**
+ * The answer's text so far (the whole answer once finished), as a new string the caller frees
+ * with `agentos_string_free`.
+ *
+ * Returns `OK` or `NULL_ARGUMENT`.
+ * Thread safety: any thread.
+ */
+agentos_status agentos_request_text(const agentos_request *req, char **out);
+
+/**
+ * Frees a request, cancelling it first if it is still running (it then finishes on the I/O
+ * thread without anyone waiting). `agentos_request_free(NULL)` does nothing.
+ *
+ * Thread safety: once, when no other thread is using the request, and never from its delta
+ * callback.
+ */
+void agentos_request_free(agentos_request *req);
+
+/**
  * Starts a runtime with the settings in `cfg`: spawns the worker threads and returns at once.
  *
  * `cfg` is only read; the caller still owns it and may free it right away. On success `*out`
@@ -321,10 +544,46 @@ agentos_status agentos_runtime_new(const agentos_config *cfg,
 agentos_status agentos_runtime_worker_count(const agentos_runtime *rt, uint32_t *out);
 
 /**
+ * Adds a model endpoint described by JSON:
+ * `{"name":"local","provider":"openai"|"anthropic","base_url":"http://127.0.0.1:8091/v1",
+ * "model":"local","api_key_env":"OPENAI_API_KEY","headers":{"x-name":"value"},
+ * "preset":"gpt-4o-mini","context_window":N,"max_output_tokens":N,
+ * "prices":{"input_per_mtok","output_per_mtok","cached_input_per_mtok","cache_write_per_mtok"},
+ * "limits":{"rpm":N,"tpm":N,"concurrency":N},
+ * "timeouts_ms":{"connect":N,"first_byte":N,"idle":N,"total":N},
+ * "retry":{"max_retries":N,"base_delay_ms":N,"max_delay_ms":N,"max_wait_ms":N}}`.
+ * Only `name`, `provider` and `base_url` are required; a known `model` (or `preset`) fills in
+ * the context window, output limit and prices. The API key is read from the named environment
+ * variable now, kept in memory only, and never appears in errors, events or logs.
+ *
+ * Returns `OK`; `NULL_ARGUMENT`; `INVALID_UTF8`; `INVALID_JSON` (unknown key or wrong type,
+ * named in the message); `INVALID_ARGUMENT` (bad value, or the name is taken); `NOT_FOUND`
+ * (unknown preset, or the key's environment variable is unset). `err` may be NULL.
+ * Thread safety: any thread, concurrently.
+ */
+agentos_status agentos_runtime_add_endpoint(const agentos_runtime *rt,
+                                            const char *endpoint_json,
+                                            agentos_error **err);
+
+/**
+ * Model usage totals as JSON: `{"runtime":{"usage":{...},"succeeded":N,"failed":N,
+ * "retries":N},"endpoints":{"<name>":{...same...}}}` where usage holds `prompt_tokens`,
+ * `completion_tokens`, `cached_tokens`, `cache_creation_tokens`, `reasoning_tokens` and
+ * `cost_usd`.
+ *
+ * On success `*out` receives a string the caller frees with `agentos_string_free`.
+ * Returns `OK` or `NULL_ARGUMENT`.
+ * Thread safety: any thread, concurrently.
+ */
+agentos_status agentos_runtime_usage_json(const agentos_runtime *rt, char **out);
+
+/**
  * Stops and frees a runtime. `agentos_runtime_free(NULL)` does nothing.
  *
- * Shutdown order: the run queue is closed, queued work that has not started is dropped, every
- * worker finishes its current job, and all threads are joined before this returns. Objects
+ * Shutdown order: model calls still queued or in flight finish with `AGENTOS_STATUS_SHUTDOWN`
+ * (their partial output stays readable) and the I/O thread stops; the run queue is closed,
+ * queued work that has not started is dropped, every worker finishes its current job, and all
+ * threads are joined before this returns. Objects
  * created from the runtime that the caller still holds (documented per type) stay safe to
  * free afterwards, and their other calls return `AGENTOS_STATUS_SHUTDOWN`; objects that do not
  * belong to a runtime (configs, errors, strings) are unaffected. This makes any finaliser order

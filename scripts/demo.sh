@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
-# The main job: build and install the library, then build and run the C example against it.
+# The main job: build and install the library, start the local model server (unless
+# AGENTOS_MODEL_URL points at another OpenAI-compatible server), then build and run the C
+# example against the installed tree.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 scripts/install-deps.sh
+if [ -z "${AGENTOS_MODEL_URL:-}" ]; then
+  scripts/local-model.sh start >/dev/null
+  eval "$(scripts/local-model.sh env)"
+fi
+export AGENTOS_MODEL_URL
 prefix=${AGENTOS_PREFIX:-$PWD/target/prefix}
 cmake -S . -B target/cmake-build -DAGENTOS_CARGO_TARGET_DIR="$PWD/target" >/dev/null
 cmake --build target/cmake-build
 cmake --install target/cmake-build --prefix "$prefix" >/dev/null
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
+example=${1:-chat}
 # shellcheck disable=SC2046
-cc -std=c11 -Wall -Wextra -Werror examples/c/hello.c $(pkg-config --cflags --libs agentos) \
-  -Wl,-rpath,"$prefix/lib" -o target/hello
-./target/hello
+cc -std=c11 -Wall -Wextra -Werror "examples/c/$example.c" $(pkg-config --cflags --libs agentos) \
+  -Wl,-rpath,"$prefix/lib" -o "target/$example"
+"./target/$example"

@@ -1,10 +1,20 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, header freshness, Rust tests, and the C programs
-# built against an installed tree under AddressSanitizer and valgrind.
+# The whole test suite: formatting, lints, header freshness, Rust tests (fake servers on
+# 127.0.0.1 and the real local model), and the C programs built against an installed tree
+# under AddressSanitizer and valgrind.
+#
+# The local model server (scripts/local-model.sh) is started if it is not already running;
+# set AGENTOS_MODEL_URL to use another OpenAI-compatible server instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 scripts/install-deps.sh
+if [ -z "${AGENTOS_MODEL_URL:-}" ]; then
+  echo "== local model server"
+  scripts/local-model.sh start >/dev/null
+  eval "$(scripts/local-model.sh env)"
+fi
+export AGENTOS_MODEL_URL AGENTOS_REQUIRE_MODEL=1
 echo "== cargo fmt --check";            cargo fmt --check
 echo "== cargo clippy -D warnings";     cargo clippy --locked --all-targets -- -D warnings
 echo "== header freshness";             scripts/gen-header.sh --check

@@ -36,6 +36,7 @@ macro_rules! ffi_boundary {
 // Declaration order is the order of the generated header.
 pub mod config;
 pub mod error;
+pub mod request;
 pub mod runtime;
 pub mod status;
 pub mod string;

@@ -3,7 +3,8 @@
 use super::config::agentos_config;
 use super::error::agentos_error;
 use super::status::agentos_status;
-use super::{as_ref, non_null, write_out};
+use super::string::into_c_string;
+use super::{as_ref, non_null, str_arg, write_out};
 use crate::runtime::Runtime;
 
 /// A running AgentOS runtime: worker threads around a priority run queue.
@@ -59,10 +60,64 @@ pub unsafe extern "C" fn agentos_runtime_worker_count(
     })
 }
 
+/// Adds a model endpoint described by JSON:
+/// `{"name":"local","provider":"openai"|"anthropic","base_url":"http://127.0.0.1:8091/v1",
+/// "model":"local","api_key_env":"OPENAI_API_KEY","headers":{"x-name":"value"},
+/// "preset":"gpt-4o-mini","context_window":N,"max_output_tokens":N,
+/// "prices":{"input_per_mtok","output_per_mtok","cached_input_per_mtok","cache_write_per_mtok"},
+/// "limits":{"rpm":N,"tpm":N,"concurrency":N},
+/// "timeouts_ms":{"connect":N,"first_byte":N,"idle":N,"total":N},
+/// "retry":{"max_retries":N,"base_delay_ms":N,"max_delay_ms":N,"max_wait_ms":N}}`.
+/// Only `name`, `provider` and `base_url` are required; a known `model` (or `preset`) fills in
+/// the context window, output limit and prices. The API key is read from the named environment
+/// variable now, kept in memory only, and never appears in errors, events or logs.
+///
+/// Returns `OK`; `NULL_ARGUMENT`; `INVALID_UTF8`; `INVALID_JSON` (unknown key or wrong type,
+/// named in the message); `INVALID_ARGUMENT` (bad value, or the name is taken); `NOT_FOUND`
+/// (unknown preset, or the key's environment variable is unset). `err` may be NULL.
+/// Thread safety: any thread, concurrently.
+#[no_mangle]
+pub unsafe extern "C" fn agentos_runtime_add_endpoint(
+    rt: *const agentos_runtime,
+    endpoint_json: *const std::ffi::c_char,
+    err: *mut *mut agentos_error,
+) -> agentos_status {
+    ffi_boundary!(err = err, {
+        let rt = as_ref(rt, "rt")?;
+        let json = str_arg(endpoint_json, "endpoint_json")?;
+        rt.inner.shared().models().add_endpoint_json(json, false)?;
+        Ok(())
+    })
+}
+
+/// Model usage totals as JSON: `{"runtime":{"usage":{...},"succeeded":N,"failed":N,
+/// "retries":N},"endpoints":{"<name>":{...same...}}}` where usage holds `prompt_tokens`,
+/// `completion_tokens`, `cached_tokens`, `cache_creation_tokens`, `reasoning_tokens` and
+/// `cost_usd`.
+///
+/// On success `*out` receives a string the caller frees with `agentos_string_free`.
+/// Returns `OK` or `NULL_ARGUMENT`.
+/// Thread safety: any thread, concurrently.
+#[no_mangle]
+pub unsafe extern "C" fn agentos_runtime_usage_json(
+    rt: *const agentos_runtime,
+    out: *mut *mut std::ffi::c_char,
+) -> agentos_status {
+    ffi_boundary!(err = std::ptr::null_mut(), {
+        let rt = as_ref(rt, "rt")?;
+        non_null(out, "out")?;
+        let json = rt.inner.shared().models().usage_json().to_string();
+        write_out(out, into_c_string(json));
+        Ok(())
+    })
+}
+
 /// Stops and frees a runtime. `agentos_runtime_free(NULL)` does nothing.
 ///
-/// Shutdown order: the run queue is closed, queued work that has not started is dropped, every
-/// worker finishes its current job, and all threads are joined before this returns. Objects
+/// Shutdown order: model calls still queued or in flight finish with `AGENTOS_STATUS_SHUTDOWN`
+/// (their partial output stays readable) and the I/O thread stops; the run queue is closed,
+/// queued work that has not started is dropped, every worker finishes its current job, and all
+/// threads are joined before this returns. Objects
 /// created from the runtime that the caller still holds (documented per type) stay safe to
 /// free afterwards, and their other calls return `AGENTOS_STATUS_SHUTDOWN`; objects that do not
 /// belong to a runtime (configs, errors, strings) are unaffected. This makes any finaliser order

@@ -3,7 +3,6 @@
 use std::ffi::{c_char, CString};
 
 /// Gives C a library-owned string; the caller frees it with `agentos_string_free`.
-#[allow(dead_code)] // used by the APIs that return strings
 pub(crate) fn into_c_string(s: String) -> *mut c_char {
     CString::new(s.replace('\0', "\\0"))
         .unwrap_or_default()

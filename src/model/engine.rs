@@ -31,6 +31,11 @@ pub const MAX_BODY: usize = 64 << 20;
 /// How often in-flight transfers are checked for first-byte and idle timeouts.
 const TIMEOUT_TICK: Duration = Duration::from_millis(20);
 
+thread_local! {
+    /// Set on I/O threads. A plain `Cell` so asking costs no allocation on other threads.
+    static ON_IO_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 enum Cmd {
     Submit(Arc<CallInner>),
     Cancel(u64),
@@ -48,22 +53,41 @@ impl Engine {
     /// Starts the I/O thread.
     pub fn start(thread_name: &str) -> Result<Engine> {
         let (tx, rx) = crossbeam_channel::unbounded();
-        let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
+        // The multi handle is not Send, so the I/O thread creates it and hands back its waker.
+        // (A parking_lot handshake: crossbeam's blocking receive would allocate thread-local
+        // state on the caller's thread that is never freed on a C program's main thread.)
+        let handoff: Arc<(parking_lot::Mutex<Option<MultiWaker>>, parking_lot::Condvar)> =
+            Arc::default();
+        let handoff2 = handoff.clone();
         let stop = Arc::new(AtomicBool::new(false));
         let stop2 = stop.clone();
         let thread = std::thread::Builder::new()
             .name(thread_name.to_string())
             .spawn(move || {
+                ON_IO_THREAD.with(|f| f.set(true));
                 let mut multi = Multi::new();
                 // Multiplex on HTTP/2 connections where offered.
                 let _ = multi.pipelining(false, true);
-                let _ = ready_tx.send(multi.waker());
+                *handoff2.0.lock() = Some(multi.waker());
+                handoff2.1.notify_one();
                 IoLoop::new(&mut multi, rx, stop2).run();
             })
             .map_err(|e| Error::new(Status::Io, format!("could not start the I/O thread: {e}")))?;
-        let waker = ready_rx
-            .recv()
-            .map_err(|_| Error::new(Status::Internal, "the I/O thread died while starting"))?;
+        let waker = {
+            let mut slot = handoff.0.lock();
+            loop {
+                if let Some(w) = slot.take() {
+                    break w;
+                }
+                if thread.is_finished() {
+                    return Err(Error::new(
+                        Status::Internal,
+                        "the I/O thread died while starting",
+                    ));
+                }
+                handoff.1.wait_for(&mut slot, Duration::from_millis(50));
+            }
+        };
         Ok(Engine {
             tx,
             waker,
@@ -96,7 +120,8 @@ impl Engine {
         self.stop.store(true, Ordering::Release);
         let _ = self.waker.wakeup();
         if let Some(t) = self.thread.lock().take() {
-            if t.thread().id() != std::thread::current().id() {
+            // A thread cannot join itself (shutdown from inside a delta callback).
+            if !ON_IO_THREAD.with(|f| f.get()) {
                 let _ = t.join();
             }
         }
