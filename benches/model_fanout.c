@@ -1,0 +1,92 @@
+/*
+ * model_fanout.c - many concurrent calls in flight on one I/O thread. Starts N requests at
+ * once against a server that waits before answering, waits for all of them, and prints the
+ * wall time, the process's thread count, and its peak RSS.
+ *
+ *   model_fanout URL [N]     (the server should delay ~1 s; see benches/run-model.sh)
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <agentos.h>
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int threads(void) {
+    int n = 0;
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+    while (d && (e = readdir(d))) n += e->d_name[0] != '.';
+    if (d) closedir(d);
+    return n;
+}
+
+static long status_kb(const char *field) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, field, strlen(field)) == 0) kb = strtol(line + strlen(field) + 1, NULL, 10);
+    if (f) fclose(f);
+    return kb;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) return 2;
+    int n = argc > 2 ? atoi(argv[2]) : 10000;
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+
+    agentos_config *cfg = NULL;
+    agentos_runtime *rt = NULL;
+    agentos_config_new(&cfg);
+    agentos_config_set_workers(cfg, 2);
+    if (agentos_runtime_new(cfg, &rt, NULL) != AGENTOS_STATUS_OK) return 1;
+    agentos_config_free(cfg);
+    char ep[512];
+    snprintf(ep, sizeof ep,
+             "{\"name\":\"slow\",\"provider\":\"openai\",\"base_url\":\"%s\",\"model\":\"bench\","
+             "\"timeouts_ms\":{\"connect\":30000}}", argv[1]);
+    agentos_error *err = NULL;
+    if (agentos_runtime_add_endpoint(rt, ep, &err) != AGENTOS_STATUS_OK) return 1;
+    int base_threads = threads();
+    agentos_request **reqs = calloc((size_t)n, sizeof *reqs);
+    const char *body = "{\"messages\":[{\"role\":\"user\",\"content\":\"ping\"}],\"max_tokens\":8}";
+    double t0 = now_s();
+    for (int i = 0; i < n; i++) {
+        if (agentos_request_new(rt, "slow", body, &reqs[i], NULL) != AGENTOS_STATUS_OK) return 1;
+        if (agentos_request_start(reqs[i], NULL) != AGENTOS_STATUS_OK) return 1;
+    }
+    double submitted = now_s() - t0;
+    int peak_threads = threads();
+    int ok = 0, failed = 0;
+    for (int i = 0; i < n; i++) {
+        agentos_status st = agentos_request_wait(reqs[i], -1, &err);
+        if (st == AGENTOS_STATUS_OK) ok++;
+        else {
+            if (failed++ == 0) fprintf(stderr, "first failure: %s\n", agentos_error_message(err));
+            agentos_error_free(err);
+            err = NULL;
+        }
+        agentos_request_free(reqs[i]);
+    }
+    double wall = now_s() - t0;
+    printf("%d concurrent calls: %d ok, %d failed\n", n, ok, failed);
+    printf("wall time %.2f s (submit %.3f s); threads: %d before calls, %d during (library: %d workers + %d I/O)\n",
+           wall, submitted, base_threads, peak_threads, 2, peak_threads - base_threads);
+    printf("peak RSS %ld KB (%.1f MB)\n", status_kb("VmHWM:"), status_kb("VmHWM:") / 1024.0);
+    free(reqs);
+    agentos_runtime_free(rt);
+    return failed != 0;
+}
