@@ -11,6 +11,7 @@ use super::call::{cancelled_error, CallInner, Phase};
 use super::endpoint::{Endpoint, Provider};
 use super::limiter::Limiter;
 use super::openai;
+use super::poller::{Poller, Ready, Waker};
 use super::retry::{classify, rate_limit_info, FailureClass};
 use super::sse::{SseEvent, SseParser};
 use super::stream::{StreamAccumulator, StreamDelta};
@@ -18,7 +19,7 @@ use super::types::ChatResponse;
 use crate::error::{Error, Result, Status};
 use crossbeam_channel::{Receiver, Sender};
 use curl::easy::{Easy2, Handler, HttpVersion, List, WriteError};
-use curl::multi::{Easy2Handle, Multi, MultiWaker};
+use curl::multi::{Easy2Handle, Events, Multi};
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,7 +45,7 @@ enum Cmd {
 /// Handle to the I/O thread.
 pub struct Engine {
     tx: Sender<Cmd>,
-    waker: MultiWaker,
+    waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
     thread: parking_lot::Mutex<Option<JoinHandle<()>>>,
 }
@@ -53,41 +54,20 @@ impl Engine {
     /// Starts the I/O thread.
     pub fn start(thread_name: &str) -> Result<Engine> {
         let (tx, rx) = crossbeam_channel::unbounded();
-        // The multi handle is not Send, so the I/O thread creates it and hands back its waker.
-        // (A parking_lot handshake: crossbeam's blocking receive would allocate thread-local
-        // state on the caller's thread that is never freed on a C program's main thread.)
-        let handoff: Arc<(parking_lot::Mutex<Option<MultiWaker>>, parking_lot::Condvar)> =
-            Arc::default();
-        let handoff2 = handoff.clone();
+        let io_err = |e: std::io::Error| {
+            Error::new(Status::Io, format!("cannot set up the I/O thread: {e}"))
+        };
+        let waker = Arc::new(Waker::new().map_err(io_err)?);
+        let poller = Poller::new().map_err(io_err)?;
         let stop = Arc::new(AtomicBool::new(false));
-        let stop2 = stop.clone();
+        let (stop2, waker2) = (stop.clone(), waker.clone());
         let thread = std::thread::Builder::new()
             .name(thread_name.to_string())
             .spawn(move || {
                 ON_IO_THREAD.with(|f| f.set(true));
-                let mut multi = Multi::new();
-                // Multiplex on HTTP/2 connections where offered.
-                let _ = multi.pipelining(false, true);
-                *handoff2.0.lock() = Some(multi.waker());
-                handoff2.1.notify_one();
-                IoLoop::new(&mut multi, rx, stop2).run();
+                IoLoop::new(rx, stop2, waker2, poller).run();
             })
             .map_err(|e| Error::new(Status::Io, format!("could not start the I/O thread: {e}")))?;
-        let waker = {
-            let mut slot = handoff.0.lock();
-            loop {
-                if let Some(w) = slot.take() {
-                    break w;
-                }
-                if thread.is_finished() {
-                    return Err(Error::new(
-                        Status::Internal,
-                        "the I/O thread died while starting",
-                    ));
-                }
-                handoff.1.wait_for(&mut slot, Duration::from_millis(50));
-            }
-        };
         Ok(Engine {
             tx,
             waker,
@@ -104,21 +84,21 @@ impl Engine {
         self.tx
             .send(Cmd::Submit(call))
             .map_err(|_| Error::new(Status::Shutdown, "the I/O thread has stopped"))?;
-        let _ = self.waker.wakeup();
+        self.waker.wake();
         Ok(())
     }
 
     /// Asks the I/O thread to cancel a call (its flag must already be set).
     pub fn cancel(&self, call_id: u64) {
         if self.tx.send(Cmd::Cancel(call_id)).is_ok() {
-            let _ = self.waker.wakeup();
+            self.waker.wake();
         }
     }
 
     /// Stops the thread; unfinished calls complete with `SHUTDOWN`. Idempotent.
     pub fn shutdown(&self) {
         self.stop.store(true, Ordering::Release);
-        let _ = self.waker.wakeup();
+        self.waker.wake();
         if let Some(t) = self.thread.lock().take() {
             // A thread cannot join itself (shutdown from inside a delta callback).
             if !ON_IO_THREAD.with(|f| f.get()) {
@@ -281,10 +261,15 @@ struct EndpointQueue {
     blocked_until: Option<Instant>,
 }
 
-struct IoLoop<'m> {
-    multi: &'m mut Multi,
+struct IoLoop {
+    multi: Multi,
     rx: Receiver<Cmd>,
     stop: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+    poller: Poller,
+    /// curl's requested timeout deadline, as nanoseconds since `epoch` (u64::MAX = none).
+    timer: Arc<std::sync::atomic::AtomicU64>,
+    epoch: Instant,
     slots: Vec<Option<Active>>,
     free_slots: Vec<usize>,
     by_call: HashMap<u64, usize>,
@@ -298,8 +283,28 @@ fn endpoint_key(call: &CallInner) -> usize {
     Arc::as_ptr(&call.endpoint) as usize
 }
 
-impl<'m> IoLoop<'m> {
-    fn new(multi: &'m mut Multi, rx: Receiver<Cmd>, stop: Arc<AtomicBool>) -> IoLoop<'m> {
+impl IoLoop {
+    fn new(rx: Receiver<Cmd>, stop: Arc<AtomicBool>, waker: Arc<Waker>, poller: Poller) -> IoLoop {
+        let mut multi = Multi::new();
+        // Multiplex on HTTP/2 connections where offered.
+        let _ = multi.pipelining(false, true);
+        let epfd = poller.raw();
+        let _ = multi.socket_function(move |socket, events, _token| {
+            if events.remove() {
+                Poller::remove(epfd, socket);
+            } else {
+                Poller::set(epfd, socket, events.input(), events.output());
+            }
+        });
+        let epoch = Instant::now();
+        let timer = Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
+        let timer2 = timer.clone();
+        let _ = multi.timer_function(move |t| {
+            let at = t.map_or(u64::MAX, |d| (epoch.elapsed() + d).as_nanos() as u64);
+            timer2.store(at, Ordering::Relaxed);
+            true
+        });
+        Poller::set(epfd, waker.fd(), true, false);
         let seed = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
@@ -308,6 +313,10 @@ impl<'m> IoLoop<'m> {
             multi,
             rx,
             stop,
+            waker,
+            poller,
+            timer,
+            epoch,
             slots: Vec::new(),
             free_slots: Vec::new(),
             by_call: HashMap::new(),
@@ -326,10 +335,27 @@ impl<'m> IoLoop<'m> {
     }
 
     fn run(mut self) {
+        let mut ready: Vec<Ready> = Vec::new();
         loop {
             if self.stop.load(Ordering::Acquire) {
                 self.shutdown_all();
                 return;
+            }
+            let wait = self.poll_timeout(Instant::now());
+            self.poller.wait(wait, &mut ready);
+            let mut result = Ok(0);
+            for r in &ready {
+                if r.fd == self.waker.fd() {
+                    self.waker.drain();
+                    continue;
+                }
+                let mut ev = Events::new();
+                ev.input(r.input).output(r.output).error(r.error);
+                result = result.and(self.multi.action(r.fd, &ev));
+            }
+            if self.timer_due() {
+                self.timer.store(u64::MAX, Ordering::Relaxed);
+                result = result.and(self.multi.timeout());
             }
             while let Ok(cmd) = self.rx.try_recv() {
                 match cmd {
@@ -337,9 +363,13 @@ impl<'m> IoLoop<'m> {
                     Cmd::Cancel(id) => self.cancel(id),
                 }
             }
-            let now = Instant::now();
-            self.admit(now);
-            if let Err(e) = self.multi.perform() {
+            self.admit(Instant::now());
+            if self.timer_due() {
+                // New transfers ask for an immediate timeout to get started.
+                self.timer.store(u64::MAX, Ordering::Relaxed);
+                result = result.and(self.multi.timeout());
+            }
+            if let Err(e) = result {
                 // A multi-level error is not tied to one transfer; fail everything in flight.
                 let err = Error::new(Status::Internal, format!("curl multi error: {e}"));
                 for slot in 0..self.slots.len() {
@@ -362,9 +392,12 @@ impl<'m> IoLoop<'m> {
                 self.last_tick = now;
                 self.check_timeouts(now);
             }
-            let wait = self.poll_timeout(Instant::now());
-            let _ = self.multi.poll(&mut [], wait);
         }
+    }
+
+    fn timer_due(&self) -> bool {
+        let at = self.timer.load(Ordering::Relaxed);
+        at != u64::MAX && self.epoch.elapsed().as_nanos() as u64 >= at
     }
 
     fn poll_timeout(&self, now: Instant) -> Duration {
@@ -372,8 +405,10 @@ impl<'m> IoLoop<'m> {
         if !self.by_call.is_empty() {
             wait = wait.min(TIMEOUT_TICK);
         }
-        if let Ok(Some(t)) = self.multi.get_timeout() {
-            wait = wait.min(t);
+        let at = self.timer.load(Ordering::Relaxed);
+        if at != u64::MAX {
+            let elapsed = now.duration_since(self.epoch).as_nanos() as u64;
+            wait = wait.min(Duration::from_nanos(at.saturating_sub(elapsed)));
         }
         for q in self.queues.values() {
             for d in &q.delayed {
@@ -902,7 +937,10 @@ fn build_easy(
     }
     easy.http_headers(list)?;
     easy.http_version(HttpVersion::V2TLS)?;
-    easy.pipewait(true)?;
+    // Over TLS, wait for an HTTP/2 connection to multiplex on rather than opening another.
+    if ep.base_url.starts_with("https:") {
+        easy.pipewait(true)?;
+    }
     easy.tcp_nodelay(true)?;
     easy.signal(false)?;
     if !ep.timeouts.connect.is_zero() {

@@ -16,6 +16,7 @@ pub mod engine;
 pub mod hub;
 pub mod limiter;
 pub mod openai;
+pub mod poller;
 pub mod presets;
 pub mod retry;
 pub mod sse;
