@@ -530,3 +530,115 @@ fn connection_refused_is_retried_then_reported() {
     assert!(e.message().contains("transport error"), "{}", e.message());
     assert_eq!(call.attempts().attempts, 4);
 }
+
+#[test]
+fn urgent_call_preempts_a_streaming_call_which_resumes_from_its_snapshot() {
+    use agentos::model::call::CallOptions;
+    let srv = FakeServer::start();
+    let rt = runtime();
+    add_endpoint(
+        &rt,
+        "oa",
+        "openai",
+        &srv.url(),
+        r#","limits":{"concurrency":1}"#,
+    );
+    srv.push(Reply::openai_stream(&["Once ", "upon ", "NEVER-SENT"]).stall_after_events(3));
+    srv.push(Reply::openai_stream(&["urgent ", "answer"]));
+    srv.push(Reply::openai_stream(&["a ", "time."]));
+    let models = rt.shared().models();
+    let low = models
+        .new_call(
+            "oa",
+            request(true),
+            CallOptions {
+                priority: 1,
+                preemptible: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    models.submit(low.clone()).unwrap();
+    // Wait until the low-priority stream has produced "Once upon ".
+    let mut seen = String::new();
+    while seen != "Once upon " {
+        match low.next_delta(Some(Instant::now() + Duration::from_secs(10))) {
+            Pull::Delta(StreamDelta::Text(t)) => seen.push_str(&t),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let high = models
+        .new_call(
+            "oa",
+            request(true),
+            CallOptions {
+                priority: 9,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    models.submit(high.clone()).unwrap();
+    assert_eq!(wait(&high).unwrap().content, "urgent answer");
+    let r = wait(&low).unwrap();
+    assert_eq!(low.preemptions(), 1);
+    assert_eq!(low.snapshot().as_deref(), Some("Once upon "));
+    assert_eq!(r.content, "Once upon a time.", "snapshot + continuation");
+    // The high-priority call ran while the low one waited, and the resumed request carried the
+    // snapshot as an assistant prefill.
+    let reqs = srv.requests();
+    assert_eq!(reqs.len(), 3);
+    let resumed: serde_json::Value = serde_json::from_str(&reqs[2].json()).unwrap();
+    let msgs = resumed["messages"].as_array().unwrap();
+    assert_eq!(msgs.last().unwrap()["role"], "assistant");
+    assert_eq!(msgs.last().unwrap()["content"], "Once upon ");
+    // Every delta is pulled exactly once: the rest of the low call's output.
+    let mut rest = String::new();
+    while let Pull::Delta(StreamDelta::Text(t)) = low.next_delta(Some(Instant::now())) {
+        rest.push_str(&t);
+    }
+    assert_eq!(seen + &rest, "Once upon a time.");
+}
+
+#[test]
+fn rate_limit_headers_hold_back_the_next_call() {
+    let srv = FakeServer::start();
+    let rt = runtime();
+    add_endpoint(&rt, "oa", "openai", &srv.url(), "");
+    srv.push(
+        Reply::openai_text("first")
+            .header("x-ratelimit-remaining-requests", "0")
+            .header("x-ratelimit-reset-requests", "300ms"),
+    );
+    srv.push(Reply::openai_text("second"));
+    let models = rt.shared().models();
+    wait(&models.start("oa", request(false), 0).unwrap()).unwrap();
+    let t0 = Instant::now();
+    wait(&models.start("oa", request(false), 0).unwrap()).unwrap();
+    assert!(
+        t0.elapsed() >= Duration::from_millis(250),
+        "held back {:?}",
+        t0.elapsed()
+    );
+}
+
+#[test]
+fn response_format_and_tool_choice_are_sent() {
+    let srv = FakeServer::start();
+    let rt = runtime();
+    add_endpoint(&rt, "oa", "openai", &srv.url(), "");
+    srv.push(Reply::openai_text("{\"n\":1}"));
+    let req = ChatRequest::from_json(
+        r#"{"messages":[{"role":"user","content":"json please"}],"tool_choice":"none",
+            "response_format":{"type":"json_schema","json_schema":{"name":"n","schema":{"type":"object","properties":{"n":{"type":"integer"}}}}}}"#,
+    )
+    .unwrap();
+    wait(&rt.shared().models().start("oa", req, 0).unwrap()).unwrap();
+    let body: serde_json::Value =
+        serde_json::from_str(&srv.last_request().unwrap().json()).unwrap();
+    assert_eq!(body["response_format"]["type"], "json_schema");
+    assert_eq!(
+        body["response_format"]["json_schema"]["schema"]["properties"]["n"]["type"],
+        "integer"
+    );
+    assert_eq!(body["tool_choice"], "none");
+}

@@ -6,7 +6,7 @@ use super::status::agentos_status;
 use super::string::into_c_string;
 use super::{as_mut, as_ref, non_null, str_arg, write_out};
 use crate::error::{Error, Status};
-use crate::model::call::{CallInner, DeltaCallback, Pull};
+use crate::model::call::{CallInner, CallObserver, CallOptions, DeltaFn, Pull};
 use crate::model::stream::StreamDelta;
 use crate::model::types::ChatRequest;
 use crate::runtime::Shared;
@@ -62,7 +62,7 @@ struct Pending {
     endpoint: String,
     request: ChatRequest,
     priority: i32,
-    callback: Option<DeltaCallback>,
+    callback: Option<Box<dyn CallObserver>>,
 }
 
 /// A model call. Build it from JSON, start it, then pull its streamed pieces and/or wait for it.
@@ -183,7 +183,7 @@ pub unsafe extern "C" fn agentos_request_set_delta_callback(
             .as_mut()
             .ok_or_else(|| Error::new(Status::Busy, "the request was already started"))?;
         let user = user_data as usize; // the caller vouches that user_data may cross threads
-        p.callback = Some(Box::new(move |d: &StreamDelta| {
+        p.callback = Some(Box::new(DeltaFn(Box::new(move |d: &StreamDelta| {
             let (kind, mut text) = match d {
                 StreamDelta::Text(t) => (AGENTOS_DELTA_TEXT, t.clone().into_bytes()),
                 StreamDelta::ToolCall {
@@ -207,7 +207,7 @@ pub unsafe extern "C" fn agentos_request_set_delta_callback(
                     len,
                 )
             };
-        }));
+        }))));
         Ok(())
     })
 }
@@ -229,7 +229,12 @@ pub unsafe extern "C" fn agentos_request_start(
             .take()
             .ok_or_else(|| Error::new(Status::Busy, "the request was already started"))?;
         let models = req.shared.models();
-        let call = models.new_call(&p.endpoint, p.request, p.priority, p.callback)?;
+        let opts = CallOptions {
+            priority: p.priority,
+            observer: p.callback,
+            ..Default::default()
+        };
+        let call = models.new_call(&p.endpoint, p.request, opts)?;
         models.submit(call.clone())?;
         req.call = Some(call);
         Ok(())

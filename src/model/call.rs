@@ -14,8 +14,41 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// A callback invoked on the I/O thread for every delta, before it is queued for pulling.
-pub type DeltaCallback = Box<dyn Fn(&StreamDelta) + Send + Sync>;
+/// Hooks into a call's life, all invoked on the I/O thread. They must not block.
+pub trait CallObserver: Send + Sync {
+    /// A streamed piece arrived (before it is queued for pulling).
+    fn on_delta(&self, _call: &CallInner, _delta: &StreamDelta) {}
+    /// The call's stream was cancelled to make room for a more urgent call; `snapshot` is the
+    /// output kept, from which the call will continue.
+    fn on_preempted(&self, _call: &CallInner, _snapshot: &str) {}
+    /// A preempted call was admitted again and continues from its snapshot.
+    fn on_resumed(&self, _call: &CallInner) {}
+    /// The call finished (the result is already readable through the call).
+    fn on_finish(&self, _call: &CallInner, _result: &Result<ChatResponse, Error>) {}
+}
+
+/// Calls a closure for every delta.
+pub struct DeltaFn(pub Box<dyn Fn(&StreamDelta) + Send + Sync>);
+
+impl CallObserver for DeltaFn {
+    fn on_delta(&self, _call: &CallInner, delta: &StreamDelta) {
+        (self.0)(delta)
+    }
+}
+
+/// How a call is scheduled.
+#[derive(Default)]
+pub struct CallOptions {
+    /// Larger is more urgent.
+    pub priority: i32,
+    /// Attained service of the caller (tokens so far); less goes first within a priority.
+    pub service: u64,
+    /// Whether a more urgent call may cancel this one's stream and resume it later from its
+    /// snapshot (streamed calls only).
+    pub preemptible: bool,
+    /// Hooks.
+    pub observer: Option<Box<dyn CallObserver>>,
+}
 
 /// Where a call is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -35,6 +68,9 @@ pub(crate) struct CallState {
     pub(crate) result: Option<Result<ChatResponse, Error>>,
     pub(crate) attempts: u32,
     pub(crate) retries: u32,
+    /// Output kept from preempted attempts; the next attempt continues from it.
+    pub(crate) snapshot: Option<String>,
+    pub(crate) preemptions: u32,
 }
 
 /// The shared state of one call.
@@ -47,10 +83,14 @@ pub struct CallInner {
     pub request: ChatRequest,
     /// Scheduling priority (larger is more urgent).
     pub priority: i32,
+    /// Attained service of the caller when the call was made.
+    pub service: u64,
+    /// Whether the call may be preempted (see [`CallOptions::preemptible`]).
+    pub preemptible: bool,
     pub(crate) state: Mutex<CallState>,
     cond: Condvar,
     cancel: AtomicBool,
-    on_delta: Option<DeltaCallback>,
+    observer: Option<Box<dyn CallObserver>>,
     /// When the call was created.
     pub created: Instant,
 }
@@ -80,14 +120,16 @@ impl CallInner {
         id: u64,
         endpoint: Arc<EndpointState>,
         request: ChatRequest,
-        priority: i32,
-        on_delta: Option<DeltaCallback>,
+        opts: CallOptions,
     ) -> CallInner {
+        let preemptible = opts.preemptible && request.stream;
         CallInner {
             id,
             endpoint,
             request,
-            priority,
+            priority: opts.priority,
+            service: opts.service,
+            preemptible,
             state: Mutex::new(CallState {
                 phase: Phase::Queued,
                 pending: VecDeque::new(),
@@ -95,10 +137,12 @@ impl CallInner {
                 result: None,
                 attempts: 0,
                 retries: 0,
+                snapshot: None,
+                preemptions: 0,
             }),
             cond: Condvar::new(),
             cancel: AtomicBool::new(false),
-            on_delta,
+            observer: opts.observer,
             created: Instant::now(),
         }
     }
@@ -120,9 +164,9 @@ impl CallInner {
         if deltas.is_empty() {
             return;
         }
-        if let Some(cb) = &self.on_delta {
+        if let Some(o) = &self.observer {
             for d in deltas.iter() {
-                cb(d);
+                o.on_delta(self, d);
             }
         }
         let mut s = self.state.lock();
@@ -141,9 +185,51 @@ impl CallInner {
             return;
         }
         s.phase = Phase::Done;
-        s.result = Some(result);
+        s.result = Some(result.clone());
         drop(s);
         self.cond.notify_all();
+        if let Some(o) = &self.observer {
+            o.on_finish(self, &result);
+        }
+    }
+
+    /// Called by the I/O thread when the call's stream is cancelled to make room: keeps the
+    /// output so far as the snapshot to continue from.
+    pub(crate) fn preempted(&self) -> String {
+        let snapshot = {
+            let mut s = self.state.lock();
+            s.phase = Phase::Queued;
+            s.preemptions += 1;
+            let snap = s.acc.content.clone();
+            s.snapshot = Some(snap.clone());
+            snap
+        };
+        if let Some(o) = &self.observer {
+            o.on_preempted(self, &snapshot);
+        }
+        snapshot
+    }
+
+    /// Called by the I/O thread when a preempted call starts again.
+    pub(crate) fn resumed(&self) {
+        if let Some(o) = &self.observer {
+            o.on_resumed(self);
+        }
+    }
+
+    /// The snapshot to continue from, if the call was preempted.
+    pub fn snapshot(&self) -> Option<String> {
+        self.state.lock().snapshot.clone()
+    }
+
+    /// How many times the call was preempted.
+    pub fn preemptions(&self) -> u32 {
+        self.state.lock().preemptions
+    }
+
+    /// Whether the call's stream carries a (partial) tool call, which cannot be continued.
+    pub(crate) fn has_tool_output(&self) -> bool {
+        !self.state.lock().acc.tool_calls.is_empty()
     }
 
     /// Pulls the next delta, waiting until `deadline` (`None` = forever).

@@ -40,6 +40,7 @@ thread_local! {
 enum Cmd {
     Submit(Arc<CallInner>),
     Cancel(u64),
+    Timer(Instant, Box<dyn FnOnce() + Send>),
 }
 
 /// Handle to the I/O thread.
@@ -83,6 +84,19 @@ impl Engine {
         }
         self.tx
             .send(Cmd::Submit(call))
+            .map_err(|_| Error::new(Status::Shutdown, "the I/O thread has stopped"))?;
+        self.waker.wake();
+        Ok(())
+    }
+
+    /// Runs `f` on the I/O thread at `at` (or soon after). Timers still pending at shutdown
+    /// are dropped without running.
+    pub fn schedule(&self, at: Instant, f: Box<dyn FnOnce() + Send>) -> Result<()> {
+        if self.stop.load(Ordering::Acquire) {
+            return Err(Error::new(Status::Shutdown, "the runtime is shutting down"));
+        }
+        self.tx
+            .send(Cmd::Timer(at, f))
             .map_err(|_| Error::new(Status::Shutdown, "the I/O thread has stopped"))?;
         self.waker.wake();
         Ok(())
@@ -227,6 +241,7 @@ struct Active {
 
 struct Queued {
     priority: i32,
+    service: u64,
     seq: u64,
     ready_at: Instant,
     call: Arc<CallInner>,
@@ -247,6 +262,7 @@ impl Ord for Queued {
     fn cmp(&self, o: &Self) -> CmpOrdering {
         self.priority
             .cmp(&o.priority)
+            .then_with(|| o.service.cmp(&self.service))
             .then_with(|| o.seq.cmp(&self.seq))
     }
 }
@@ -277,6 +293,8 @@ struct IoLoop {
     seq: u64,
     rng: u64,
     last_tick: Instant,
+    timers: BinaryHeap<std::cmp::Reverse<(Instant, u64)>>,
+    timer_fns: HashMap<u64, Box<dyn FnOnce() + Send>>,
 }
 
 fn endpoint_key(call: &CallInner) -> usize {
@@ -324,6 +342,8 @@ impl IoLoop {
             seq: 0,
             rng: seed | 1,
             last_tick: Instant::now(),
+            timers: BinaryHeap::new(),
+            timer_fns: HashMap::new(),
         }
     }
 
@@ -361,8 +381,14 @@ impl IoLoop {
                 match cmd {
                     Cmd::Submit(call) => self.enqueue(call, Instant::now()),
                     Cmd::Cancel(id) => self.cancel(id),
+                    Cmd::Timer(at, f) => {
+                        self.seq += 1;
+                        self.timers.push(std::cmp::Reverse((at, self.seq)));
+                        self.timer_fns.insert(self.seq, f);
+                    }
                 }
             }
+            self.run_timers(Instant::now());
             self.admit(Instant::now());
             if self.timer_due() {
                 // New transfers ask for an immediate timeout to get started.
@@ -395,6 +421,19 @@ impl IoLoop {
         }
     }
 
+    fn run_timers(&mut self, now: Instant) {
+        while let Some(std::cmp::Reverse((at, id))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            if let Some(f) = self.timer_fns.remove(&id) {
+                // A panicking timer must not take the I/O thread down.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+            }
+        }
+    }
+
     fn timer_due(&self) -> bool {
         let at = self.timer.load(Ordering::Relaxed);
         at != u64::MAX && self.epoch.elapsed().as_nanos() as u64 >= at
@@ -404,6 +443,9 @@ impl IoLoop {
         let mut wait = Duration::from_secs(1);
         if !self.by_call.is_empty() {
             wait = wait.min(TIMEOUT_TICK);
+        }
+        if let Some(std::cmp::Reverse((at, _))) = self.timers.peek() {
+            wait = wait.min(at.saturating_duration_since(now));
         }
         let at = self.timer.load(Ordering::Relaxed);
         if at != u64::MAX {
@@ -433,6 +475,7 @@ impl IoLoop {
         self.seq += 1;
         let item = Queued {
             priority: call.priority,
+            service: call.service,
             seq: self.seq,
             ready_at,
             call,
@@ -446,7 +489,9 @@ impl IoLoop {
 
     fn admit(&mut self, now: Instant) {
         let keys: Vec<usize> = self.queues.keys().copied().collect();
+        let mut again = false;
         for key in keys {
+            let mut preempt_for = None;
             let mut starts = Vec::new();
             let mut cancelled = Vec::new();
             {
@@ -469,9 +514,20 @@ impl IoLoop {
                         Ok(()) => starts.push(q.ready.pop().expect("peeked").call),
                         Err(until) => {
                             q.blocked_until = until;
+                            if until.is_none() {
+                                preempt_for = Some(top.call.priority);
+                            }
                             break;
                         }
                     }
+                }
+            }
+            // Token-aware preemption: the head waits for a concurrency slot that a less urgent,
+            // preemptible stream holds. Cancel that stream, keep its output as a snapshot, and
+            // queue it to continue later; the head gets the slot at the next pass.
+            if let Some(priority) = preempt_for {
+                if self.preempt_one(key, priority) {
+                    again = true;
                 }
             }
             for call in cancelled {
@@ -486,14 +542,61 @@ impl IoLoop {
         self.queues.retain(|_, q| {
             !q.ready.is_empty() || !q.delayed.is_empty() || q.limiter.in_flight() > 0
         });
+        if again {
+            self.admit(now);
+        }
+    }
+
+    /// Preempts the least urgent preemptible stream on endpoint `key` whose priority is below
+    /// `priority`. Returns whether one was preempted.
+    fn preempt_one(&mut self, key: usize, priority: i32) -> bool {
+        let victim = self
+            .slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| a.as_ref().map(|a| (i, a)))
+            .filter(|(_, a)| {
+                a.endpoint_key == key
+                    && a.call.preemptible
+                    && a.call.priority < priority
+                    && !a.call.cancel_requested()
+                    && !a.call.has_tool_output()
+            })
+            .min_by_key(|(_, a)| (a.call.priority, std::cmp::Reverse(a.started)))
+            .map(|(i, _)| i);
+        let Some(slot) = victim else { return false };
+        let Some((call, key, _collector)) = self.take_slot(slot) else {
+            return false;
+        };
+        self.release(key, call.id, None);
+        call.preempted();
+        self.enqueue(call, Instant::now());
+        true
     }
 
     fn start_transfer(&mut self, call: Arc<CallInner>, key: usize) {
         let ep = &call.endpoint.config;
         let stream = call.request.stream;
+        let snapshot = call.state.lock().snapshot.clone().filter(|s| !s.is_empty());
+        let resumed;
+        let request = match &snapshot {
+            // Continue from the snapshot: the partial answer goes last, as an assistant message
+            // the model extends (assistant prefill, supported by OpenAI-compatible servers such
+            // as llama.cpp and by Anthropic).
+            Some(snap) => {
+                let mut r = call.request.clone();
+                r.messages.push(super::types::ChatMessage::text(
+                    super::types::Role::Assistant,
+                    snap.clone(),
+                ));
+                resumed = r;
+                &resumed
+            }
+            None => &call.request,
+        };
         let body = match ep.provider {
-            Provider::OpenAi => openai::build_body(&call.request, ep),
-            Provider::Anthropic => anthropic::build_body(&call.request, ep),
+            Provider::OpenAi => openai::build_body(request, ep),
+            Provider::Anthropic => anthropic::build_body(request, ep),
         };
         let easy = match build_easy(&call, ep, stream, &body) {
             Ok(e) => e,
@@ -518,6 +621,9 @@ impl IoLoop {
                     let mut s = call.state.lock();
                     s.phase = Phase::InFlight;
                     s.attempts += 1;
+                }
+                if snapshot.is_some() {
+                    call.resumed();
                 }
                 self.by_call.insert(call.id, slot);
                 self.slots[slot] = Some(Active {
@@ -720,6 +826,13 @@ impl IoLoop {
                 return;
             }
             let mut r = c.acc.response();
+            {
+                // The call's own accumulator holds every piece across attempts: a snapshot kept
+                // at preemption plus its continuation.
+                let s = call.state.lock();
+                r.content.clone_from(&s.acc.content);
+                r.tool_calls.clone_from(&s.acc.tool_calls);
+            }
             self.succeed(call, key, &mut r);
             return;
         }
@@ -865,6 +978,7 @@ impl IoLoop {
                 );
             }
         }
+        self.timer_fns.clear();
         while let Ok(cmd) = self.rx.try_recv() {
             if let Cmd::Submit(call) = cmd {
                 finish_call(

@@ -1,6 +1,6 @@
 //! The runtime's model layer: its endpoints, its I/O engine, and usage totals.
 
-use super::call::{CallInner, DeltaCallback};
+use super::call::{CallInner, CallOptions};
 use super::endpoint::Endpoint;
 use super::engine::Engine;
 use super::types::{ChatRequest, Usage};
@@ -136,14 +136,16 @@ impl ModelHub {
         &self,
         endpoint: &str,
         request: ChatRequest,
-        priority: i32,
-        on_delta: Option<DeltaCallback>,
+        opts: CallOptions,
     ) -> Result<Arc<CallInner>> {
         let ep = self.endpoint(endpoint)?;
         let id = self.next_call.fetch_add(1, Ordering::Relaxed);
-        Ok(Arc::new(CallInner::new(
-            id, ep, request, priority, on_delta,
-        )))
+        Ok(Arc::new(CallInner::new(id, ep, request, opts)))
+    }
+
+    /// Runs `f` on the I/O thread at `at` (timers for tool timeouts and the like).
+    pub fn schedule(&self, at: std::time::Instant, f: Box<dyn FnOnce() + Send>) -> Result<()> {
+        self.engine()?.schedule(at, f)
     }
 
     /// Hands a call to the I/O thread.
@@ -158,7 +160,11 @@ impl ModelHub {
         request: ChatRequest,
         priority: i32,
     ) -> Result<Arc<CallInner>> {
-        let call = self.new_call(endpoint, request, priority, None)?;
+        let opts = CallOptions {
+            priority,
+            ..Default::default()
+        };
+        let call = self.new_call(endpoint, request, opts)?;
         self.submit(call.clone())?;
         Ok(call)
     }
