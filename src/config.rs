@@ -11,6 +11,8 @@ pub const MAX_WORKERS: u32 = 1024;
 /// The longest thread-name prefix accepted (Linux limits thread names to 15 bytes).
 pub const MAX_THREAD_NAME: usize = 10;
 
+const KNOWN_KEYS: &str = "\"workers\", \"thread_name\", \"deterministic\", \"event_capacity\", \"max_agents\", \"starvation_ms\"";
+
 /// Settings for a [`crate::runtime::Runtime`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuntimeConfig {
@@ -18,6 +20,14 @@ pub struct RuntimeConfig {
     pub workers: u32,
     /// Prefix of the names of the runtime's threads (`"<prefix>-w0"`, ...).
     pub thread_name: String,
+    /// One worker, no aging, tools run one after another: reproducible scheduling for tests.
+    pub deterministic: bool,
+    /// Events kept for the host before the oldest are dropped (and counted).
+    pub event_capacity: u32,
+    /// Agents alive at once.
+    pub max_agents: u32,
+    /// A runnable job waiting longer than this runs next whatever its priority (0 = never).
+    pub starvation_ms: u32,
 }
 
 impl Default for RuntimeConfig {
@@ -25,6 +35,10 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             workers: 0,
             thread_name: "agentos".to_string(),
+            deterministic: false,
+            event_capacity: 65_536,
+            max_agents: 1_000_000,
+            starvation_ms: 2_000,
         }
     }
 }
@@ -32,7 +46,9 @@ impl Default for RuntimeConfig {
 impl RuntimeConfig {
     /// The number of workers the runtime will start, resolving `0` to the available cores.
     pub fn effective_workers(&self) -> u32 {
-        if self.workers > 0 {
+        if self.deterministic {
+            1
+        } else if self.workers > 0 {
             self.workers
         } else {
             std::thread::available_parallelism()
@@ -106,12 +122,26 @@ impl RuntimeConfig {
                         Error::invalid(format!("config key \"thread_name\": {}", e.message()))
                     })?;
                 }
+                "deterministic" => {
+                    self.deterministic = value
+                        .as_bool()
+                        .ok_or_else(|| wrong_type(key, "a boolean", value))?;
+                }
+                "event_capacity" | "max_agents" | "starvation_ms" => {
+                    let n = value
+                        .as_u64()
+                        .and_then(|n| u32::try_from(n).ok())
+                        .ok_or_else(|| wrong_type(key, "a non-negative integer", value))?;
+                    match key.as_str() {
+                        "event_capacity" => self.event_capacity = n.max(1),
+                        "max_agents" => self.max_agents = n.max(1),
+                        _ => self.starvation_ms = n,
+                    }
+                }
                 other => {
                     return Err(Error::new(
                         Status::InvalidJson,
-                        format!(
-                        "unknown config key \"{other}\" (known keys: \"workers\", \"thread_name\")"
-                    ),
+                        format!("unknown config key \"{other}\" (known keys: {KNOWN_KEYS})"),
                     ))
                 }
             }

@@ -7,18 +7,23 @@
 //! - [`version`]: the crate version as numbers and as a C string.
 //! - [`config`]: the runtime configuration, from typed setters or JSON.
 //! - [`handle`]: the generation-checked handle registry used for runtime-owned objects.
-//! - [`runtime`]: the runtime, its worker threads and its priority run queue.
+//! - [`runtime`]: the runtime, its worker threads, its priority run queue and its events.
+//! - [`model`]: providers, the curl-multi I/O thread, streaming, retries, limits, preemption.
+//! - [`agent`]: agents and their turn loop.
+//! - [`tools`]: the tool registry, argument schemas, and tool invocations.
 //! - `ffi`: the `extern "C"` surface (the only module with raw pointers); see `include/agentos.h`.
 //!
 //! The core modules know nothing about the C ABI, so they can be tested as plain Rust.
 
 #![deny(missing_docs)]
 
+pub mod agent;
 pub mod config;
 pub mod error;
 pub mod handle;
 pub mod model;
 pub mod runtime;
+pub mod tools;
 pub mod version;
 
 pub mod ffi;

@@ -5,17 +5,24 @@
 //! `Arc` of the runtime's [`Shared`] state outlive the threads safely and see
 //! [`Status::Shutdown`] afterwards.
 
+pub mod events;
 pub mod run_queue;
 
+use crate::agent::{Agent, AgentConfig};
 use crate::config::RuntimeConfig;
 use crate::error::{Error, Result, Status};
+use crate::handle::{Handle, Registry, RegistryError};
 use crate::model::hub::ModelHub;
+use crate::tools::ToolRegistry;
+use events::EventQueue;
 use parking_lot::Mutex;
 use run_queue::{Job, RunKey, RunQueue};
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// What happens to queued work at shutdown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +37,12 @@ pub enum ShutdownMode {
 pub struct Shared {
     config: RuntimeConfig,
     models: ModelHub,
+    tools: ToolRegistry,
+    events: EventQueue,
+    agents: Registry<Agent>,
+    agent_names: parking_lot::RwLock<HashMap<String, Handle>>,
+    busy_agents: Mutex<usize>,
+    idle_cond: parking_lot::Condvar,
     queue: RunQueue,
     shutdown: AtomicBool,
     jobs_run: AtomicU64,
@@ -73,6 +86,116 @@ impl Shared {
         &self.models
     }
 
+    /// The registered tools.
+    pub fn tools(&self) -> &ToolRegistry {
+        &self.tools
+    }
+
+    /// The event stream.
+    pub fn events(&self) -> &EventQueue {
+        &self.events
+    }
+
+    /// Creates an agent and returns its handle.
+    pub fn create_agent(self: &Arc<Self>, config: AgentConfig) -> Result<Handle> {
+        if self.is_shut_down() {
+            return Err(Error::new(Status::Shutdown, "the runtime is shutting down"));
+        }
+        self.models.endpoint(&config.endpoint)?;
+        for t in &config.tools {
+            if !self.tools.exists(t) {
+                return Err(Error::new(
+                    Status::NotFound,
+                    format!("agent \"{}\": no tool named \"{t}\"", config.name),
+                ));
+            }
+        }
+        let mut names = self.agent_names.write();
+        if names.contains_key(&config.name) {
+            return Err(Error::invalid(format!(
+                "an agent named \"{}\" already exists",
+                config.name
+            )));
+        }
+        let name = config.name.clone();
+        let agent = Arc::new(Agent::new(config, self));
+        let h = self.agents.insert(agent.clone()).map_err(|_| {
+            Error::new(
+                Status::LimitExceeded,
+                format!("max_agents ({}) reached", self.config.max_agents),
+            )
+        })?;
+        agent.set_handle(h.raw());
+        names.insert(name, h);
+        Ok(h)
+    }
+
+    /// Resolves an agent handle.
+    pub fn agent(&self, h: Handle) -> Result<Arc<Agent>> {
+        self.agents.get(h).map_err(|e| match e {
+            RegistryError::Stale | RegistryError::Full => Error::new(
+                Status::StaleHandle,
+                format!(
+                    "agent handle {:#x} is stale (freed or never issued)",
+                    h.raw()
+                ),
+            ),
+        })
+    }
+
+    /// Finds an agent by name.
+    pub fn agent_by_name(&self, name: &str) -> Option<Arc<Agent>> {
+        let h = *self.agent_names.read().get(name)?;
+        self.agents.get(h).ok()
+    }
+
+    /// Removes an agent: cancels its turn; its handle becomes stale.
+    pub fn remove_agent(&self, h: Handle) -> Result<()> {
+        let agent = self.agent(h)?;
+        let mut names = self.agent_names.write();
+        self.agents
+            .remove(h)
+            .map_err(|_| Error::new(Status::StaleHandle, "agent handle is stale"))?;
+        names.remove(agent.name());
+        drop(names);
+        agent.cancel();
+        Ok(())
+    }
+
+    /// Agents alive.
+    pub fn agent_count(&self) -> usize {
+        self.agents.len()
+    }
+
+    /// Called by agents when they start or stop having work.
+    pub(crate) fn agent_busy_changed(&self, busy: bool) {
+        let mut n = self.busy_agents.lock();
+        if busy {
+            *n += 1;
+        } else {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.idle_cond.notify_all();
+            }
+        }
+    }
+
+    /// Waits until no agent has work, or `deadline` passes. Returns whether all are idle.
+    pub fn wait_idle(&self, deadline: Option<Instant>) -> bool {
+        let mut n = self.busy_agents.lock();
+        while *n > 0 {
+            match deadline {
+                Some(d) => {
+                    if self.idle_cond.wait_until(&mut n, d).timed_out() {
+                        return *n == 0;
+                    }
+                }
+                None => self.idle_cond.wait(&mut n),
+            }
+        }
+        true
+    }
+
     /// Jobs completed by the workers so far.
     pub fn jobs_run(&self) -> u64 {
         self.jobs_run.load(Ordering::Relaxed)
@@ -89,10 +212,18 @@ impl Runtime {
     /// Starts the runtime's worker threads.
     pub fn start(config: RuntimeConfig) -> Result<Runtime> {
         let n = config.effective_workers();
+        let starvation = (!config.deterministic && config.starvation_ms > 0)
+            .then(|| Duration::from_millis(config.starvation_ms as u64));
         let shared = Arc::new(Shared {
             models: ModelHub::new(&config.thread_name),
+            tools: ToolRegistry::default(),
+            events: EventQueue::new(config.event_capacity as usize),
+            agents: Registry::with_capacity_limit(config.max_agents as usize),
+            agent_names: parking_lot::RwLock::new(HashMap::new()),
+            busy_agents: Mutex::new(0),
+            idle_cond: parking_lot::Condvar::new(),
             config,
-            queue: RunQueue::new(),
+            queue: RunQueue::new(starvation),
             shutdown: AtomicBool::new(false),
             jobs_run: AtomicU64::new(0),
             workers_started: AtomicU64::new(0),
@@ -146,6 +277,7 @@ impl Runtime {
         self.shared.shutdown.store(true, Ordering::Release);
         // Model calls still in flight complete with SHUTDOWN; their partial output is kept.
         self.shared.models.shutdown();
+        self.shared.events.close();
         self.shared.queue.close(mode == ShutdownMode::Cancel);
         let handles = std::mem::take(&mut *self.workers.lock());
         if self.shared.on_worker_thread() {

@@ -1,13 +1,14 @@
 //! The priority run queue that the worker threads pop from.
 //!
-//! Order: higher `priority` first; within a priority, the lower `service` (attained service,
-//! e.g. tokens consumed so far) first; then first-in, first-out. Closing the queue wakes every
-//! blocked popper.
+//! Order: higher `priority` first; within a priority, the lower `service` (attained service:
+//! tokens consumed so far) first; then first-in, first-out. Aging stops starvation: a job that
+//! has waited longer than the starvation limit runs next, whatever its priority. Closing the
+//! queue wakes every blocked popper.
 
 use parking_lot::{Condvar, Mutex};
-use std::cmp::Ordering;
-use std::collections::BinaryHeap;
-use std::time::Instant;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 /// A unit of work for a worker thread.
 pub type Job = Box<dyn FnOnce() + Send + 'static>;
@@ -21,36 +22,13 @@ pub struct RunKey {
     pub service: u64,
 }
 
-struct Entry {
-    key: RunKey,
-    seq: u64,
-    job: Job,
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Entry {
-    // BinaryHeap is a max-heap: "greater" means "runs sooner".
-    fn cmp(&self, other: &Self) -> Ordering {
-        self.key
-            .priority
-            .cmp(&other.key.priority)
-            .then_with(|| other.key.service.cmp(&self.key.service))
-            .then_with(|| other.seq.cmp(&self.seq))
-    }
-}
+/// Heap order: "greater" runs sooner.
+type Order = (i32, Reverse<u64>, Reverse<u64>);
 
 struct State {
-    heap: BinaryHeap<Entry>,
+    jobs: HashMap<u64, Job>,
+    heap: BinaryHeap<Order>,
+    ages: VecDeque<(Instant, u64)>,
     next_seq: u64,
     closed: bool,
 }
@@ -59,6 +37,7 @@ struct State {
 pub struct RunQueue {
     state: Mutex<State>,
     ready: Condvar,
+    starvation_limit: Option<Duration>,
 }
 
 /// Returned by [`RunQueue::push`] when the queue is closed; gives the job back.
@@ -66,20 +45,48 @@ pub struct Closed(pub Job);
 
 impl Default for RunQueue {
     fn default() -> Self {
-        RunQueue::new()
+        RunQueue::new(None)
+    }
+}
+
+impl State {
+    /// Takes the next job: the oldest if it is starving, else the most urgent.
+    fn take(&mut self, starvation_limit: Option<Duration>) -> Option<Job> {
+        // Drop age entries of jobs already taken.
+        while let Some(&(_, seq)) = self.ages.front() {
+            if self.jobs.contains_key(&seq) {
+                break;
+            }
+            self.ages.pop_front();
+        }
+        if let (Some(limit), Some(&(at, seq))) = (starvation_limit, self.ages.front()) {
+            if at.elapsed() >= limit {
+                self.ages.pop_front();
+                return self.jobs.remove(&seq);
+            }
+        }
+        while let Some((_, _, Reverse(seq))) = self.heap.pop() {
+            if let Some(job) = self.jobs.remove(&seq) {
+                return Some(job);
+            }
+        }
+        None
     }
 }
 
 impl RunQueue {
-    /// An empty, open queue.
-    pub fn new() -> RunQueue {
+    /// An empty, open queue. With `starvation_limit`, a job waiting longer than that runs next.
+    pub fn new(starvation_limit: Option<Duration>) -> RunQueue {
         RunQueue {
             state: Mutex::new(State {
+                jobs: HashMap::new(),
                 heap: BinaryHeap::new(),
+                ages: VecDeque::new(),
                 next_seq: 0,
                 closed: false,
             }),
             ready: Condvar::new(),
+            starvation_limit,
         }
     }
 
@@ -91,19 +98,24 @@ impl RunQueue {
         }
         let seq = s.next_seq;
         s.next_seq += 1;
-        s.heap.push(Entry { key, seq, job });
+        s.jobs.insert(seq, job);
+        s.heap
+            .push((key.priority, Reverse(key.service), Reverse(seq)));
+        if self.starvation_limit.is_some() {
+            s.ages.push_back((Instant::now(), seq));
+        }
         drop(s);
         self.ready.notify_one();
         Ok(())
     }
 
-    /// Takes the most urgent job, blocking until one arrives, the deadline passes, or the queue
-    /// is closed and empty. Returns `None` on timeout or once closed and drained.
+    /// Takes the next job, blocking until one arrives, the deadline passes, or the queue is
+    /// closed and empty. Returns `None` on timeout or once closed and drained.
     pub fn pop(&self, deadline: Option<Instant>) -> Option<Job> {
         let mut s = self.state.lock();
         loop {
-            if let Some(e) = s.heap.pop() {
-                return Some(e.job);
+            if let Some(job) = s.take(self.starvation_limit) {
+                return Some(job);
             }
             if s.closed {
                 return None;
@@ -111,7 +123,7 @@ impl RunQueue {
             match deadline {
                 Some(d) => {
                     if self.ready.wait_until(&mut s, d).timed_out() {
-                        return s.heap.pop().map(|e| e.job);
+                        return s.take(self.starvation_limit);
                     }
                 }
                 None => self.ready.wait(&mut s),
@@ -119,19 +131,21 @@ impl RunQueue {
         }
     }
 
-    /// Takes the most urgent job without blocking.
+    /// Takes the next job without blocking.
     pub fn try_pop(&self) -> Option<Job> {
-        self.state.lock().heap.pop().map(|e| e.job)
+        self.state.lock().take(self.starvation_limit)
     }
 
-    /// Closes the queue. With `discard`, queued jobs are dropped (not run) and returned count is
-    /// how many were dropped; otherwise they stay to be drained by poppers.
+    /// Closes the queue. With `discard`, queued jobs are dropped (not run) and the count of
+    /// dropped jobs returned; otherwise they stay to be drained by poppers.
     pub fn close(&self, discard: bool) -> usize {
-        let dropped = {
+        let dropped: Vec<Job> = {
             let mut s = self.state.lock();
             s.closed = true;
             if discard {
-                std::mem::take(&mut s.heap).into_vec()
+                s.heap.clear();
+                s.ages.clear();
+                s.jobs.drain().map(|(_, j)| j).collect()
             } else {
                 Vec::new()
             }
@@ -143,7 +157,7 @@ impl RunQueue {
 
     /// Queued jobs.
     pub fn len(&self) -> usize {
-        self.state.lock().heap.len()
+        self.state.lock().jobs.len()
     }
 
     /// Whether no job is queued.
@@ -162,11 +176,10 @@ mod tests {
     use super::*;
     use std::sync::{Arc, Mutex as StdMutex};
 
-    fn recorder() -> (
-        Arc<StdMutex<Vec<&'static str>>>,
-        impl Fn(&'static str) -> Job,
-    ) {
-        let log = Arc::new(StdMutex::new(Vec::new()));
+    type Log = Arc<StdMutex<Vec<&'static str>>>;
+
+    fn recorder() -> (Log, impl Fn(&'static str) -> Job) {
+        let log: Log = Arc::new(StdMutex::new(Vec::new()));
         let l2 = log.clone();
         (log, move |name| {
             let l = l2.clone();
@@ -174,11 +187,14 @@ mod tests {
         })
     }
 
+    fn k(priority: i32, service: u64) -> RunKey {
+        RunKey { priority, service }
+    }
+
     #[test]
     fn priority_then_service_then_fifo() {
-        let q = RunQueue::new();
+        let q = RunQueue::new(None);
         let (log, job) = recorder();
-        let k = |priority, service| RunKey { priority, service };
         q.push(k(0, 5), job("low-a")).ok().unwrap();
         q.push(k(0, 5), job("low-b")).ok().unwrap();
         q.push(k(0, 1), job("low-less-service")).ok().unwrap();
@@ -194,39 +210,36 @@ mod tests {
     }
 
     #[test]
+    fn aging_runs_a_starving_job_first() {
+        let q = RunQueue::new(Some(Duration::from_millis(30)));
+        let (log, job) = recorder();
+        q.push(k(0, 0), job("old-low")).ok().unwrap();
+        std::thread::sleep(Duration::from_millis(40));
+        q.push(k(9, 0), job("new-high")).ok().unwrap();
+        while let Some(j) = q.try_pop() {
+            j();
+        }
+        assert_eq!(*log.lock().unwrap(), vec!["old-low", "new-high"]);
+    }
+
+    #[test]
     fn close_wakes_blocked_popper_and_rejects_push() {
-        let q = Arc::new(RunQueue::new());
+        let q = Arc::new(RunQueue::new(None));
         let q2 = q.clone();
         let t = std::thread::spawn(move || q2.pop(None).is_none());
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(20));
         q.close(true);
         assert!(t.join().unwrap());
         let (_, job) = recorder();
-        assert!(q
-            .push(
-                RunKey {
-                    priority: 0,
-                    service: 0
-                },
-                job("late")
-            )
-            .is_err());
+        assert!(q.push(k(0, 0), job("late")).is_err());
     }
 
     #[test]
     fn close_with_discard_drops_jobs_without_running_them() {
-        let q = RunQueue::new();
+        let q = RunQueue::new(Some(Duration::from_secs(1)));
         let (log, job) = recorder();
         for _ in 0..3 {
-            q.push(
-                RunKey {
-                    priority: 0,
-                    service: 0,
-                },
-                job("x"),
-            )
-            .ok()
-            .unwrap();
+            q.push(k(0, 0), job("x")).ok().unwrap();
         }
         assert_eq!(q.close(true), 3);
         assert!(q.pop(None).is_none());
@@ -235,17 +248,9 @@ mod tests {
 
     #[test]
     fn close_without_discard_drains() {
-        let q = RunQueue::new();
+        let q = RunQueue::new(None);
         let (log, job) = recorder();
-        q.push(
-            RunKey {
-                priority: 0,
-                service: 0,
-            },
-            job("x"),
-        )
-        .ok()
-        .unwrap();
+        q.push(k(0, 0), job("x")).ok().unwrap();
         q.close(false);
         q.pop(None).unwrap()();
         assert!(q.pop(None).is_none());
@@ -254,8 +259,8 @@ mod tests {
 
     #[test]
     fn pop_times_out() {
-        let q = RunQueue::new();
-        let d = Instant::now() + std::time::Duration::from_millis(10);
+        let q = RunQueue::new(None);
+        let d = Instant::now() + Duration::from_millis(10);
         assert!(q.pop(Some(d)).is_none());
     }
 }

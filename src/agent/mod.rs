@@ -1,0 +1,920 @@
+//! Agents: the turn loop (context → model → tools → context) run by the scheduler.
+//!
+//! An agent is driven by small steps on the runtime's workers. A step never blocks: it starts
+//! a model call (which runs on the I/O thread) or dispatches tools (which complete from any
+//! thread), records what it is waiting for, and returns. Whatever finishes next schedules the
+//! agent again, at its priority and attained service. All side effects that could call back
+//! into the agent (events, model submission, tools, messages to other agents) run after the
+//! agent's lock is released.
+
+pub mod config;
+
+use crate::error::{Error, Result, Status};
+use crate::model::call::{CallInner, CallObserver, CallOptions};
+use crate::model::stream::StreamDelta;
+use crate::model::types::{ChatMessage, ChatRequest, ChatResponse, Role, ToolSpec, Usage};
+use crate::runtime::events::{Event, EventKind};
+use crate::runtime::run_queue::RunKey;
+use crate::runtime::Shared;
+use crate::tools::{schema, Tool, ToolInvocation, ToolOutcome, SEND_MESSAGE};
+pub use config::{AgentConfig, Budget};
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Instant;
+
+/// What an agent is doing. The discriminant is the C `AGENTOS_AGENT_*` value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(i32)]
+pub enum AgentState {
+    /// No work.
+    Idle = 0,
+    /// Has work and waits for a worker.
+    Runnable = 1,
+    /// Waiting for a model answer.
+    WaitingModel = 2,
+    /// Waiting for tools.
+    RunningTools = 3,
+    /// Its generation was preempted; it waits to continue from the snapshot.
+    Paused = 4,
+    /// Stopped for good (a budget ran out); accepts no more messages.
+    Finished = 5,
+    /// Its last turn failed; a new message starts a new turn.
+    Failed = 6,
+}
+
+impl AgentState {
+    fn is_busy(self) -> bool {
+        !matches!(
+            self,
+            AgentState::Idle | AgentState::Finished | AgentState::Failed
+        )
+    }
+
+    /// The JSON name.
+    pub fn name(self) -> &'static str {
+        match self {
+            AgentState::Idle => "idle",
+            AgentState::Runnable => "runnable",
+            AgentState::WaitingModel => "waiting_model",
+            AgentState::RunningTools => "running_tools",
+            AgentState::Paused => "paused",
+            AgentState::Finished => "finished",
+            AgentState::Failed => "failed",
+        }
+    }
+}
+
+/// Who sent a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Sender {
+    /// The host program.
+    Host,
+    /// Another agent (raw handle, name).
+    Agent(u64, String),
+}
+
+struct Incoming {
+    from: Sender,
+    text: String,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    NeedModel,
+    WaitingModel,
+    RunningTools,
+}
+
+struct Turn {
+    number: u64,
+    from: Sender,
+    steps: u32,
+    phase: Phase,
+    call: Option<Arc<CallInner>>,
+    assistant: Option<ChatMessage>,
+    pending: Vec<Option<ToolOutcome>>,
+    invocations: Vec<Arc<ToolInvocation>>,
+    cancelled: bool,
+}
+
+struct Inner {
+    state: AgentState,
+    history: Vec<ChatMessage>,
+    inbox: VecDeque<Incoming>,
+    turn: Option<Turn>,
+    usage: Usage,
+    service: u64,
+    tool_calls: u64,
+    turns: u64,
+    busy: bool,
+    last_status: Status,
+}
+
+/// An agent.
+pub struct Agent {
+    handle: AtomicU64,
+    /// Its configuration.
+    pub config: AgentConfig,
+    inner: Mutex<Inner>,
+    scheduled: AtomicBool,
+    shared: Weak<Shared>,
+}
+
+/// Counters of an agent.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct AgentStats {
+    /// Model usage and cost.
+    pub usage: Usage,
+    /// Tool calls made.
+    pub tool_calls: u64,
+    /// Turns started.
+    pub turns: u64,
+    /// Messages in history.
+    pub history_len: usize,
+}
+
+enum Action {
+    Emit(Event),
+    StartCall(Arc<CallInner>),
+    RunTool(Arc<Tool>, Arc<ToolInvocation>),
+    Deliver {
+        to: String,
+        from: Sender,
+        text: String,
+    },
+    CancelCall(Arc<CallInner>),
+}
+
+impl Agent {
+    /// A new idle agent. Its handle is set by [`Agent::set_handle`] once registered.
+    pub fn new(config: AgentConfig, shared: &Arc<Shared>) -> Agent {
+        let mut history = Vec::new();
+        if !config.system.is_empty() {
+            history.push(ChatMessage::text(Role::System, config.system.clone()));
+        }
+        Agent {
+            handle: AtomicU64::new(0),
+            config,
+            inner: Mutex::new(Inner {
+                state: AgentState::Idle,
+                history,
+                inbox: VecDeque::new(),
+                turn: None,
+                usage: Usage::default(),
+                service: 0,
+                tool_calls: 0,
+                turns: 0,
+                busy: false,
+                last_status: Status::Ok,
+            }),
+            scheduled: AtomicBool::new(false),
+            shared: Arc::downgrade(shared),
+        }
+    }
+
+    /// Records the registry handle.
+    pub fn set_handle(&self, raw: u64) {
+        self.handle.store(raw, Ordering::Relaxed);
+    }
+
+    /// The raw registry handle.
+    pub fn handle(&self) -> u64 {
+        self.handle.load(Ordering::Relaxed)
+    }
+
+    /// The agent's name.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The current state.
+    pub fn state(&self) -> AgentState {
+        self.inner.lock().state
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> AgentStats {
+        let g = self.inner.lock();
+        AgentStats {
+            usage: g.usage,
+            tool_calls: g.tool_calls,
+            turns: g.turns,
+            history_len: g.history.len(),
+        }
+    }
+
+    /// How the last turn ended.
+    pub fn last_status(&self) -> Status {
+        self.inner.lock().last_status
+    }
+
+    /// The conversation so far, as OpenAI-style JSON messages.
+    pub fn history_json(&self) -> Value {
+        Value::Array(
+            self.inner
+                .lock()
+                .history
+                .iter()
+                .map(ChatMessage::to_openai_json)
+                .collect(),
+        )
+    }
+
+    /// A copy of the conversation.
+    pub fn history(&self) -> Vec<ChatMessage> {
+        self.inner.lock().history.clone()
+    }
+
+    /// Queues a message; the agent starts a turn for it when it is free. Fails with `BUSY` when
+    /// the inbox is full and `LIMIT_EXCEEDED` when the agent has finished (budget spent).
+    pub fn deliver(self: &Arc<Self>, from: Sender, text: &str) -> Result<()> {
+        let shared = self.shared()?;
+        {
+            let mut g = self.inner.lock();
+            if g.state == AgentState::Finished {
+                return Err(Error::new(
+                    Status::LimitExceeded,
+                    format!(
+                        "agent \"{}\" has finished (a budget ran out) and takes no more messages",
+                        self.config.name
+                    ),
+                ));
+            }
+            if g.inbox.len() >= self.config.inbox_capacity {
+                return Err(Error::new(
+                    Status::Busy,
+                    format!(
+                        "agent \"{}\": inbox full ({} messages)",
+                        self.config.name, self.config.inbox_capacity
+                    ),
+                ));
+            }
+            g.inbox.push_back(Incoming {
+                from,
+                text: text.to_string(),
+            });
+            if g.turn.is_none() {
+                self.set_state(&mut g, &shared, AgentState::Runnable);
+            }
+        }
+        self.schedule(&shared);
+        Ok(())
+    }
+
+    /// Cancels the current turn (its model call or tools); queued messages stay queued.
+    pub fn cancel(self: &Arc<Self>) -> bool {
+        let Ok(shared) = self.shared() else {
+            return false;
+        };
+        let (call, invs) = {
+            let mut g = self.inner.lock();
+            let Some(turn) = g.turn.as_mut() else {
+                return false;
+            };
+            turn.cancelled = true;
+            (turn.call.clone(), turn.invocations.clone())
+        };
+        if let Some(c) = call {
+            shared.models().cancel(&c);
+        }
+        for inv in invs {
+            inv.complete(ToolOutcome::Err("cancelled".into()));
+        }
+        self.schedule(&shared);
+        true
+    }
+
+    fn shared(&self) -> Result<Arc<Shared>> {
+        self.shared
+            .upgrade()
+            .ok_or_else(|| Error::new(Status::Shutdown, "the runtime was freed"))
+    }
+
+    fn set_state(&self, g: &mut Inner, shared: &Shared, state: AgentState) {
+        g.state = state;
+        let busy = state.is_busy() || !g.inbox.is_empty() || g.turn.is_some();
+        if busy != g.busy {
+            g.busy = busy;
+            shared.agent_busy_changed(busy);
+        }
+    }
+
+    /// Puts the agent on the run queue unless it is already there.
+    pub fn schedule(self: &Arc<Self>, shared: &Shared) {
+        if self.scheduled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let key = RunKey {
+            priority: self.config.priority,
+            service: self.inner.lock().service,
+        };
+        let me = self.clone();
+        if shared.submit(key, Box::new(move || me.step())).is_err() {
+            self.scheduled.store(false, Ordering::Release);
+        }
+    }
+
+    /// One scheduling step (runs on a worker).
+    pub fn step(self: &Arc<Self>) {
+        self.scheduled.store(false, Ordering::Release);
+        let Ok(shared) = self.shared() else { return };
+        let mut actions = Vec::new();
+        {
+            let mut g = self.inner.lock();
+            self.advance(&mut g, &shared, &mut actions);
+        }
+        self.perform(&shared, actions);
+    }
+
+    fn event(&self, kind: EventKind, turn: u64) -> Event {
+        Event::new(kind, self.handle(), &self.config.name, turn)
+    }
+
+    fn budget_exceeded(&self, g: &Inner) -> Option<String> {
+        let b = &self.config.budget;
+        let tokens = g.usage.prompt_tokens + g.usage.completion_tokens;
+        if b.tokens > 0 && tokens >= b.tokens {
+            return Some(format!(
+                "token budget of {} spent ({tokens} used)",
+                b.tokens
+            ));
+        }
+        if b.cost_usd > 0.0 && g.usage.cost_usd >= b.cost_usd {
+            return Some(format!(
+                "cost budget of ${} spent (${:.6} used)",
+                b.cost_usd, g.usage.cost_usd
+            ));
+        }
+        None
+    }
+
+    fn end_turn(
+        &self,
+        g: &mut Inner,
+        shared: &Shared,
+        status: Status,
+        text: String,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(turn) = g.turn.take() else { return };
+        g.last_status = status;
+        actions.push(Action::Emit(
+            self.event(EventKind::TurnEnd, turn.number)
+                .status(status)
+                .text(text.clone())
+                .detail(json!({"steps": turn.steps})),
+        ));
+        if let Sender::Agent(_, name) = &turn.from {
+            let reply = if status == Status::Ok {
+                text
+            } else {
+                format!(
+                    "(agent {} could not answer: {}: {text})",
+                    self.config.name,
+                    status.name()
+                )
+            };
+            actions.push(Action::Deliver {
+                to: name.clone(),
+                from: Sender::Agent(self.handle(), self.config.name.clone()),
+                text: reply,
+            });
+        }
+        let next = if status == Status::Ok {
+            AgentState::Idle
+        } else {
+            AgentState::Failed
+        };
+        self.set_state(g, shared, next);
+    }
+
+    fn advance(self: &Arc<Self>, g: &mut Inner, shared: &Arc<Shared>, actions: &mut Vec<Action>) {
+        loop {
+            if g.turn.is_none() {
+                if g.state == AgentState::Finished {
+                    return;
+                }
+                let Some(msg) = g.inbox.pop_front() else {
+                    let st = if g.state == AgentState::Failed {
+                        AgentState::Failed
+                    } else {
+                        AgentState::Idle
+                    };
+                    self.set_state(g, shared, st);
+                    return;
+                };
+                g.turns += 1;
+                let content = match &msg.from {
+                    Sender::Host => msg.text.clone(),
+                    Sender::Agent(_, name) => format!("[message from agent {name}]\n{}", msg.text),
+                };
+                g.history.push(ChatMessage::text(Role::User, content));
+                let from_json = match &msg.from {
+                    Sender::Host => Value::Null,
+                    Sender::Agent(_, n) => json!(n),
+                };
+                actions.push(Action::Emit(
+                    self.event(EventKind::TurnStart, g.turns)
+                        .text(msg.text)
+                        .detail(json!({"from": from_json})),
+                ));
+                g.turn = Some(Turn {
+                    number: g.turns,
+                    from: msg.from,
+                    steps: 0,
+                    phase: Phase::NeedModel,
+                    call: None,
+                    assistant: None,
+                    pending: Vec::new(),
+                    invocations: Vec::new(),
+                    cancelled: false,
+                });
+                self.set_state(g, shared, AgentState::Runnable);
+            }
+            let (number, phase, cancelled) = {
+                let t = g.turn.as_ref().expect("turn");
+                (t.number, t.phase, t.cancelled)
+            };
+            if cancelled && phase != Phase::WaitingModel {
+                // Tools still pending are completed as cancelled by `cancel`; drop the turn.
+                self.end_turn(
+                    g,
+                    shared,
+                    Status::Cancelled,
+                    "the turn was cancelled".into(),
+                    actions,
+                );
+                continue;
+            }
+            match phase {
+                Phase::NeedModel => {
+                    if let Some(why) = self.budget_exceeded(g) {
+                        actions.push(Action::Emit(
+                            self.event(EventKind::BudgetExceeded, number)
+                                .status(Status::LimitExceeded)
+                                .text(why.clone()),
+                        ));
+                        self.end_turn(g, shared, Status::LimitExceeded, why, actions);
+                        self.set_state(g, shared, AgentState::Finished);
+                        continue;
+                    }
+                    let steps = g.turn.as_ref().expect("turn").steps;
+                    if steps >= self.config.max_steps {
+                        let why = format!(
+                            "max_steps ({}) reached without a final answer",
+                            self.config.max_steps
+                        );
+                        self.end_turn(g, shared, Status::LimitExceeded, why, actions);
+                        continue;
+                    }
+                    let request = self.build_request(g, shared);
+                    let opts = CallOptions {
+                        priority: self.config.priority,
+                        service: g.service,
+                        preemptible: self.config.preemptible,
+                        observer: Some(Box::new(AgentObserver(Arc::downgrade(self)))),
+                    };
+                    let n_messages = request.messages.len();
+                    match shared
+                        .models()
+                        .new_call(&self.config.endpoint, request, opts)
+                    {
+                        Ok(call) => {
+                            let t = g.turn.as_mut().expect("turn");
+                            t.steps += 1;
+                            t.phase = Phase::WaitingModel;
+                            t.call = Some(call.clone());
+                            let step = t.steps;
+                            self.set_state(g, shared, AgentState::WaitingModel);
+                            actions.push(Action::Emit(
+                                self.event(EventKind::ModelRequest, number)
+                                    .detail(json!({"step": step, "messages": n_messages, "endpoint": self.config.endpoint})),
+                            ));
+                            actions.push(Action::StartCall(call));
+                            return;
+                        }
+                        Err(e) => {
+                            actions.push(Action::Emit(
+                                self.event(EventKind::Error, number)
+                                    .status(e.status())
+                                    .text(e.message()),
+                            ));
+                            self.end_turn(g, shared, e.status(), e.message().to_string(), actions);
+                            continue;
+                        }
+                    }
+                }
+                Phase::WaitingModel => {
+                    let call = g.turn.as_ref().and_then(|t| t.call.clone()).expect("call");
+                    let Some(result) = call.result() else {
+                        if cancelled {
+                            actions.push(Action::CancelCall(call));
+                        }
+                        return;
+                    };
+                    g.turn.as_mut().expect("turn").call = None;
+                    let u = call.usage();
+                    g.usage.add(&u);
+                    g.service += u.prompt_tokens + u.completion_tokens;
+                    match result {
+                        Err(e) => {
+                            let partial = call.partial().content;
+                            actions.push(Action::Emit(
+                                self.event(EventKind::Error, number)
+                                    .status(e.status())
+                                    .text(e.message())
+                                    .detail(json!({"partial_output": partial})),
+                            ));
+                            self.end_turn(g, shared, e.status(), e.message().to_string(), actions);
+                        }
+                        Ok(r) => self.on_model_answer(g, shared, r, number, actions),
+                    }
+                }
+                Phase::RunningTools => {
+                    let t = g.turn.as_mut().expect("turn");
+                    if t.pending.iter().any(Option::is_none) {
+                        return;
+                    }
+                    let assistant = t.assistant.take().expect("assistant message");
+                    let results: Vec<ChatMessage> = assistant
+                        .tool_calls
+                        .iter()
+                        .zip(t.pending.drain(..))
+                        .map(|(tc, out)| ChatMessage {
+                            role: Role::Tool,
+                            content: out.expect("result").text(),
+                            tool_calls: Vec::new(),
+                            tool_call_id: Some(tc.id.clone()),
+                        })
+                        .collect();
+                    t.invocations.clear();
+                    t.phase = Phase::NeedModel;
+                    // The call and its results enter the history together: never split.
+                    g.history.push(assistant);
+                    g.history.extend(results);
+                }
+            }
+        }
+    }
+
+    fn on_model_answer(
+        self: &Arc<Self>,
+        g: &mut Inner,
+        shared: &Arc<Shared>,
+        r: ChatResponse,
+        number: u64,
+        actions: &mut Vec<Action>,
+    ) {
+        actions.push(Action::Emit(
+            self.event(EventKind::ModelResponse, number).text(r.content.clone()).detail(json!({
+                "tool_calls": r.tool_calls.iter().map(|c| json!({"id": c.id, "name": c.name, "arguments": c.arguments})).collect::<Vec<_>>(),
+                "finish_reason": r.finish_reason, "usage": r.usage.to_json()})),
+        ));
+        if r.tool_calls.is_empty() {
+            g.history.push(r.to_message());
+            self.end_turn(g, shared, Status::Ok, r.content, actions);
+            return;
+        }
+        let n = r.tool_calls.len() as u64;
+        let limit = self.config.budget.tool_calls;
+        if limit > 0 && g.tool_calls + n > limit {
+            let why = format!(
+                "tool-call budget of {limit} spent ({} used, {n} more requested)",
+                g.tool_calls
+            );
+            actions.push(Action::Emit(
+                self.event(EventKind::BudgetExceeded, number)
+                    .status(Status::LimitExceeded)
+                    .text(why.clone()),
+            ));
+            self.end_turn(g, shared, Status::LimitExceeded, why, actions);
+            self.set_state(g, shared, AgentState::Finished);
+            return;
+        }
+        g.tool_calls += n;
+        let msg = r.to_message();
+        let mut pending = vec![None; r.tool_calls.len()];
+        let mut invocations = Vec::new();
+        for (i, tc) in r.tool_calls.iter().enumerate() {
+            actions.push(Action::Emit(
+                self.event(EventKind::ToolCall, number)
+                    .text(tc.arguments.clone())
+                    .detail(json!({"tool": tc.name, "call_id": tc.id})),
+            ));
+            match self.resolve_tool(shared, &tc.name, &tc.arguments) {
+                Resolved::Now(outcome, deliver) => {
+                    if let Some((to, text)) = deliver {
+                        actions.push(Action::Emit(
+                            self.event(EventKind::Message, number)
+                                .text(text.clone())
+                                .detail(json!({"from": self.config.name, "to": to})),
+                        ));
+                        actions.push(Action::Deliver {
+                            to,
+                            from: Sender::Agent(self.handle(), self.config.name.clone()),
+                            text,
+                        });
+                    }
+                    actions.push(Action::Emit(
+                        self.tool_result_event(number, &tc.name, &tc.id, &outcome),
+                    ));
+                    pending[i] = Some(outcome);
+                }
+                Resolved::Run(tool) => {
+                    let weak = Arc::downgrade(self);
+                    let call_id = tc.id.clone();
+                    let inv = Arc::new(ToolInvocation::new(
+                        self.handle(),
+                        &self.config.name,
+                        &tc.id,
+                        &tc.name,
+                        &tc.arguments,
+                        Box::new(move |outcome| {
+                            if let Some(agent) = weak.upgrade() {
+                                agent.tool_finished(number, i, &call_id, outcome);
+                            }
+                        }),
+                    ));
+                    invocations.push(inv.clone());
+                    actions.push(Action::RunTool(tool, inv));
+                }
+            }
+        }
+        let t = g.turn.as_mut().expect("turn");
+        t.assistant = Some(msg);
+        t.pending = pending;
+        t.invocations = invocations;
+        t.phase = Phase::RunningTools;
+        self.set_state(g, shared, AgentState::RunningTools);
+    }
+
+    fn tool_result_event(
+        &self,
+        turn: u64,
+        tool: &str,
+        call_id: &str,
+        outcome: &ToolOutcome,
+    ) -> Event {
+        let status = if outcome.is_err() {
+            Status::Provider
+        } else {
+            Status::Ok
+        };
+        self.event(EventKind::ToolResult, turn)
+            .status(status)
+            .text(outcome.text())
+            .detail(json!({"tool": tool, "call_id": call_id, "error": outcome.is_err()}))
+    }
+
+    fn resolve_tool(&self, shared: &Shared, name: &str, arguments: &str) -> Resolved {
+        let err = |m: String| Resolved::Now(ToolOutcome::Err(m), None);
+        if !self.config.tools.iter().any(|t| t == name) {
+            return err(format!(
+                "unknown tool \"{name}\"; available: {}",
+                self.config.tools.join(", ")
+            ));
+        }
+        let args: Value = match serde_json::from_str(if arguments.trim().is_empty() {
+            "{}"
+        } else {
+            arguments
+        }) {
+            Ok(v) => v,
+            Err(e) => {
+                return err(format!(
+                    "invalid arguments for \"{name}\": not valid JSON ({e})"
+                ))
+            }
+        };
+        if name == SEND_MESSAGE {
+            if let Err(e) = schema::validate(&crate::tools::send_message_schema(), &args) {
+                return err(format!("invalid arguments for \"{name}\": {e}"));
+            }
+            let to = args["to"].as_str().unwrap_or_default().to_string();
+            let text = args["text"].as_str().unwrap_or_default().to_string();
+            if to == self.config.name {
+                return err("an agent cannot message itself".into());
+            }
+            if shared.agent_by_name(&to).is_none() {
+                return err(format!("no agent named \"{to}\""));
+            }
+            let reply = format!("delivered to {to}; its answer will arrive later as a new message");
+            return Resolved::Now(ToolOutcome::Ok(reply), Some((to, text)));
+        }
+        let Some(tool) = shared.tools().get(name) else {
+            return err(format!("tool \"{name}\" is not registered"));
+        };
+        if let Err(e) = schema::validate(&tool.parameters, &args) {
+            return err(format!("invalid arguments for \"{name}\": {e}"));
+        }
+        Resolved::Run(tool)
+    }
+
+    fn tool_finished(
+        self: &Arc<Self>,
+        turn: u64,
+        index: usize,
+        call_id: &str,
+        outcome: ToolOutcome,
+    ) {
+        let Ok(shared) = self.shared() else { return };
+        let event = {
+            let mut g = self.inner.lock();
+            let Some(t) = g.turn.as_mut() else { return };
+            if t.number != turn
+                || t.phase != Phase::RunningTools
+                || index >= t.pending.len()
+                || t.pending[index].is_some()
+            {
+                return;
+            }
+            let tool = t
+                .assistant
+                .as_ref()
+                .map(|a| a.tool_calls[index].name.clone())
+                .unwrap_or_default();
+            let ev = self.tool_result_event(turn, &tool, call_id, &outcome);
+            t.pending[index] = Some(outcome);
+            ev
+        };
+        shared.events().emit(event);
+        self.schedule(&shared);
+    }
+
+    fn build_request(&self, g: &Inner, shared: &Shared) -> ChatRequest {
+        let tools = self
+            .config
+            .tools
+            .iter()
+            .filter_map(|name| {
+                if name == SEND_MESSAGE {
+                    Some(ToolSpec {
+                        name: SEND_MESSAGE.into(),
+                        description: "Send a message to another agent by name. Its answer arrives later as a new message.".into(),
+                        parameters: crate::tools::send_message_schema(),
+                    })
+                } else {
+                    shared.tools().get(name).map(|t| ToolSpec {
+                        name: t.name.clone(),
+                        description: t.description.clone(),
+                        parameters: t.parameters.clone(),
+                    })
+                }
+            })
+            .collect();
+        ChatRequest {
+            model: self.config.model.clone(),
+            messages: g.history.clone(),
+            tools,
+            temperature: self.config.temperature,
+            max_tokens: self.config.max_tokens,
+            stream: self.config.stream,
+            response_format: None,
+            tool_choice: None,
+        }
+    }
+
+    fn perform(self: &Arc<Self>, shared: &Arc<Shared>, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Emit(ev) => shared.events().emit(ev),
+                Action::StartCall(call) => {
+                    if let Err(e) = shared.models().submit(call.clone()) {
+                        call.finish(Err(e));
+                        self.schedule(shared);
+                    }
+                }
+                Action::CancelCall(call) => shared.models().cancel(&call),
+                Action::RunTool(tool, inv) => run_tool(shared, self, tool, inv),
+                Action::Deliver { to, from, text } => {
+                    let target = shared.agent_by_name(&to);
+                    let r = match target {
+                        Some(agent) => agent.deliver(from, &text),
+                        None => Err(Error::new(
+                            Status::NotFound,
+                            format!("no agent named \"{to}\""),
+                        )),
+                    };
+                    if let Err(e) = r {
+                        shared.events().emit(
+                            self.event(EventKind::Error, 0)
+                                .status(e.status())
+                                .text(format!(
+                                    "message to \"{to}\" not delivered: {}",
+                                    e.message()
+                                ))
+                                .detail(json!({"undelivered": text})),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+enum Resolved {
+    Now(ToolOutcome, Option<(String, String)>),
+    Run(Arc<Tool>),
+}
+
+fn run_tool(shared: &Arc<Shared>, agent: &Arc<Agent>, tool: Arc<Tool>, inv: Arc<ToolInvocation>) {
+    let timeout = if tool.timeout.is_zero() {
+        agent.config.tool_timeout
+    } else {
+        tool.timeout
+    };
+    if !timeout.is_zero() {
+        let inv2 = inv.clone();
+        let ms = timeout.as_millis();
+        let _ = shared.models().schedule(
+            Instant::now() + timeout,
+            Box::new(move || {
+                inv2.complete(ToolOutcome::Err(format!(
+                    "the tool timed out after {ms} ms"
+                )));
+            }),
+        );
+    }
+    let job = move || {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            tool.handler.invoke(inv.clone())
+        }));
+        if r.is_err() {
+            inv.complete(ToolOutcome::Err("the tool panicked".into()));
+        }
+    };
+    if shared.config().deterministic {
+        job();
+    } else {
+        let key = RunKey {
+            priority: agent.config.priority,
+            service: 0,
+        };
+        let _ = shared.submit(key, Box::new(job));
+    }
+}
+
+/// Connects an agent's model call back to the agent.
+struct AgentObserver(Weak<Agent>);
+
+impl CallObserver for AgentObserver {
+    fn on_delta(&self, call: &CallInner, delta: &StreamDelta) {
+        let Some(agent) = self.0.upgrade() else {
+            return;
+        };
+        if !agent.config.stream_events {
+            return;
+        }
+        if let (StreamDelta::Text(t), Ok(shared)) = (delta, agent.shared()) {
+            let turn = agent.inner.lock().turns;
+            shared.events().emit(
+                agent
+                    .event(EventKind::StreamDelta, turn)
+                    .text(t.clone())
+                    .detail(json!({"call": call.id})),
+            );
+        }
+    }
+
+    fn on_preempted(&self, _call: &CallInner, snapshot: &str) {
+        let Some(agent) = self.0.upgrade() else {
+            return;
+        };
+        let Ok(shared) = agent.shared() else { return };
+        let turn = {
+            let mut g = agent.inner.lock();
+            agent.set_state(&mut g, &shared, AgentState::Paused);
+            g.turns
+        };
+        shared.events().emit(
+            agent
+                .event(EventKind::Preempted, turn)
+                .text(snapshot)
+                .detail(json!({"snapshot_chars": snapshot.chars().count()})),
+        );
+    }
+
+    fn on_resumed(&self, _call: &CallInner) {
+        let Some(agent) = self.0.upgrade() else {
+            return;
+        };
+        let Ok(shared) = agent.shared() else { return };
+        let turn = {
+            let mut g = agent.inner.lock();
+            agent.set_state(&mut g, &shared, AgentState::WaitingModel);
+            g.turns
+        };
+        shared.events().emit(agent.event(EventKind::Resumed, turn));
+    }
+
+    fn on_finish(&self, _call: &CallInner, _result: &Result<ChatResponse>) {
+        if let Some(agent) = self.0.upgrade() {
+            if let Ok(shared) = agent.shared() {
+                agent.schedule(&shared);
+            }
+        }
+    }
+}

@@ -1,0 +1,268 @@
+//! The runtime's event stream: what agents and the scheduler did, pulled by the host.
+//!
+//! Events are kept in a bounded queue. When the host does not pull and the queue is full, the
+//! oldest events are dropped and the next event pulled says how many (`dropped_before`), so a
+//! loss is never silent. Messages and history are never carried only by events.
+
+use crate::error::Status;
+use parking_lot::{Condvar, Mutex};
+use serde_json::{json, Value};
+use std::collections::VecDeque;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// What happened. The discriminant is the C `AGENTOS_EVENT_*` value (never renumbered).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(i32)]
+pub enum EventKind {
+    /// An agent started a turn (text: the incoming message).
+    TurnStart = 1,
+    /// An agent finished a turn (text: the final answer; status: how it ended).
+    TurnEnd = 2,
+    /// An agent sent a model request (json: step, messages, tools).
+    ModelRequest = 3,
+    /// A model answered (text: content; json: tool calls, usage).
+    ModelResponse = 4,
+    /// A streamed piece (text) — only for agents with `stream_events`.
+    StreamDelta = 5,
+    /// An agent called a tool (text: arguments; json: tool, call id).
+    ToolCall = 6,
+    /// A tool returned (text: result; status: OK or the failure).
+    ToolResult = 7,
+    /// An agent's generation was preempted (text: the snapshot kept).
+    Preempted = 8,
+    /// A preempted agent continued from its snapshot.
+    Resumed = 9,
+    /// An agent ran out of a budget (text: which).
+    BudgetExceeded = 10,
+    /// Something failed (status, text: message).
+    Error = 11,
+    /// An agent sent a message to another (text: the message; json: from, to).
+    Message = 12,
+}
+
+impl EventKind {
+    /// The JSON name.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::TurnStart => "turn_start",
+            EventKind::TurnEnd => "turn_end",
+            EventKind::ModelRequest => "model_request",
+            EventKind::ModelResponse => "model_response",
+            EventKind::StreamDelta => "stream_delta",
+            EventKind::ToolCall => "tool_call",
+            EventKind::ToolResult => "tool_result",
+            EventKind::Preempted => "preempted",
+            EventKind::Resumed => "resumed",
+            EventKind::BudgetExceeded => "budget_exceeded",
+            EventKind::Error => "error",
+            EventKind::Message => "message",
+        }
+    }
+}
+
+/// One event.
+#[derive(Clone, Debug)]
+pub struct Event {
+    /// Sequence number, from 1, in order of emission.
+    pub seq: u64,
+    /// What happened.
+    pub kind: EventKind,
+    /// The agent's raw handle (0 for none).
+    pub agent: u64,
+    /// The agent's name.
+    pub agent_name: String,
+    /// The agent's turn number (0 for none).
+    pub turn: u64,
+    /// Outcome, where it applies.
+    pub status: Status,
+    /// The main text (see [`EventKind`]).
+    pub text: String,
+    /// Extra structured detail.
+    pub detail: Value,
+    /// Wall-clock time, milliseconds since the Unix epoch.
+    pub time_ms: u64,
+    /// Events dropped (queue full) just before this one.
+    pub dropped_before: u64,
+}
+
+impl Event {
+    /// A new event; `seq` and `time_ms` are filled in when emitted.
+    pub fn new(kind: EventKind, agent: u64, agent_name: &str, turn: u64) -> Event {
+        Event {
+            seq: 0,
+            kind,
+            agent,
+            agent_name: agent_name.to_string(),
+            turn,
+            status: Status::Ok,
+            text: String::new(),
+            detail: Value::Null,
+            time_ms: 0,
+            dropped_before: 0,
+        }
+    }
+
+    /// Sets the text.
+    pub fn text(mut self, t: impl Into<String>) -> Event {
+        self.text = t.into();
+        self
+    }
+
+    /// Sets the status.
+    pub fn status(mut self, s: Status) -> Event {
+        self.status = s;
+        self
+    }
+
+    /// Sets the detail.
+    pub fn detail(mut self, d: Value) -> Event {
+        self.detail = d;
+        self
+    }
+
+    /// The JSON form.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "seq": self.seq, "kind": self.kind.name(), "agent": self.agent,
+            "agent_name": self.agent_name, "turn": self.turn, "status": self.status.name(),
+            "text": self.text, "detail": self.detail, "time_ms": self.time_ms,
+            "dropped_before": self.dropped_before,
+        })
+    }
+}
+
+/// A callback that sees every event as it is emitted, on the emitting thread.
+pub type EventCallback = Box<dyn Fn(&Event) + Send + Sync>;
+
+struct Queue {
+    events: VecDeque<Event>,
+    next_seq: u64,
+    dropped: u64,
+    closed: bool,
+}
+
+/// The bounded event queue.
+pub struct EventQueue {
+    q: Mutex<Queue>,
+    cond: Condvar,
+    capacity: usize,
+    callback: Mutex<Option<std::sync::Arc<EventCallback>>>,
+}
+
+impl EventQueue {
+    /// A queue holding at most `capacity` events.
+    pub fn new(capacity: usize) -> EventQueue {
+        EventQueue {
+            q: Mutex::new(Queue {
+                events: VecDeque::new(),
+                next_seq: 1,
+                dropped: 0,
+                closed: false,
+            }),
+            cond: Condvar::new(),
+            capacity: capacity.max(1),
+            callback: Mutex::new(None),
+        }
+    }
+
+    /// Installs (or with `None` removes) the callback.
+    pub fn set_callback(&self, cb: Option<EventCallback>) {
+        *self.callback.lock() = cb.map(std::sync::Arc::new);
+    }
+
+    /// Emits an event.
+    pub fn emit(&self, mut ev: Event) {
+        ev.time_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        {
+            let mut q = self.q.lock();
+            ev.seq = q.next_seq;
+            q.next_seq += 1;
+            if q.events.len() >= self.capacity {
+                q.events.pop_front();
+                q.dropped += 1;
+            }
+            ev.dropped_before = std::mem::take(&mut q.dropped);
+            if ev.dropped_before > 0 {
+                // Charge the drop to the oldest event still queued, which the host pulls next.
+                if let Some(front) = q.events.front_mut() {
+                    front.dropped_before += ev.dropped_before;
+                    ev.dropped_before = 0;
+                }
+            }
+            q.events.push_back(ev.clone());
+        }
+        self.cond.notify_all();
+        let cb = self.callback.lock().clone();
+        if let Some(cb) = cb {
+            cb(&ev);
+        }
+    }
+
+    /// Takes the next event, waiting until `deadline` (`None` = forever). `None` on timeout or
+    /// once closed and empty.
+    pub fn next(&self, deadline: Option<Instant>) -> Option<Event> {
+        let mut q = self.q.lock();
+        loop {
+            if let Some(e) = q.events.pop_front() {
+                return Some(e);
+            }
+            if q.closed {
+                return None;
+            }
+            match deadline {
+                Some(d) => {
+                    if self.cond.wait_until(&mut q, d).timed_out() {
+                        return q.events.pop_front();
+                    }
+                }
+                None => self.cond.wait(&mut q),
+            }
+        }
+    }
+
+    /// Wakes waiters for good (runtime shutdown); queued events can still be pulled.
+    pub fn close(&self) {
+        self.q.lock().closed = true;
+        self.cond.notify_all();
+    }
+
+    /// Queued events.
+    pub fn len(&self) -> usize {
+        self.q.lock().events.len()
+    }
+
+    /// Whether none is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn ordered_with_timeout_and_overflow_accounting() {
+        let q = EventQueue::new(2);
+        assert!(q
+            .next(Some(Instant::now() + Duration::from_millis(5)))
+            .is_none());
+        for i in 0..3 {
+            q.emit(Event::new(EventKind::TurnStart, 1, "a", i));
+        }
+        let first = q.next(None).unwrap();
+        assert_eq!(first.turn, 1, "oldest dropped");
+        assert_eq!(first.dropped_before, 1);
+        assert_eq!(first.seq, 2);
+        let second = q.next(None).unwrap();
+        assert_eq!(second.turn, 2);
+        assert_eq!(second.dropped_before, 0);
+        assert_eq!(second.to_json()["kind"], "turn_start");
+        q.close();
+        assert!(q.next(None).is_none());
+    }
+}

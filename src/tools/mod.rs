@@ -1,0 +1,182 @@
+//! Tools: a registry of named tools with JSON-schema-checked arguments, and the invocation
+//! object through which a tool finishes, now or later, from any thread.
+
+pub mod schema;
+
+use crate::error::{Error, Result, Status};
+use parking_lot::{Mutex, RwLock};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The name of the built-in tool that sends a message to another agent.
+pub const SEND_MESSAGE: &str = "send_message";
+
+/// The result of a tool call, as given back to the model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ToolOutcome {
+    /// The tool's output.
+    Ok(String),
+    /// An error text for the model (invalid arguments, failure, timeout...).
+    Err(String),
+}
+
+impl ToolOutcome {
+    /// The text the model sees.
+    pub fn text(&self) -> String {
+        match self {
+            ToolOutcome::Ok(t) => t.clone(),
+            ToolOutcome::Err(e) => format!("ERROR: {e}"),
+        }
+    }
+
+    /// Whether this is an error.
+    pub fn is_err(&self) -> bool {
+        matches!(self, ToolOutcome::Err(_))
+    }
+}
+
+/// Runs a tool. `invoke` may complete the invocation before returning, or keep it and complete
+/// it later from any thread.
+pub trait ToolHandler: Send + Sync {
+    /// Starts the tool.
+    fn invoke(&self, inv: Arc<ToolInvocation>);
+}
+
+/// A registered tool.
+pub struct Tool {
+    /// Name the model calls it by.
+    pub name: String,
+    /// Description for the model.
+    pub description: String,
+    /// JSON schema of the arguments.
+    pub parameters: Value,
+    /// How long a call may take before it fails with a timeout result.
+    pub timeout: Duration,
+    /// The implementation.
+    pub handler: Arc<dyn ToolHandler>,
+}
+
+type Done = Box<dyn FnOnce(ToolOutcome) + Send>;
+
+/// One call of a tool.
+pub struct ToolInvocation {
+    /// The agent's raw handle.
+    pub agent: u64,
+    /// The agent's name.
+    pub agent_name: String,
+    /// The model's call id.
+    pub call_id: String,
+    /// The tool's name.
+    pub tool: String,
+    /// The arguments, as JSON text (already validated against the schema).
+    pub arguments: String,
+    done: Mutex<Option<Done>>,
+}
+
+impl ToolInvocation {
+    /// A new invocation; `on_done` receives the outcome exactly once.
+    pub fn new(
+        agent: u64,
+        agent_name: &str,
+        call_id: &str,
+        tool: &str,
+        arguments: &str,
+        on_done: Done,
+    ) -> ToolInvocation {
+        ToolInvocation {
+            agent,
+            agent_name: agent_name.to_string(),
+            call_id: call_id.to_string(),
+            tool: tool.to_string(),
+            arguments: arguments.to_string(),
+            done: Mutex::new(Some(on_done)),
+        }
+    }
+
+    /// Completes the call. Returns false when it was already completed (for example by its
+    /// timeout), in which case `outcome` is discarded.
+    pub fn complete(&self, outcome: ToolOutcome) -> bool {
+        let f = self.done.lock().take();
+        match f {
+            Some(f) => {
+                f(outcome);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Whether the call was completed.
+    pub fn is_done(&self) -> bool {
+        self.done.lock().is_none()
+    }
+}
+
+/// The tools of a runtime, by name.
+#[derive(Default)]
+pub struct ToolRegistry {
+    tools: RwLock<BTreeMap<String, Arc<Tool>>>,
+}
+
+impl ToolRegistry {
+    /// Adds a tool. The name must be 1–64 of `[A-Za-z0-9_-]` and not taken (nor built in); the
+    /// parameters must be a JSON object schema.
+    pub fn add(&self, tool: Tool) -> Result<()> {
+        let ok_name = !tool.name.is_empty()
+            && tool.name.len() <= 64
+            && tool
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !ok_name {
+            return Err(Error::invalid(format!(
+                "tool name \"{}\" must be 1 to 64 characters of A-Z a-z 0-9 _ -",
+                tool.name
+            )));
+        }
+        if tool.name == SEND_MESSAGE {
+            return Err(Error::invalid(format!(
+                "tool name \"{SEND_MESSAGE}\" is built in"
+            )));
+        }
+        if !tool.parameters.is_object() {
+            return Err(Error::new(
+                Status::InvalidJson,
+                "tool parameters must be a JSON schema object",
+            ));
+        }
+        let mut t = self.tools.write();
+        if t.contains_key(&tool.name) {
+            return Err(Error::invalid(format!(
+                "tool \"{}\" already exists",
+                tool.name
+            )));
+        }
+        t.insert(tool.name.clone(), Arc::new(tool));
+        Ok(())
+    }
+
+    /// Looks a tool up.
+    pub fn get(&self, name: &str) -> Option<Arc<Tool>> {
+        self.tools.read().get(name).cloned()
+    }
+
+    /// Whether a tool exists (registered or built in).
+    pub fn exists(&self, name: &str) -> bool {
+        name == SEND_MESSAGE || self.tools.read().contains_key(name)
+    }
+}
+
+/// The schema of the built-in `send_message` tool.
+pub fn send_message_schema() -> Value {
+    serde_json::json!({
+        "type": "object",
+        "properties": {
+            "to": {"type": "string", "description": "Name of the agent to message"},
+            "text": {"type": "string", "description": "The message"}
+        },
+        "required": ["to", "text"]
+    })
+}

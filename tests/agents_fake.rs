@@ -1,0 +1,475 @@
+//! Agents and the scheduler against a scriptable fake model server on 127.0.0.1.
+
+#[path = "support/fake_server.rs"]
+mod fake_server;
+
+use agentos::agent::{AgentConfig, AgentState, Sender};
+use agentos::config::RuntimeConfig;
+use agentos::handle::Handle;
+use agentos::runtime::events::{Event, EventKind};
+use agentos::runtime::Runtime;
+use agentos::tools::{Tool, ToolHandler, ToolInvocation, ToolOutcome};
+use agentos::Status;
+use fake_server::{FakeServer, Reply};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+struct FnTool(Box<dyn Fn(Arc<ToolInvocation>) + Send + Sync>);
+impl ToolHandler for FnTool {
+    fn invoke(&self, inv: Arc<ToolInvocation>) {
+        (self.0)(inv)
+    }
+}
+
+fn runtime(extra: &str) -> Runtime {
+    let mut c = RuntimeConfig::default();
+    c.apply_json(&format!(r#"{{"workers":2{extra}}}"#)).unwrap();
+    Runtime::start(c).unwrap()
+}
+
+fn endpoint(rt: &Runtime, srv: &FakeServer, extra: &str) {
+    let json = format!(
+        r#"{{"name":"fake","provider":"openai","base_url":"{}/v1","model":"m","retry":{{"max_retries":0}}{extra}}}"#,
+        srv.url()
+    );
+    rt.shared()
+        .models()
+        .add_endpoint_json(&json, false)
+        .unwrap();
+}
+
+fn agent(rt: &Runtime, json: &str) -> Handle {
+    rt.shared()
+        .create_agent(AgentConfig::from_json(json).unwrap())
+        .unwrap()
+}
+
+fn add_tool(
+    rt: &Runtime,
+    name: &str,
+    schema: &str,
+    f: impl Fn(Arc<ToolInvocation>) + Send + Sync + 'static,
+) {
+    rt.shared()
+        .tools()
+        .add(Tool {
+            name: name.into(),
+            description: format!("the {name} tool"),
+            parameters: serde_json::from_str(schema).unwrap(),
+            timeout: Duration::ZERO,
+            handler: Arc::new(FnTool(Box::new(f))),
+        })
+        .unwrap();
+}
+
+fn send(rt: &Runtime, h: Handle, text: &str) {
+    rt.shared()
+        .agent(h)
+        .unwrap()
+        .deliver(Sender::Host, text)
+        .unwrap();
+}
+
+/// Pulls events until one matches, returning everything seen (the match last).
+fn until(rt: &Runtime, pred: impl Fn(&Event) -> bool) -> Vec<Event> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    loop {
+        let ev = rt
+            .shared()
+            .events()
+            .next(Some(deadline))
+            .expect("event before the deadline");
+        let done = pred(&ev);
+        seen.push(ev);
+        if done {
+            return seen;
+        }
+    }
+}
+
+fn turn_end(rt: &Runtime, h: Handle) -> Event {
+    until(rt, |e| e.kind == EventKind::TurnEnd && e.agent == h.raw())
+        .pop()
+        .unwrap()
+}
+
+const CITY: &str = r#"{"type":"object","properties":{"city":{"type":"string"}},"required":["city"],"additionalProperties":false}"#;
+
+#[test]
+fn tool_loop_keeps_call_and_result_together_in_history() {
+    let srv = FakeServer::start();
+    let rt = runtime("");
+    endpoint(&rt, &srv, "");
+    add_tool(&rt, "weather", CITY, |inv| {
+        let city: serde_json::Value = serde_json::from_str(&inv.arguments).unwrap();
+        inv.complete(ToolOutcome::Ok(format!(
+            "sunny in {}",
+            city["city"].as_str().unwrap()
+        )));
+    });
+    let h = agent(
+        &rt,
+        r#"{"name":"a","endpoint":"fake","system":"be useful","tools":["weather"],"stream":false}"#,
+    );
+    srv.push(Reply::openai_tool_call(
+        "c1",
+        "weather",
+        r#"{"city":"Paris"}"#,
+    ));
+    srv.push(Reply::openai_text("It is sunny in Paris."));
+    send(&rt, h, "weather in Paris?");
+    let end = turn_end(&rt, h);
+    assert_eq!(end.status, Status::Ok);
+    assert_eq!(end.text, "It is sunny in Paris.");
+    let a = rt.shared().agent(h).unwrap();
+    let hist = a.history_json();
+    let roles: Vec<&str> = hist
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        roles,
+        vec!["system", "user", "assistant", "tool", "assistant"]
+    );
+    assert_eq!(hist[3]["content"], "sunny in Paris");
+    assert_eq!(hist[3]["tool_call_id"], "c1");
+    // The second request carried the tool result.
+    let second: serde_json::Value = serde_json::from_str(&srv.requests()[1].json()).unwrap();
+    assert_eq!(second["messages"][3]["content"], "sunny in Paris");
+    assert_eq!(second["tools"][0]["function"]["name"], "weather");
+    assert_eq!(a.state(), AgentState::Idle);
+    assert_eq!(a.stats().tool_calls, 1);
+}
+
+#[test]
+fn invalid_arguments_go_back_to_the_model_not_to_the_tool() {
+    let srv = FakeServer::start();
+    let rt = runtime("");
+    endpoint(&rt, &srv, "");
+    let called = Arc::new(Mutex::new(0));
+    let c2 = called.clone();
+    add_tool(&rt, "weather", CITY, move |inv| {
+        *c2.lock().unwrap() += 1;
+        inv.complete(ToolOutcome::Ok("ok".into()));
+    });
+    let h = agent(
+        &rt,
+        r#"{"name":"a","endpoint":"fake","tools":["weather"],"stream":false}"#,
+    );
+    srv.push(Reply::openai_tool_call(
+        "c1",
+        "weather",
+        r#"{"town":"Paris"}"#,
+    ));
+    srv.push(Reply::openai_text("sorry"));
+    send(&rt, h, "weather?");
+    let events = until(&rt, |e| e.kind == EventKind::TurnEnd);
+    let result = events
+        .iter()
+        .find(|e| e.kind == EventKind::ToolResult)
+        .unwrap();
+    assert!(result.text.contains("invalid arguments"), "{}", result.text);
+    assert!(result.text.contains("city"), "{}", result.text);
+    assert_eq!(*called.lock().unwrap(), 0);
+    let second: serde_json::Value = serde_json::from_str(&srv.requests()[1].json()).unwrap();
+    assert!(second["messages"][2]["content"]
+        .as_str()
+        .unwrap()
+        .contains("invalid arguments"));
+}
+
+#[test]
+fn parallel_tools_complete_later_from_other_threads_and_time_out() {
+    let srv = FakeServer::start();
+    let rt = runtime("");
+    endpoint(&rt, &srv, "");
+    // "slow" completes from another thread after 100 ms; "never" never completes.
+    add_tool(&rt, "slow", r#"{"type":"object"}"#, |inv| {
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(100));
+            assert!(inv.complete(ToolOutcome::Ok("slow done".into())));
+        });
+    });
+    let kept: Arc<Mutex<Vec<Arc<ToolInvocation>>>> = Arc::default();
+    let k2 = kept.clone();
+    add_tool(&rt, "never", r#"{"type":"object"}"#, move |inv| {
+        k2.lock().unwrap().push(inv)
+    });
+    // Two tool calls in one answer.
+    let body = r#"{"id":"x","object":"chat.completion","model":"m","choices":[{"index":0,"finish_reason":"tool_calls","message":{"role":"assistant","content":null,"tool_calls":[{"id":"s1","type":"function","function":{"name":"slow","arguments":"{}"}},{"id":"n1","type":"function","function":{"name":"never","arguments":"{}"}}]}}],"usage":{"prompt_tokens":5,"completion_tokens":5}}"#;
+    let h2 = agent(
+        &rt,
+        r#"{"name":"b","endpoint":"fake","tools":["slow","never"],"stream":false,"tool_timeout_ms":300}"#,
+    );
+    srv.push(Reply::json(200, body));
+    srv.push(Reply::openai_text("done"));
+    let t0 = Instant::now();
+    send(&rt, h2, "go");
+    let end = turn_end(&rt, h2);
+    assert_eq!(end.status, Status::Ok);
+    assert!(t0.elapsed() >= Duration::from_millis(300));
+    let hist = rt.shared().agent(h2).unwrap().history_json();
+    assert_eq!(hist[2]["content"], "slow done");
+    assert!(hist[3]["content"]
+        .as_str()
+        .unwrap()
+        .contains("timed out after 300 ms"));
+    // Completing after the timeout is refused, not applied twice.
+    assert!(!kept.lock().unwrap()[0].complete(ToolOutcome::Ok("late".into())));
+}
+
+#[test]
+fn token_budget_stops_the_agent_with_limit_exceeded() {
+    let srv = FakeServer::start();
+    let rt = runtime("");
+    endpoint(&rt, &srv, "");
+    let h = agent(
+        &rt,
+        r#"{"name":"a","endpoint":"fake","stream":false,"budget":{"tokens":10}}"#,
+    );
+    srv.push(Reply::openai_text("first answer uses thirteen tokens"));
+    send(&rt, h, "one");
+    assert_eq!(turn_end(&rt, h).status, Status::Ok);
+    send(&rt, h, "two");
+    let events = until(&rt, |e| e.kind == EventKind::TurnEnd);
+    assert!(events.iter().any(|e| e.kind == EventKind::BudgetExceeded));
+    assert_eq!(events.last().unwrap().status, Status::LimitExceeded);
+    let a = rt.shared().agent(h).unwrap();
+    assert_eq!(a.state(), AgentState::Finished);
+    let e = a.deliver(Sender::Host, "three").unwrap_err();
+    assert_eq!(e.status(), Status::LimitExceeded);
+    assert_eq!(srv.request_count(), 1);
+    // History intact: both user messages, one answer.
+    assert_eq!(a.history().len(), 3);
+}
+
+#[test]
+fn tool_call_budget_and_max_steps() {
+    let srv = FakeServer::start();
+    let rt = runtime("");
+    endpoint(&rt, &srv, "");
+    add_tool(&rt, "t", r#"{"type":"object"}"#, |inv| {
+        inv.complete(ToolOutcome::Ok("ok".into()));
+    });
+    srv.set_default(Reply::openai_tool_call("c", "t", "{}"));
+    let h = agent(
+        &rt,
+        r#"{"name":"loop","endpoint":"fake","tools":["t"],"stream":false,"max_steps":3}"#,
+    );
+    send(&rt, h, "go");
+    let end = turn_end(&rt, h);
+    assert_eq!(end.status, Status::LimitExceeded);
+    assert!(end.text.contains("max_steps (3)"), "{}", end.text);
+    assert_eq!(srv.request_count(), 3);
+    let b = agent(
+        &rt,
+        r#"{"name":"b","endpoint":"fake","tools":["t"],"stream":false,"budget":{"tool_calls":2}}"#,
+    );
+    send(&rt, b, "go");
+    let end = turn_end(&rt, b);
+    assert_eq!(end.status, Status::LimitExceeded);
+    assert!(end.text.contains("tool-call budget of 2"), "{}", end.text);
+    let hist = rt.shared().agent(b).unwrap().history_json();
+    // Every assistant tool call in history has its result right after it.
+    let msgs = hist.as_array().unwrap();
+    for (i, m) in msgs.iter().enumerate() {
+        if m["tool_calls"].is_array() {
+            assert_eq!(msgs[i + 1]["role"], "tool");
+        }
+    }
+}
+
+#[test]
+fn deterministic_mode_schedules_by_priority_then_fifo() {
+    let srv = FakeServer::start();
+    let rt = runtime(r#","deterministic":true"#);
+    endpoint(&rt, &srv, "");
+    srv.set_default(Reply::openai_text("ok"));
+    let names = [("p1", 1), ("p5a", 5), ("p3", 3), ("p5b", 5), ("p0", 0)];
+    let handles: Vec<Handle> = names
+        .iter()
+        .map(|(n, p)| {
+            agent(
+                &rt,
+                &format!(r#"{{"name":"{n}","endpoint":"fake","stream":false,"priority":{p}}}"#),
+            )
+        })
+        .collect();
+    // Hold the single worker so every agent is queued before any runs.
+    let gate = Arc::new(std::sync::Barrier::new(2));
+    let g2 = gate.clone();
+    rt.submit(
+        agentos::runtime::run_queue::RunKey {
+            priority: 100,
+            service: 0,
+        },
+        Box::new(move || {
+            g2.wait();
+        }),
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    for h in &handles {
+        send(&rt, *h, "hi");
+    }
+    gate.wait();
+    assert!(rt
+        .shared()
+        .wait_idle(Some(Instant::now() + Duration::from_secs(20))));
+    let mut starts = Vec::new();
+    while let Some(e) = rt.shared().events().next(Some(Instant::now())) {
+        if e.kind == EventKind::TurnStart {
+            starts.push(e.agent_name.clone());
+        }
+    }
+    assert_eq!(starts, vec!["p5a", "p5b", "p3", "p1", "p0"]);
+}
+
+#[test]
+fn preemption_between_agents_loses_nothing() {
+    let srv = FakeServer::start();
+    let rt = runtime("");
+    endpoint(&rt, &srv, r#","limits":{"concurrency":1}"#);
+    let low = agent(&rt, r#"{"name":"low","endpoint":"fake","priority":1}"#);
+    let high = agent(&rt, r#"{"name":"high","endpoint":"fake","priority":9}"#);
+    srv.push(Reply::openai_stream(&["The ", "long ", "story"]).stall_after_events(3));
+    srv.push(Reply::openai_stream(&["urgent"]));
+    srv.push(Reply::openai_stream(&["goes ", "on."]));
+    send(&rt, low, "tell a story");
+    // Wait for the low agent's stream to be producing.
+    assert!(srv.wait_for_requests(1, Duration::from_secs(10)));
+    std::thread::sleep(Duration::from_millis(100));
+    send(&rt, high, "urgent question");
+    let events = until(&rt, |e| {
+        e.kind == EventKind::TurnEnd && e.agent == low.raw()
+    });
+    let kinds: Vec<(EventKind, String)> = events
+        .iter()
+        .map(|e| (e.kind, e.agent_name.clone()))
+        .collect();
+    let pos = |k: EventKind, who: &str| {
+        kinds
+            .iter()
+            .position(|(kk, n)| *kk == k && n == who)
+            .unwrap_or_else(|| panic!("{k:?} {who} in {kinds:?}"))
+    };
+    assert!(pos(EventKind::Preempted, "low") < pos(EventKind::TurnEnd, "high"));
+    assert!(pos(EventKind::TurnEnd, "high") < pos(EventKind::Resumed, "low"));
+    let snapshot = events
+        .iter()
+        .find(|e| e.kind == EventKind::Preempted)
+        .unwrap()
+        .text
+        .clone();
+    assert_eq!(snapshot, "The long ");
+    let end = events.last().unwrap();
+    assert_eq!(end.status, Status::Ok);
+    assert_eq!(
+        end.text,
+        format!("{snapshot}goes on."),
+        "snapshot + continuation"
+    );
+    let hist = rt.shared().agent(low).unwrap().history_json();
+    assert_eq!(
+        hist.as_array().unwrap().last().unwrap()["content"],
+        "The long goes on."
+    );
+}
+
+#[test]
+fn stale_handles_cancel_and_shutdown_with_work_in_flight() {
+    let srv = FakeServer::start();
+    let rt = runtime("");
+    endpoint(&rt, &srv, "");
+    let h = agent(&rt, r#"{"name":"a","endpoint":"fake"}"#);
+    srv.push(Reply::openai_stream(&["partial"]).stall_after_events(2));
+    send(&rt, h, "hang");
+    until(&rt, |e| e.kind == EventKind::ModelRequest);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(rt.shared().agent(h).unwrap().cancel());
+    let end = turn_end(&rt, h);
+    assert_eq!(end.status, Status::Cancelled);
+    let a = rt.shared().agent(h).unwrap();
+    assert_eq!(a.state(), AgentState::Failed);
+    assert_eq!(
+        a.history().len(),
+        1,
+        "the user message stays; nothing half-written"
+    );
+    // Stale handle after removal; the name is free again.
+    rt.shared().remove_agent(h).unwrap();
+    assert_eq!(
+        rt.shared().agent(h).err().unwrap().status(),
+        Status::StaleHandle
+    );
+    assert_eq!(
+        rt.shared().remove_agent(h).unwrap_err().status(),
+        Status::StaleHandle
+    );
+    let h2 = agent(&rt, r#"{"name":"a","endpoint":"fake"}"#);
+    assert_ne!(h, h2);
+    // Shutdown with a call in flight completes without hanging.
+    srv.push(Reply::openai_stream(&["x"]).stall_after_events(2));
+    send(&rt, h2, "hang again");
+    until(&rt, |e| e.kind == EventKind::ModelRequest);
+    let t0 = Instant::now();
+    drop(rt);
+    assert!(t0.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn agents_message_each_other_by_name_and_answers_come_back() {
+    let srv = FakeServer::start();
+    let rt = runtime(r#","deterministic":true"#);
+    endpoint(&rt, &srv, "");
+    let boss = agent(
+        &rt,
+        r#"{"name":"boss","endpoint":"fake","tools":["send_message"],"stream":false}"#,
+    );
+    let _helper = agent(&rt, r#"{"name":"helper","endpoint":"fake","stream":false}"#);
+    srv.push(Reply::openai_tool_call(
+        "m1",
+        "send_message",
+        r#"{"to":"helper","text":"what is 2+2?"}"#,
+    ));
+    // The helper has attained less service than the boss, so at equal priority it runs first.
+    srv.push(Reply::openai_text("4")); // helper answers
+    srv.push(Reply::openai_text("asked the helper")); // boss ends turn 1
+    srv.push(Reply::openai_text("the helper says 4")); // boss turn 2, on the helper's answer
+    send(&rt, boss, "ask the helper");
+    assert!(rt
+        .shared()
+        .wait_idle(Some(Instant::now() + Duration::from_secs(20))));
+    let mut ends = Vec::new();
+    let mut messages = 0;
+    while let Some(e) = rt.shared().events().next(Some(Instant::now())) {
+        if e.kind == EventKind::TurnEnd {
+            ends.push((e.agent_name.clone(), e.text.clone()));
+        }
+        if e.kind == EventKind::Message {
+            messages += 1;
+        }
+    }
+    assert_eq!(messages, 1);
+    assert_eq!(
+        ends,
+        vec![
+            ("helper".to_string(), "4".to_string()),
+            ("boss".to_string(), "asked the helper".to_string()),
+            ("boss".to_string(), "the helper says 4".to_string()),
+        ]
+    );
+    let helper_req: serde_json::Value = serde_json::from_str(&srv.requests()[1].json()).unwrap();
+    assert!(helper_req["messages"][0]["content"]
+        .as_str()
+        .unwrap()
+        .contains("[message from agent boss]"));
+    let boss_hist = rt.shared().agent(boss).unwrap().history_json();
+    assert!(boss_hist.as_array().unwrap().iter().any(|m| m["content"]
+        .as_str()
+        .unwrap_or("")
+        .contains("[message from agent helper]\n4")));
+}
