@@ -435,38 +435,39 @@ fn agents_message_each_other_by_name_and_answers_come_back() {
         "send_message",
         r#"{"to":"helper","text":"what is 2+2?"}"#,
     ));
-    // The helper has attained less service than the boss, so at equal priority it runs first.
-    srv.push(Reply::openai_text("4")); // helper answers
-    srv.push(Reply::openai_text("asked the helper")); // boss ends turn 1
-    srv.push(Reply::openai_text("the helper says 4")); // boss turn 2, on the helper's answer
+    // After the tool call, the boss's next call and the helper's first call race to the server;
+    // every later reply is the same, so the order of requests does not matter.
+    srv.set_default(Reply::openai_text("4"));
     send(&rt, boss, "ask the helper");
     assert!(rt
         .shared()
         .wait_idle(Some(Instant::now() + Duration::from_secs(20))));
     let mut ends = Vec::new();
+    let mut starts = Vec::new();
     let mut messages = 0;
     while let Some(e) = rt.shared().events().next(Some(Instant::now())) {
-        if e.kind == EventKind::TurnEnd {
-            ends.push((e.agent_name.clone(), e.text.clone()));
-        }
-        if e.kind == EventKind::Message {
-            messages += 1;
+        match e.kind {
+            EventKind::TurnEnd => ends.push((e.agent_name.clone(), e.status)),
+            EventKind::TurnStart => starts.push((e.agent_name.clone(), e.text.clone())),
+            EventKind::Message => messages += 1,
+            _ => {}
         }
     }
     assert_eq!(messages, 1);
+    ends.sort_by(|a, b| a.0.cmp(&b.0));
     assert_eq!(
         ends,
         vec![
-            ("helper".to_string(), "4".to_string()),
-            ("boss".to_string(), "asked the helper".to_string()),
-            ("boss".to_string(), "the helper says 4".to_string()),
+            ("boss".to_string(), Status::Ok),
+            ("boss".to_string(), Status::Ok),
+            ("helper".to_string(), Status::Ok)
         ]
     );
-    let helper_req: serde_json::Value = serde_json::from_str(&srv.requests()[1].json()).unwrap();
-    assert!(helper_req["messages"][0]["content"]
-        .as_str()
-        .unwrap()
-        .contains("[message from agent boss]"));
+    assert!(starts.contains(&("helper".to_string(), "what is 2+2?".to_string())));
+    assert!(
+        starts.contains(&("boss".to_string(), "4".to_string())),
+        "the helper's answer came back: {starts:?}"
+    );
     let boss_hist = rt.shared().agent(boss).unwrap().history_json();
     assert!(boss_hist.as_array().unwrap().iter().any(|m| m["content"]
         .as_str()

@@ -79,6 +79,9 @@ pub enum Sender {
 struct Incoming {
     from: Sender,
     text: String,
+    /// An answer to a message this agent sent: it starts a turn but is not answered back
+    /// (otherwise two agents would reply to each other's replies forever).
+    is_reply: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -91,6 +94,7 @@ enum Phase {
 struct Turn {
     number: u64,
     from: Sender,
+    is_reply: bool,
     steps: u32,
     phase: Phase,
     call: Option<Arc<CallInner>>,
@@ -144,6 +148,7 @@ enum Action {
         to: String,
         from: Sender,
         text: String,
+        is_reply: bool,
     },
     CancelCall(Arc<CallInner>),
 }
@@ -231,6 +236,10 @@ impl Agent {
     /// Queues a message; the agent starts a turn for it when it is free. Fails with `BUSY` when
     /// the inbox is full and `LIMIT_EXCEEDED` when the agent has finished (budget spent).
     pub fn deliver(self: &Arc<Self>, from: Sender, text: &str) -> Result<()> {
+        self.deliver_message(from, text, false)
+    }
+
+    fn deliver_message(self: &Arc<Self>, from: Sender, text: &str, is_reply: bool) -> Result<()> {
         let shared = self.shared()?;
         {
             let mut g = self.inner.lock();
@@ -255,6 +264,7 @@ impl Agent {
             g.inbox.push_back(Incoming {
                 from,
                 text: text.to_string(),
+                is_reply,
             });
             if g.turn.is_none() {
                 self.set_state(&mut g, &shared, AgentState::Runnable);
@@ -367,7 +377,7 @@ impl Agent {
                 .text(text.clone())
                 .detail(json!({"steps": turn.steps})),
         ));
-        if let Sender::Agent(_, name) = &turn.from {
+        if let (Sender::Agent(_, name), false) = (&turn.from, turn.is_reply) {
             let reply = if status == Status::Ok {
                 text
             } else {
@@ -381,6 +391,7 @@ impl Agent {
                 to: name.clone(),
                 from: Sender::Agent(self.handle(), self.config.name.clone()),
                 text: reply,
+                is_reply: true,
             });
         }
         let next = if status == Status::Ok {
@@ -424,6 +435,7 @@ impl Agent {
                 g.turn = Some(Turn {
                     number: g.turns,
                     from: msg.from,
+                    is_reply: msg.is_reply,
                     steps: 0,
                     phase: Phase::NeedModel,
                     call: None,
@@ -616,6 +628,7 @@ impl Agent {
                             to,
                             from: Sender::Agent(self.handle(), self.config.name.clone()),
                             text,
+                            is_reply: false,
                         });
                     }
                     actions.push(Action::Emit(
@@ -789,10 +802,15 @@ impl Agent {
                 }
                 Action::CancelCall(call) => shared.models().cancel(&call),
                 Action::RunTool(tool, inv) => run_tool(shared, self, tool, inv),
-                Action::Deliver { to, from, text } => {
+                Action::Deliver {
+                    to,
+                    from,
+                    text,
+                    is_reply,
+                } => {
                     let target = shared.agent_by_name(&to);
                     let r = match target {
-                        Some(agent) => agent.deliver(from, &text),
+                        Some(agent) => agent.deliver_message(from, &text, is_reply),
                         None => Err(Error::new(
                             Status::NotFound,
                             format!("no agent named \"{to}\""),
