@@ -107,6 +107,111 @@
 #define AGENTOS_DELTA_TOOL_CALL 2
 
 /**
+ * Agent state: no work.
+ */
+#define AGENTOS_AGENT_IDLE 0
+
+/**
+ * Agent state: has work, waiting for a worker.
+ */
+#define AGENTOS_AGENT_RUNNABLE 1
+
+/**
+ * Agent state: waiting for the model.
+ */
+#define AGENTOS_AGENT_WAITING_MODEL 2
+
+/**
+ * Agent state: waiting for its tools.
+ */
+#define AGENTOS_AGENT_RUNNING_TOOLS 3
+
+/**
+ * Agent state: preempted; waits to continue from its snapshot.
+ */
+#define AGENTOS_AGENT_PAUSED 4
+
+/**
+ * Agent state: stopped for good (a budget ran out); takes no more messages.
+ */
+#define AGENTOS_AGENT_FINISHED 5
+
+/**
+ * Agent state: its last turn failed; a new message starts a new turn.
+ */
+#define AGENTOS_AGENT_FAILED 6
+
+/**
+ * Returned by a tool callback that called `agentos_tool_call_complete` before returning.
+ */
+#define AGENTOS_TOOL_DONE 0
+
+/**
+ * Returned by a tool callback that keeps the call and completes it later, from any thread.
+ */
+#define AGENTOS_TOOL_PENDING 1
+
+/**
+ * Event kind: an agent started a turn; text is the incoming message.
+ */
+#define AGENTOS_EVENT_TURN_START 1
+
+/**
+ * Event kind: an agent finished a turn; text is the answer, status how it ended.
+ */
+#define AGENTOS_EVENT_TURN_END 2
+
+/**
+ * Event kind: an agent sent a model request.
+ */
+#define AGENTOS_EVENT_MODEL_REQUEST 3
+
+/**
+ * Event kind: a model answered; text is its content (tool calls in the JSON form).
+ */
+#define AGENTOS_EVENT_MODEL_RESPONSE 4
+
+/**
+ * Event kind: a streamed piece (agents with `stream_events` only); text is the piece.
+ */
+#define AGENTOS_EVENT_STREAM_DELTA 5
+
+/**
+ * Event kind: an agent called a tool; text is the arguments.
+ */
+#define AGENTOS_EVENT_TOOL_CALL 6
+
+/**
+ * Event kind: a tool returned; text is the result.
+ */
+#define AGENTOS_EVENT_TOOL_RESULT 7
+
+/**
+ * Event kind: an agent's generation was preempted; text is the snapshot kept.
+ */
+#define AGENTOS_EVENT_PREEMPTED 8
+
+/**
+ * Event kind: a preempted agent continued from its snapshot.
+ */
+#define AGENTOS_EVENT_RESUMED 9
+
+/**
+ * Event kind: an agent ran out of a budget; text says which.
+ */
+#define AGENTOS_EVENT_BUDGET_EXCEEDED 10
+
+/**
+ * Event kind: something failed; status and text say what.
+ */
+#define AGENTOS_EVENT_ERROR 11
+
+/**
+ * Event kind: an agent sent a message to another agent; text is the message.
+ */
+#define AGENTOS_EVENT_MESSAGE 12
+
+/**
  * Settings for a runtime, built with typed setters and/or JSON.
  *
  * Ownership: created by `agentos_config_new`, freed by `agentos_config_free`. A runtime copies
@@ -124,6 +229,13 @@ typedef struct agentos_config agentos_config;
  * Thread safety: immutable; may be read from any thread, and freed from any one thread.
  */
 typedef struct agentos_error agentos_error;
+
+/**
+ * One event. Ownership: from `agentos_runtime_next_event`, freed with `agentos_event_free`;
+ * independent of the runtime (safe to read and free after it is freed).
+ * Thread safety: immutable; read from any thread.
+ */
+typedef struct agentos_event agentos_event;
 
 /**
  * A model call. Build it from JSON, start it, then pull its streamed pieces and/or wait for it.
@@ -146,6 +258,16 @@ typedef struct agentos_request agentos_request;
  * other thread is inside a call on the same runtime.
  */
 typedef struct agentos_runtime agentos_runtime;
+
+/**
+ * One call of a C tool, handed to its callback.
+ *
+ * Ownership: the library creates it; `agentos_tool_call_complete` consumes and frees it, so
+ * the callback (or whoever it hands the call to) must call that exactly once, now or later.
+ * A call completed after its timeout is accepted and freed, but its result is discarded.
+ * Thread safety: the readers may be called from any thread until the call is completed.
+ */
+typedef struct agentos_tool_call agentos_tool_call;
 
 /**
  * The result of a fallible call: `AGENTOS_STATUS_OK` (0) or one of the `AGENTOS_STATUS_*`
@@ -205,6 +327,31 @@ typedef struct {
      */
     uint32_t retries;
 } agentos_usage;
+
+/**
+ * A generation-checked agent handle. 0 is never a valid agent. A handle of a freed agent (or of
+ * a freed runtime's agent) gives `AGENTOS_STATUS_STALE_HANDLE`, never undefined behaviour.
+ */
+typedef uint64_t agentos_agent_id;
+
+/**
+ * A C tool. Called on a worker thread (or, in deterministic mode, on the worker running the
+ * agent) with the arguments already checked against the tool's schema. Return
+ * `AGENTOS_TOOL_DONE` after completing the call, or `AGENTOS_TOOL_PENDING` to complete it later
+ * from any thread, so that a slow tool never holds a worker. The callback may call any
+ * non-blocking `agentos_*` function, but not `agentos_runtime_free` or
+ * `agentos_runtime_wait_idle`.
+ */
+typedef int32_t (*agentos_tool_fn)(void *user_data, agentos_tool_call *call);
+
+/**
+ * Called for every event on the thread that emits it (a worker, the I/O thread, or a thread
+ * completing a tool), in addition to the event being queued for `agentos_runtime_next_event`.
+ * `ev` is borrowed for the duration of the call only. The callback must not block; it may call
+ * the `agentos_event_*` readers and non-blocking functions, but not `agentos_runtime_free`,
+ * `agentos_runtime_wait_idle` or `agentos_runtime_next_event` with a wait.
+ */
+typedef void (*agentos_event_fn)(void *user_data, const agentos_event *ev);
 
 /**
  * Success.
@@ -296,6 +443,69 @@ extern "C" {
 #endif // __cplusplus
 
 /**
+ * Names a status code: `agentos_status_str(AGENTOS_STATUS_TIMEOUT)` is
+ * `"AGENTOS_STATUS_TIMEOUT"`.
+ *
+ * Returns a static, NUL-terminated string; never NULL and never to be freed. Codes this library
+ * does not know give `"AGENTOS_STATUS_UNKNOWN"`.
+ *
+ * Thread safety: callable from any thread at any time, even without a runtime.
+ */
+const char *agentos_status_str(int32_t status);
+
+/**
+ * The status of a failed call. Returns `AGENTOS_STATUS_NULL_ARGUMENT` when `err` is NULL.
+ *
+ * Thread safety: any thread.
+ */
+int32_t agentos_error_status(const agentos_error *err);
+
+/**
+ * The message of a failed call, NUL-terminated UTF-8.
+ *
+ * Ownership: the string belongs to `err` and is valid until `agentos_error_free(err)`; do not
+ * free it. Returns a static empty string when `err` is NULL (never returns NULL).
+ * Thread safety: any thread.
+ */
+const char *agentos_error_message(const agentos_error *err);
+
+/**
+ * Frees an error. `agentos_error_free(NULL)` does nothing.
+ *
+ * Ownership: takes `err`; it and its message must not be used afterwards.
+ * Thread safety: any thread, but only once per error.
+ */
+void agentos_error_free(agentos_error *err);
+
+/**
+ * Frees a string that the library returned to the caller (documented as "free with
+ * `agentos_string_free`"). `agentos_string_free(NULL)` does nothing.
+ *
+ * Ownership: takes `s`. Never pass a string from `malloc`, and never free the library's strings
+ * with `free()`: they come from a different allocator's bookkeeping.
+ * Thread safety: any thread, once per string.
+ */
+void agentos_string_free(char *s);
+
+/**
+ * The library's version as `"MAJOR.MINOR.PATCH"`.
+ *
+ * Returns static storage: never NULL, never to be freed. Compare with `AGENTOS_VERSION_STRING`
+ * or, better, compare `agentos_version_number()` with `AGENTOS_VERSION_NUMBER` at start-up to
+ * catch a header/library mismatch.
+ * Thread safety: any thread, any time.
+ */
+const char *agentos_version(void);
+
+/**
+ * The library's version as `MAJOR * 1000000 + MINOR * 1000 + PATCH`, the same encoding as the
+ * `AGENTOS_VERSION_NUMBER` macro.
+ *
+ * Thread safety: any thread, any time.
+ */
+uint32_t agentos_version_number(void);
+
+/**
  * Creates a config holding the defaults: one worker per available core, thread names
  * prefixed `"agentos"`.
  *
@@ -354,28 +564,81 @@ agentos_status agentos_config_set_thread_name(agentos_config *cfg,
 void agentos_config_free(agentos_config *cfg);
 
 /**
- * The status of a failed call. Returns `AGENTOS_STATUS_NULL_ARGUMENT` when `err` is NULL.
+ * Starts a runtime with the settings in `cfg`: spawns the worker threads and returns at once.
  *
+ * `cfg` is only read; the caller still owns it and may free it right away. On success `*out`
+ * receives a runtime the caller frees with `agentos_runtime_free`.
+ *
+ * Returns `AGENTOS_STATUS_OK`; `AGENTOS_STATUS_NULL_ARGUMENT` (NULL `cfg` or `out`);
+ * `AGENTOS_STATUS_IO` when the operating system refuses a thread (threads already started are
+ * stopped and joined before returning). `err` may be NULL; on failure, when it is not, `*err`
+ * receives a new error to free with `agentos_error_free`.
  * Thread safety: any thread.
  */
-int32_t agentos_error_status(const agentos_error *err);
+agentos_status agentos_runtime_new(const agentos_config *cfg,
+                                   agentos_runtime **out,
+                                   agentos_error **err);
 
 /**
- * The message of a failed call, NUL-terminated UTF-8.
+ * Reads how many worker threads the runtime started.
  *
- * Ownership: the string belongs to `err` and is valid until `agentos_error_free(err)`; do not
- * free it. Returns a static empty string when `err` is NULL (never returns NULL).
- * Thread safety: any thread.
+ * Returns `AGENTOS_STATUS_OK` or `AGENTOS_STATUS_NULL_ARGUMENT`; `*out` is written only on
+ * success.
+ * Thread safety: any thread, concurrently.
  */
-const char *agentos_error_message(const agentos_error *err);
+agentos_status agentos_runtime_worker_count(const agentos_runtime *rt, uint32_t *out);
 
 /**
- * Frees an error. `agentos_error_free(NULL)` does nothing.
+ * Adds a model endpoint described by JSON:
+ * `{"name":"local","provider":"openai"|"anthropic","base_url":"http://127.0.0.1:8091/v1",
+ * "model":"local","api_key_env":"OPENAI_API_KEY","headers":{"x-name":"value"},
+ * "preset":"gpt-4o-mini","context_window":N,"max_output_tokens":N,
+ * "prices":{"input_per_mtok","output_per_mtok","cached_input_per_mtok","cache_write_per_mtok"},
+ * "limits":{"rpm":N,"tpm":N,"concurrency":N},
+ * "timeouts_ms":{"connect":N,"first_byte":N,"idle":N,"total":N},
+ * "retry":{"max_retries":N,"base_delay_ms":N,"max_delay_ms":N,"max_wait_ms":N}}`.
+ * Only `name`, `provider` and `base_url` are required; a known `model` (or `preset`) fills in
+ * the context window, output limit and prices. The API key is read from the named environment
+ * variable now, kept in memory only, and never appears in errors, events or logs.
  *
- * Ownership: takes `err`; it and its message must not be used afterwards.
- * Thread safety: any thread, but only once per error.
+ * Returns `OK`; `NULL_ARGUMENT`; `INVALID_UTF8`; `INVALID_JSON` (unknown key or wrong type,
+ * named in the message); `INVALID_ARGUMENT` (bad value, or the name is taken); `NOT_FOUND`
+ * (unknown preset, or the key's environment variable is unset). `err` may be NULL.
+ * Thread safety: any thread, concurrently.
  */
-void agentos_error_free(agentos_error *err);
+agentos_status agentos_runtime_add_endpoint(const agentos_runtime *rt,
+                                            const char *endpoint_json,
+                                            agentos_error **err);
+
+/**
+ * Model usage totals as JSON: `{"runtime":{"usage":{...},"succeeded":N,"failed":N,
+ * "retries":N},"endpoints":{"<name>":{...same...}}}` where usage holds `prompt_tokens`,
+ * `completion_tokens`, `cached_tokens`, `cache_creation_tokens`, `reasoning_tokens` and
+ * `cost_usd`.
+ *
+ * On success `*out` receives a string the caller frees with `agentos_string_free`.
+ * Returns `OK` or `NULL_ARGUMENT`.
+ * Thread safety: any thread, concurrently.
+ */
+agentos_status agentos_runtime_usage_json(const agentos_runtime *rt, char **out);
+
+/**
+ * Stops and frees a runtime. `agentos_runtime_free(NULL)` does nothing.
+ *
+ * Shutdown order: model calls still queued or in flight finish with `AGENTOS_STATUS_SHUTDOWN`
+ * (their partial output stays readable) and the I/O thread stops; the run queue is closed,
+ * queued work that has not started is dropped, every worker finishes its current job, and all
+ * threads are joined before this returns. Objects
+ * created from the runtime that the caller still holds (documented per type) stay safe to
+ * free afterwards, and their other calls return `AGENTOS_STATUS_SHUTDOWN`; objects that do not
+ * belong to a runtime (configs, errors, strings) are unaffected. This makes any finaliser order
+ * safe for garbage-collected hosts.
+ *
+ * Thread safety: call once, from a thread that is not one of the runtime's own (such as inside
+ * a callback it runs); if it is, the threads are detached instead of joined, to avoid a
+ * deadlock. No other call on `rt` may be in progress or made afterwards.
+ */
+void agentos_runtime_free(agentos_runtime *rt);
 
 /**
  * Creates a request for the endpoint named `endpoint` (added with `agentos_runtime_add_endpoint`)
@@ -519,120 +782,228 @@ agentos_status agentos_request_text(const agentos_request *req, char **out);
 void agentos_request_free(agentos_request *req);
 
 /**
- * Starts a runtime with the settings in `cfg`: spawns the worker threads and returns at once.
+ * Creates an agent from a JSON config:
+ * `{"name":"planner","endpoint":"local","system":"You plan.","tools":["get_weather",
+ * "send_message"],"priority":5,"max_steps":8,"temperature":0,"max_tokens":256,"stream":true,
+ * "preemptible":true,"stream_events":false,"context_limit":4096,"inbox_capacity":1024,
+ * "tool_timeout_ms":30000,"budget":{"tokens":100000,"cost_usd":1.0,"tool_calls":20},
+ * "model":"override"}`. Only `name` and `endpoint` are required. `send_message` is the
+ * built-in tool for messaging another agent by name.
  *
- * `cfg` is only read; the caller still owns it and may free it right away. On success `*out`
- * receives a runtime the caller frees with `agentos_runtime_free`.
+ * On success `*out` receives the agent's handle (free it with `agentos_agent_free`, or let
+ * `agentos_runtime_free` free every agent).
+ * Returns `OK`; `NULL_ARGUMENT`; `INVALID_UTF8`; `INVALID_JSON` (key named); `INVALID_ARGUMENT`
+ * (bad value, or the name is taken); `NOT_FOUND` (unknown endpoint or tool);
+ * `LIMIT_EXCEEDED` (max_agents); `SHUTDOWN`. `err` may be NULL.
+ * Thread safety: any thread, concurrently.
+ */
+agentos_status agentos_agent_new(const agentos_runtime *rt,
+                                 const char *config_json,
+                                 agentos_agent_id *out,
+                                 agentos_error **err);
+
+/**
+ * Finds an agent by name. Returns `OK`, `NULL_ARGUMENT`, `INVALID_UTF8` or `NOT_FOUND`.
+ * Thread safety: any thread, concurrently.
+ */
+agentos_status agentos_agent_find(const agentos_runtime *rt,
+                                  const char *name,
+                                  agentos_agent_id *out);
+
+/**
+ * Sends the agent a message from the host. The agent starts a turn for it when free (messages
+ * queue in its inbox, in order); the outcome arrives as an `AGENTOS_EVENT_TURN_END` event whose
+ * text is the answer. `text` is copied.
  *
- * Returns `AGENTOS_STATUS_OK`; `AGENTOS_STATUS_NULL_ARGUMENT` (NULL `cfg` or `out`);
- * `AGENTOS_STATUS_IO` when the operating system refuses a thread (threads already started are
- * stopped and joined before returning). `err` may be NULL; on failure, when it is not, `*err`
- * receives a new error to free with `agentos_error_free`.
+ * Returns `OK`; `NULL_ARGUMENT`; `INVALID_UTF8`; `STALE_HANDLE`; `BUSY` (inbox full: nothing
+ * was queued); `LIMIT_EXCEEDED` (the agent finished: a budget ran out); `SHUTDOWN`.
+ * `err` may be NULL.
+ * Thread safety: any thread, concurrently.
+ */
+agentos_status agentos_agent_send(const agentos_runtime *rt,
+                                  agentos_agent_id agent,
+                                  const char *text,
+                                  agentos_error **err);
+
+/**
+ * Reads the agent's state (`AGENTOS_AGENT_*`).
+ * Returns `OK`, `NULL_ARGUMENT` or `STALE_HANDLE`.
+ * Thread safety: any thread, concurrently.
+ */
+agentos_status agentos_agent_state(const agentos_runtime *rt, agentos_agent_id agent, int32_t *out);
+
+/**
+ * Reads the agent's model usage and cost over its life. `attempts` is the number of turns and
+ * `retries` the number of tool calls. Set `out->struct_size` first (see `agentos_usage`).
+ * Returns `OK`, `NULL_ARGUMENT`, `STALE_HANDLE` or `INVALID_ARGUMENT` (struct_size too small).
+ * Thread safety: any thread, concurrently.
+ */
+agentos_status agentos_agent_usage(const agentos_runtime *rt,
+                                   agentos_agent_id agent,
+                                   agentos_usage *out);
+
+/**
+ * The agent's conversation as a JSON array of OpenAI-style messages (system prompt, user
+ * messages, assistant answers and tool calls, tool results), in order.
+ *
+ * On success `*out` receives a string to free with `agentos_string_free`.
+ * Returns `OK`, `NULL_ARGUMENT` or `STALE_HANDLE`.
+ * Thread safety: any thread, concurrently.
+ */
+agentos_status agentos_agent_history_json(const agentos_runtime *rt,
+                                          agentos_agent_id agent,
+                                          char **out);
+
+/**
+ * Cancels the agent's current turn: its model call is aborted and pending tools are
+ * completed as cancelled; the turn ends with `AGENTOS_STATUS_CANCELLED` (history keeps the
+ * message; nothing half-written is added). Queued messages are kept. Does nothing when idle.
+ * Returns `OK`, `NULL_ARGUMENT` or `STALE_HANDLE`.
+ * Thread safety: any thread, concurrently.
+ */
+agentos_status agentos_agent_cancel(const agentos_runtime *rt, agentos_agent_id agent);
+
+/**
+ * Frees an agent: cancels its turn and makes its handle stale. Messages still queued for it
+ * are dropped with it. Freeing again returns `STALE_HANDLE`.
+ * Returns `OK`, `NULL_ARGUMENT` or `STALE_HANDLE`.
+ * Thread safety: any thread, concurrently.
+ */
+agentos_status agentos_agent_free(const agentos_runtime *rt, agentos_agent_id agent);
+
+/**
+ * Waits until no agent has work (every inbox empty, no turn running), or `timeout_ms` passes
+ * (negative = no limit). Returns `OK`, `TIMEOUT` or `NULL_ARGUMENT`.
+ * Thread safety: any thread; never from a callback the runtime runs (it would wait for itself).
+ */
+agentos_status agentos_runtime_wait_idle(const agentos_runtime *rt, int32_t timeout_ms);
+
+/**
+ * Registers a tool implemented in C, usable by agents that list its `name` in their `tools`.
+ *
+ * `parameters_json` is the JSON schema of its arguments (an object schema); arguments the
+ * model sends that do not match go back to the model as an error result and never reach
+ * `callback`. `timeout_ms` bounds each call (0 = the agent's `tool_timeout_ms`): when it
+ * passes, the model gets a timeout error. `user_data` is passed to every call; the caller keeps
+ * it alive until the runtime is freed. Strings are copied.
+ *
+ * Returns `OK`; `NULL_ARGUMENT` (a NULL string or callback); `INVALID_UTF8`; `INVALID_JSON`
+ * (the schema); `INVALID_ARGUMENT` (bad or taken name; `send_message` is built in).
+ * `err` may be NULL.
+ * Thread safety: any thread, concurrently.
+ */
+agentos_status agentos_runtime_add_tool(const agentos_runtime *rt,
+                                        const char *name,
+                                        const char *description,
+                                        const char *parameters_json,
+                                        uint32_t timeout_ms,
+                                        agentos_tool_fn callback,
+                                        void *user_data,
+                                        agentos_error **err);
+
+/**
+ * The tool's name. Borrowed from `call`; valid until the call is completed. NULL for NULL.
  * Thread safety: any thread.
  */
-agentos_status agentos_runtime_new(const agentos_config *cfg,
-                                   agentos_runtime **out,
-                                   agentos_error **err);
+const char *agentos_tool_call_name(const agentos_tool_call *call);
 
 /**
- * Reads how many worker threads the runtime started.
- *
- * Returns `AGENTOS_STATUS_OK` or `AGENTOS_STATUS_NULL_ARGUMENT`; `*out` is written only on
- * success.
- * Thread safety: any thread, concurrently.
- */
-agentos_status agentos_runtime_worker_count(const agentos_runtime *rt, uint32_t *out);
-
-/**
- * Adds a model endpoint described by JSON:
- * `{"name":"local","provider":"openai"|"anthropic","base_url":"http://127.0.0.1:8091/v1",
- * "model":"local","api_key_env":"OPENAI_API_KEY","headers":{"x-name":"value"},
- * "preset":"gpt-4o-mini","context_window":N,"max_output_tokens":N,
- * "prices":{"input_per_mtok","output_per_mtok","cached_input_per_mtok","cache_write_per_mtok"},
- * "limits":{"rpm":N,"tpm":N,"concurrency":N},
- * "timeouts_ms":{"connect":N,"first_byte":N,"idle":N,"total":N},
- * "retry":{"max_retries":N,"base_delay_ms":N,"max_delay_ms":N,"max_wait_ms":N}}`.
- * Only `name`, `provider` and `base_url` are required; a known `model` (or `preset`) fills in
- * the context window, output limit and prices. The API key is read from the named environment
- * variable now, kept in memory only, and never appears in errors, events or logs.
- *
- * Returns `OK`; `NULL_ARGUMENT`; `INVALID_UTF8`; `INVALID_JSON` (unknown key or wrong type,
- * named in the message); `INVALID_ARGUMENT` (bad value, or the name is taken); `NOT_FOUND`
- * (unknown preset, or the key's environment variable is unset). `err` may be NULL.
- * Thread safety: any thread, concurrently.
- */
-agentos_status agentos_runtime_add_endpoint(const agentos_runtime *rt,
-                                            const char *endpoint_json,
-                                            agentos_error **err);
-
-/**
- * Model usage totals as JSON: `{"runtime":{"usage":{...},"succeeded":N,"failed":N,
- * "retries":N},"endpoints":{"<name>":{...same...}}}` where usage holds `prompt_tokens`,
- * `completion_tokens`, `cached_tokens`, `cache_creation_tokens`, `reasoning_tokens` and
- * `cost_usd`.
- *
- * On success `*out` receives a string the caller frees with `agentos_string_free`.
+ * The arguments as JSON text (already validated against the tool's schema), borrowed from
+ * `call` and valid until the call is completed; NUL-terminated, `*len` excludes the NUL.
  * Returns `OK` or `NULL_ARGUMENT`.
- * Thread safety: any thread, concurrently.
+ * Thread safety: any thread.
  */
-agentos_status agentos_runtime_usage_json(const agentos_runtime *rt, char **out);
+agentos_status agentos_tool_call_arguments(const agentos_tool_call *call,
+                                           const char **json,
+                                           size_t *len);
 
 /**
- * Stops and frees a runtime. `agentos_runtime_free(NULL)` does nothing.
- *
- * Shutdown order: model calls still queued or in flight finish with `AGENTOS_STATUS_SHUTDOWN`
- * (their partial output stays readable) and the I/O thread stops; the run queue is closed,
- * queued work that has not started is dropped, every worker finishes its current job, and all
- * threads are joined before this returns. Objects
- * created from the runtime that the caller still holds (documented per type) stay safe to
- * free afterwards, and their other calls return `AGENTOS_STATUS_SHUTDOWN`; objects that do not
- * belong to a runtime (configs, errors, strings) are unaffected. This makes any finaliser order
- * safe for garbage-collected hosts.
- *
- * Thread safety: call once, from a thread that is not one of the runtime's own (such as inside
- * a callback it runs); if it is, the threads are detached instead of joined, to avoid a
- * deadlock. No other call on `rt` may be in progress or made afterwards.
+ * The agent that made the call. Returns 0 for NULL.
+ * Thread safety: any thread.
  */
-void agentos_runtime_free(agentos_runtime *rt);
+agentos_agent_id agentos_tool_call_agent(const agentos_tool_call *call);
 
 /**
- * Names a status code: `agentos_status_str(AGENTOS_STATUS_TIMEOUT)` is
- * `"AGENTOS_STATUS_TIMEOUT"`.
+ * Completes a tool call with its result text (given to the model), or with an error text when
+ * `is_error` is true. Consumes and frees `call` in every case except a NULL `call`.
  *
- * Returns a static, NUL-terminated string; never NULL and never to be freed. Codes this library
- * does not know give `"AGENTOS_STATUS_UNKNOWN"`.
- *
- * Thread safety: callable from any thread at any time, even without a runtime.
+ * Returns `OK`; `NULL_ARGUMENT` (NULL `call`, or NULL `result` — the call is then completed
+ * with an error so the agent is not left waiting); `INVALID_UTF8` (likewise); `TIMEOUT` when
+ * the call had already timed out (or its turn was cancelled): the result is discarded.
+ * Thread safety: any thread, once per call.
  */
-const char *agentos_status_str(int32_t status);
+agentos_status agentos_tool_call_complete(agentos_tool_call *call,
+                                          const char *result,
+                                          bool is_error);
 
 /**
- * Frees a string that the library returned to the caller (documented as "free with
- * `agentos_string_free`"). `agentos_string_free(NULL)` does nothing.
+ * Takes the next event, waiting up to `timeout_ms` (negative = no limit). Events come in the
+ * order they happened. When the host does not keep up and the queue (`event_capacity`) is full,
+ * the oldest are dropped and the next event's JSON says how many (`dropped_before`).
  *
- * Ownership: takes `s`. Never pass a string from `malloc`, and never free the library's strings
- * with `free()`: they come from a different allocator's bookkeeping.
- * Thread safety: any thread, once per string.
+ * On `OK`, `*out` receives an event to free with `agentos_event_free`. Returns `TIMEOUT` when
+ * none arrived, `SHUTDOWN` when the runtime is stopping and no event is left, `NULL_ARGUMENT`.
+ * Thread safety: any thread; concurrent callers each get different events.
  */
-void agentos_string_free(char *s);
+agentos_status agentos_runtime_next_event(const agentos_runtime *rt,
+                                          int32_t timeout_ms,
+                                          agentos_event **out);
 
 /**
- * The library's version as `"MAJOR.MINOR.PATCH"`.
- *
- * Returns static storage: never NULL, never to be freed. Compare with `AGENTOS_VERSION_STRING`
- * or, better, compare `agentos_version_number()` with `AGENTOS_VERSION_NUMBER` at start-up to
- * catch a header/library mismatch.
- * Thread safety: any thread, any time.
+ * Installs an event callback (see `agentos_event_fn`), replacing any previous one; NULL
+ * `callback` removes it. `user_data` must stay valid until the callback is replaced or the
+ * runtime freed. Returns `OK` or `NULL_ARGUMENT` (NULL `rt`).
+ * Thread safety: any thread; events being emitted concurrently may still reach the old callback.
  */
-const char *agentos_version(void);
+agentos_status agentos_runtime_set_event_callback(const agentos_runtime *rt,
+                                                  agentos_event_fn callback,
+                                                  void *user_data);
 
 /**
- * The library's version as `MAJOR * 1000000 + MINOR * 1000 + PATCH`, the same encoding as the
- * `AGENTOS_VERSION_NUMBER` macro.
- *
- * Thread safety: any thread, any time.
+ * The event's kind (`AGENTOS_EVENT_*`), or 0 for NULL.
+ * Thread safety: any thread.
  */
-uint32_t agentos_version_number(void);
+int32_t agentos_event_kind(const agentos_event *ev);
+
+/**
+ * The agent the event is about (0 for none or NULL).
+ * Thread safety: any thread.
+ */
+agentos_agent_id agentos_event_agent(const agentos_event *ev);
+
+/**
+ * The name of the agent the event is about ("" for none), borrowed from `ev`; NULL for NULL.
+ * Thread safety: any thread.
+ */
+const char *agentos_event_agent_name(const agentos_event *ev);
+
+/**
+ * The outcome the event reports (`AGENTOS_STATUS_OK` unless it reports a failure), or
+ * `AGENTOS_STATUS_NULL_ARGUMENT` for NULL.
+ * Thread safety: any thread.
+ */
+int32_t agentos_event_status(const agentos_event *ev);
+
+/**
+ * The event's text (see each kind), borrowed from `ev`, NUL-terminated; `*len` excludes the
+ * NUL. Returns `OK` or `NULL_ARGUMENT`.
+ * Thread safety: any thread.
+ */
+agentos_status agentos_event_text(const agentos_event *ev, const char **text, size_t *len);
+
+/**
+ * The whole event as JSON: `{"seq","kind","agent","agent_name","turn","status","text",
+ * "detail","time_ms","dropped_before"}`. On success `*out` receives a string to free with
+ * `agentos_string_free`. Returns `OK` or `NULL_ARGUMENT`.
+ * Thread safety: any thread.
+ */
+agentos_status agentos_event_json(const agentos_event *ev, char **out);
+
+/**
+ * Frees an event. `agentos_event_free(NULL)` does nothing.
+ * Thread safety: any thread, once per event.
+ */
+void agentos_event_free(agentos_event *ev);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -34,13 +34,16 @@ macro_rules! ffi_boundary {
 }
 
 // Declaration order is the order of the generated header.
-pub mod config;
-pub mod error;
-pub mod request;
-pub mod runtime;
 pub mod status;
+pub mod error;
 pub mod string;
 pub mod version;
+pub mod config;
+pub mod runtime;
+pub mod request;
+pub mod agent;
+pub mod tool;
+pub mod event;
 
 use crate::error::{Error, Status};
 use std::ffi::{c_char, CStr};
@@ -55,6 +58,11 @@ impl PanicValue for () {
     fn panic_value() -> Self {}
 }
 impl PanicValue for u32 {
+    fn panic_value() -> Self {
+        0
+    }
+}
+impl PanicValue for u64 {
     fn panic_value() -> Self {
         0
     }

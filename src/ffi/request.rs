@@ -372,35 +372,47 @@ pub unsafe extern "C" fn agentos_request_usage(
     ffi_boundary!(err = std::ptr::null_mut(), {
         let req = as_ref(req, "req")?;
         non_null(out, "out")?;
-        let size = (*out).struct_size;
-        if size < std::mem::size_of::<usize>() + 5 * 8 + 8 {
-            return Err(Error::invalid(format!(
-                "out->struct_size {size} is too small for agentos_usage"
-            )));
-        }
         let (u, a) = match &req.call {
             Some(c) => (c.usage(), c.attempts()),
             None => (Default::default(), Default::default()),
         };
-        let full = agentos_usage {
-            struct_size: size.min(std::mem::size_of::<agentos_usage>()),
-            prompt_tokens: u.prompt_tokens,
-            completion_tokens: u.completion_tokens,
-            cached_tokens: u.cached_tokens,
-            cache_creation_tokens: u.cache_creation_tokens,
-            reasoning_tokens: u.reasoning_tokens,
-            cost_usd: u.cost_usd,
-            attempts: a.attempts,
-            retries: a.retries,
-        };
-        let n = size.min(std::mem::size_of::<agentos_usage>());
-        std::ptr::copy_nonoverlapping(
-            &full as *const agentos_usage as *const u8,
-            out as *mut u8,
-            n,
-        );
-        Ok(())
+        fill_usage(out, &u, a.attempts, a.retries)
     })
+}
+
+/// Copies usage into a caller's size-prefixed `agentos_usage`.
+pub(crate) unsafe fn fill_usage(
+    out: *mut agentos_usage,
+    u: &crate::model::types::Usage,
+    attempts: u32,
+    retries: u32,
+) -> Result<(), Error> {
+    let size = (*out).struct_size;
+    // The first version of the struct ends after cost_usd.
+    let v1 = std::mem::offset_of!(agentos_usage, attempts);
+    if size < v1 {
+        return Err(Error::invalid(format!(
+            "out->struct_size {size} is too small for agentos_usage (at least {v1})"
+        )));
+    }
+    let full = agentos_usage {
+        struct_size: size.min(std::mem::size_of::<agentos_usage>()),
+        prompt_tokens: u.prompt_tokens,
+        completion_tokens: u.completion_tokens,
+        cached_tokens: u.cached_tokens,
+        cache_creation_tokens: u.cache_creation_tokens,
+        reasoning_tokens: u.reasoning_tokens,
+        cost_usd: u.cost_usd,
+        attempts,
+        retries,
+    };
+    let n = size.min(std::mem::size_of::<agentos_usage>());
+    std::ptr::copy_nonoverlapping(
+        &full as *const agentos_usage as *const u8,
+        out as *mut u8,
+        n,
+    );
+    Ok(())
 }
 
 /// The request's state as JSON: `{"state":"created"|"queued"|"in_flight"|"done",

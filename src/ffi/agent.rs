@@ -1,0 +1,229 @@
+//! Agents: `agentos_agent_id` handles into a runtime.
+
+use super::error::agentos_error;
+use super::request::agentos_usage;
+use super::runtime::agentos_runtime;
+use super::status::agentos_status;
+use super::string::into_c_string;
+use super::{as_ref, non_null, str_arg, write_out};
+use crate::agent::{AgentConfig, Sender};
+use crate::error::{Error, Status};
+use crate::handle::Handle;
+use std::ffi::c_char;
+use std::time::{Duration, Instant};
+
+/// A generation-checked agent handle. 0 is never a valid agent. A handle of a freed agent (or of
+/// a freed runtime's agent) gives `AGENTOS_STATUS_STALE_HANDLE`, never undefined behaviour.
+pub type agentos_agent_id = u64;
+
+/// Agent state: no work.
+pub const AGENTOS_AGENT_IDLE: i32 = 0;
+/// Agent state: has work, waiting for a worker.
+pub const AGENTOS_AGENT_RUNNABLE: i32 = 1;
+/// Agent state: waiting for the model.
+pub const AGENTOS_AGENT_WAITING_MODEL: i32 = 2;
+/// Agent state: waiting for its tools.
+pub const AGENTOS_AGENT_RUNNING_TOOLS: i32 = 3;
+/// Agent state: preempted; waits to continue from its snapshot.
+pub const AGENTOS_AGENT_PAUSED: i32 = 4;
+/// Agent state: stopped for good (a budget ran out); takes no more messages.
+pub const AGENTOS_AGENT_FINISHED: i32 = 5;
+/// Agent state: its last turn failed; a new message starts a new turn.
+pub const AGENTOS_AGENT_FAILED: i32 = 6;
+
+fn deadline(timeout_ms: i32) -> Option<Instant> {
+    (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64))
+}
+
+/// Creates an agent from a JSON config:
+/// `{"name":"planner","endpoint":"local","system":"You plan.","tools":["get_weather",
+/// "send_message"],"priority":5,"max_steps":8,"temperature":0,"max_tokens":256,"stream":true,
+/// "preemptible":true,"stream_events":false,"context_limit":4096,"inbox_capacity":1024,
+/// "tool_timeout_ms":30000,"budget":{"tokens":100000,"cost_usd":1.0,"tool_calls":20},
+/// "model":"override"}`. Only `name` and `endpoint` are required. `send_message` is the
+/// built-in tool for messaging another agent by name.
+///
+/// On success `*out` receives the agent's handle (free it with `agentos_agent_free`, or let
+/// `agentos_runtime_free` free every agent).
+/// Returns `OK`; `NULL_ARGUMENT`; `INVALID_UTF8`; `INVALID_JSON` (key named); `INVALID_ARGUMENT`
+/// (bad value, or the name is taken); `NOT_FOUND` (unknown endpoint or tool);
+/// `LIMIT_EXCEEDED` (max_agents); `SHUTDOWN`. `err` may be NULL.
+/// Thread safety: any thread, concurrently.
+#[no_mangle]
+pub unsafe extern "C" fn agentos_agent_new(
+    rt: *const agentos_runtime,
+    config_json: *const c_char,
+    out: *mut agentos_agent_id,
+    err: *mut *mut agentos_error,
+) -> agentos_status {
+    ffi_boundary!(err = err, {
+        let rt = as_ref(rt, "rt")?;
+        let json = str_arg(config_json, "config_json")?;
+        non_null(out, "out")?;
+        let config = AgentConfig::from_json(json)?;
+        let h = rt.inner.shared().create_agent(config)?;
+        write_out(out, h.raw());
+        Ok(())
+    })
+}
+
+/// Finds an agent by name. Returns `OK`, `NULL_ARGUMENT`, `INVALID_UTF8` or `NOT_FOUND`.
+/// Thread safety: any thread, concurrently.
+#[no_mangle]
+pub unsafe extern "C" fn agentos_agent_find(
+    rt: *const agentos_runtime,
+    name: *const c_char,
+    out: *mut agentos_agent_id,
+) -> agentos_status {
+    ffi_boundary!(err = std::ptr::null_mut(), {
+        let rt = as_ref(rt, "rt")?;
+        let name = str_arg(name, "name")?;
+        non_null(out, "out")?;
+        let agent =
+            rt.inner.shared().agent_by_name(name).ok_or_else(|| {
+                Error::new(Status::NotFound, format!("no agent named \"{name}\""))
+            })?;
+        write_out(out, agent.handle());
+        Ok(())
+    })
+}
+
+/// Sends the agent a message from the host. The agent starts a turn for it when free (messages
+/// queue in its inbox, in order); the outcome arrives as an `AGENTOS_EVENT_TURN_END` event whose
+/// text is the answer. `text` is copied.
+///
+/// Returns `OK`; `NULL_ARGUMENT`; `INVALID_UTF8`; `STALE_HANDLE`; `BUSY` (inbox full: nothing
+/// was queued); `LIMIT_EXCEEDED` (the agent finished: a budget ran out); `SHUTDOWN`.
+/// `err` may be NULL.
+/// Thread safety: any thread, concurrently.
+#[no_mangle]
+pub unsafe extern "C" fn agentos_agent_send(
+    rt: *const agentos_runtime,
+    agent: agentos_agent_id,
+    text: *const c_char,
+    err: *mut *mut agentos_error,
+) -> agentos_status {
+    ffi_boundary!(err = err, {
+        let rt = as_ref(rt, "rt")?;
+        let text = str_arg(text, "text")?;
+        let shared = rt.inner.shared();
+        if shared.is_shut_down() {
+            return Err(Error::new(Status::Shutdown, "the runtime is shutting down"));
+        }
+        shared
+            .agent(Handle::from_raw(agent))?
+            .deliver(Sender::Host, text)
+    })
+}
+
+/// Reads the agent's state (`AGENTOS_AGENT_*`).
+/// Returns `OK`, `NULL_ARGUMENT` or `STALE_HANDLE`.
+/// Thread safety: any thread, concurrently.
+#[no_mangle]
+pub unsafe extern "C" fn agentos_agent_state(
+    rt: *const agentos_runtime,
+    agent: agentos_agent_id,
+    out: *mut i32,
+) -> agentos_status {
+    ffi_boundary!(err = std::ptr::null_mut(), {
+        let rt = as_ref(rt, "rt")?;
+        non_null(out, "out")?;
+        let a = rt.inner.shared().agent(Handle::from_raw(agent))?;
+        write_out(out, a.state() as i32);
+        Ok(())
+    })
+}
+
+/// Reads the agent's model usage and cost over its life. `attempts` is the number of turns and
+/// `retries` the number of tool calls. Set `out->struct_size` first (see `agentos_usage`).
+/// Returns `OK`, `NULL_ARGUMENT`, `STALE_HANDLE` or `INVALID_ARGUMENT` (struct_size too small).
+/// Thread safety: any thread, concurrently.
+#[no_mangle]
+pub unsafe extern "C" fn agentos_agent_usage(
+    rt: *const agentos_runtime,
+    agent: agentos_agent_id,
+    out: *mut agentos_usage,
+) -> agentos_status {
+    ffi_boundary!(err = std::ptr::null_mut(), {
+        let rt = as_ref(rt, "rt")?;
+        non_null(out, "out")?;
+        let st = rt.inner.shared().agent(Handle::from_raw(agent))?.stats();
+        super::request::fill_usage(
+            out,
+            &st.usage,
+            st.turns.min(u32::MAX as u64) as u32,
+            st.tool_calls.min(u32::MAX as u64) as u32,
+        )
+    })
+}
+
+/// The agent's conversation as a JSON array of OpenAI-style messages (system prompt, user
+/// messages, assistant answers and tool calls, tool results), in order.
+///
+/// On success `*out` receives a string to free with `agentos_string_free`.
+/// Returns `OK`, `NULL_ARGUMENT` or `STALE_HANDLE`.
+/// Thread safety: any thread, concurrently.
+#[no_mangle]
+pub unsafe extern "C" fn agentos_agent_history_json(
+    rt: *const agentos_runtime,
+    agent: agentos_agent_id,
+    out: *mut *mut c_char,
+) -> agentos_status {
+    ffi_boundary!(err = std::ptr::null_mut(), {
+        let rt = as_ref(rt, "rt")?;
+        non_null(out, "out")?;
+        let a = rt.inner.shared().agent(Handle::from_raw(agent))?;
+        write_out(out, into_c_string(a.history_json().to_string()));
+        Ok(())
+    })
+}
+
+/// Cancels the agent's current turn: its model call is aborted and pending tools are
+/// completed as cancelled; the turn ends with `AGENTOS_STATUS_CANCELLED` (history keeps the
+/// message; nothing half-written is added). Queued messages are kept. Does nothing when idle.
+/// Returns `OK`, `NULL_ARGUMENT` or `STALE_HANDLE`.
+/// Thread safety: any thread, concurrently.
+#[no_mangle]
+pub unsafe extern "C" fn agentos_agent_cancel(
+    rt: *const agentos_runtime,
+    agent: agentos_agent_id,
+) -> agentos_status {
+    ffi_boundary!(err = std::ptr::null_mut(), {
+        let rt = as_ref(rt, "rt")?;
+        rt.inner.shared().agent(Handle::from_raw(agent))?.cancel();
+        Ok(())
+    })
+}
+
+/// Frees an agent: cancels its turn and makes its handle stale. Messages still queued for it
+/// are dropped with it. Freeing again returns `STALE_HANDLE`.
+/// Returns `OK`, `NULL_ARGUMENT` or `STALE_HANDLE`.
+/// Thread safety: any thread, concurrently.
+#[no_mangle]
+pub unsafe extern "C" fn agentos_agent_free(
+    rt: *const agentos_runtime,
+    agent: agentos_agent_id,
+) -> agentos_status {
+    ffi_boundary!(err = std::ptr::null_mut(), {
+        let rt = as_ref(rt, "rt")?;
+        rt.inner.shared().remove_agent(Handle::from_raw(agent))
+    })
+}
+
+/// Waits until no agent has work (every inbox empty, no turn running), or `timeout_ms` passes
+/// (negative = no limit). Returns `OK`, `TIMEOUT` or `NULL_ARGUMENT`.
+/// Thread safety: any thread; never from a callback the runtime runs (it would wait for itself).
+#[no_mangle]
+pub unsafe extern "C" fn agentos_runtime_wait_idle(
+    rt: *const agentos_runtime,
+    timeout_ms: i32,
+) -> agentos_status {
+    ffi_boundary!(err = std::ptr::null_mut(), {
+        let rt = as_ref(rt, "rt")?;
+        if rt.inner.shared().wait_idle(deadline(timeout_ms)) {
+            Ok(())
+        } else {
+            Err(Error::new(Status::Timeout, "agents still have work"))
+        }
+    })
+}
