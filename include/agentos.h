@@ -826,6 +826,22 @@ agentos_status agentos_agent_send(const agentos_runtime *rt,
                                   agentos_error **err);
 
 /**
+ * Sends agent `to` a message on behalf of agent `from`, exactly as if `from` had called the
+ * built-in `send_message` tool: `to` answers in a turn of its own, and its answer arrives in
+ * `from`'s inbox as a new message (starting a turn there, whose answer is not sent back).
+ * Lets a host route work between agents. Emits an `AGENTOS_EVENT_MESSAGE` event.
+ *
+ * Returns `OK`; `NULL_ARGUMENT`; `INVALID_UTF8`; `STALE_HANDLE` (either agent);
+ * `INVALID_ARGUMENT` (`from` == `to`); `BUSY`; `LIMIT_EXCEEDED`; `SHUTDOWN`. `err` may be NULL.
+ * Thread safety: any thread, concurrently.
+ */
+agentos_status agentos_agent_send_as(const agentos_runtime *rt,
+                                     agentos_agent_id from,
+                                     agentos_agent_id to,
+                                     const char *text,
+                                     agentos_error **err);
+
+/**
  * Reads the agent's state (`AGENTOS_AGENT_*`).
  * Returns `OK`, `NULL_ARGUMENT` or `STALE_HANDLE`.
  * Thread safety: any thread, concurrently.

@@ -11,6 +11,8 @@ export PATH="$HOME/.cargo/bin:$PATH"
 scripts/install-deps.sh
 if [ -z "${AGENTOS_MODEL_URL:-}" ]; then
   echo "== local model server"
+  # The 1.5B model: multi-step tool loops need it (the 0.5B model repeats tool calls).
+  export AGENTOS_MODEL_SIZE=${AGENTOS_MODEL_SIZE:-1.5b} AGENTOS_MODEL_PORT=${AGENTOS_MODEL_PORT:-8092}
   scripts/local-model.sh start >/dev/null
   eval "$(scripts/local-model.sh env)"
 fi

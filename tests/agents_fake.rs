@@ -474,3 +474,29 @@ fn agents_message_each_other_by_name_and_answers_come_back() {
         .unwrap_or("")
         .contains("[message from agent helper]\n4")));
 }
+
+#[test]
+fn freeing_a_busy_agent_drops_its_work_and_the_runtime_goes_idle() {
+    let srv = FakeServer::start();
+    let rt = runtime("");
+    endpoint(&rt, &srv, "");
+    srv.push(Reply::openai_stream(&["x"]).stall_after_events(2));
+    let h = agent(&rt, r#"{"name":"a","endpoint":"fake"}"#);
+    send(&rt, h, "one");
+    send(&rt, h, "two");
+    send(&rt, h, "three");
+    until(&rt, |e| e.kind == EventKind::ModelRequest);
+    let a = rt.shared().agent(h).unwrap();
+    rt.shared().remove_agent(h).unwrap();
+    assert!(rt
+        .shared()
+        .wait_idle(Some(Instant::now() + Duration::from_secs(10))));
+    assert_eq!(
+        a.deliver(Sender::Host, "late").unwrap_err().status(),
+        Status::StaleHandle
+    );
+    assert!(
+        srv.request_count() <= 1,
+        "queued messages were dropped, not run"
+    );
+}

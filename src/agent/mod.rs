@@ -115,6 +115,8 @@ struct Inner {
     turns: u64,
     busy: bool,
     last_status: Status,
+    /// Freed by the host: takes no more messages and drops its inbox.
+    retired: bool,
 }
 
 /// An agent.
@@ -174,6 +176,7 @@ impl Agent {
                 turns: 0,
                 busy: false,
                 last_status: Status::Ok,
+                retired: false,
             }),
             scheduled: AtomicBool::new(false),
             shared: Arc::downgrade(shared),
@@ -243,6 +246,12 @@ impl Agent {
         let shared = self.shared()?;
         {
             let mut g = self.inner.lock();
+            if g.retired {
+                return Err(Error::new(
+                    Status::StaleHandle,
+                    format!("agent \"{}\" was freed", self.config.name),
+                ));
+            }
             if g.state == AgentState::Finished {
                 return Err(Error::new(
                     Status::LimitExceeded,
@@ -269,9 +278,44 @@ impl Agent {
             if g.turn.is_none() {
                 self.set_state(&mut g, &shared, AgentState::Runnable);
             }
+            if !g.busy {
+                g.busy = true;
+                shared.agent_busy_changed(true);
+            }
         }
         self.schedule(&shared);
         Ok(())
+    }
+
+    /// Queues a message from agent `from` (as if it had called `send_message`): the answer goes
+    /// back to `from` as a new message. Emits a `message` event.
+    pub fn deliver_from(self: &Arc<Self>, from: &Agent, text: &str) -> Result<()> {
+        let shared = self.shared()?;
+        self.deliver_message(
+            Sender::Agent(from.handle(), from.config.name.clone()),
+            text,
+            false,
+        )?;
+        shared.events().emit(
+            from.event(EventKind::Message, 0)
+                .text(text)
+                .detail(json!({"from": from.config.name, "to": self.config.name})),
+        );
+        Ok(())
+    }
+
+    /// Frees the agent's work: drops its inbox, cancels its turn, and takes no more messages.
+    pub fn retire(self: &Arc<Self>) {
+        {
+            let mut g = self.inner.lock();
+            g.retired = true;
+            g.inbox.clear();
+        }
+        self.cancel();
+        if let Ok(shared) = self.shared() {
+            // Let a step settle the busy count even when there was no turn to cancel.
+            self.schedule(&shared);
+        }
     }
 
     /// Cancels the current turn (its model call or tools); queued messages stay queued.
@@ -303,13 +347,15 @@ impl Agent {
             .ok_or_else(|| Error::new(Status::Shutdown, "the runtime was freed"))
     }
 
-    fn set_state(&self, g: &mut Inner, shared: &Shared, state: AgentState) {
+    /// Sets the state. The runtime's busy count is updated by `deliver` (idle -> busy) and at
+    /// the end of `step`, after the step's events are emitted (busy -> idle), so that
+    /// `wait_idle` never returns before the events of the work it waited for.
+    fn set_state(&self, g: &mut Inner, _shared: &Shared, state: AgentState) {
         g.state = state;
-        let busy = state.is_busy() || !g.inbox.is_empty() || g.turn.is_some();
-        if busy != g.busy {
-            g.busy = busy;
-            shared.agent_busy_changed(busy);
-        }
+    }
+
+    fn has_work(g: &Inner) -> bool {
+        g.state.is_busy() || !g.inbox.is_empty() || g.turn.is_some()
     }
 
     /// Puts the agent on the run queue unless it is already there.
@@ -332,11 +378,18 @@ impl Agent {
         self.scheduled.store(false, Ordering::Release);
         let Ok(shared) = self.shared() else { return };
         let mut actions = Vec::new();
-        {
+        let went_idle = {
             let mut g = self.inner.lock();
             self.advance(&mut g, &shared, &mut actions);
-        }
+            let busy = Self::has_work(&g);
+            let went_idle = g.busy && !busy;
+            g.busy = busy;
+            went_idle
+        };
         self.perform(&shared, actions);
+        if went_idle {
+            shared.agent_busy_changed(false);
+        }
     }
 
     fn event(&self, kind: EventKind, turn: u64) -> Event {
@@ -387,6 +440,7 @@ impl Agent {
                     status.name()
                 )
             };
+            shared.agent_busy_changed(true); // a message in flight counts as work until delivered
             actions.push(Action::Deliver {
                 to: name.clone(),
                 from: Sender::Agent(self.handle(), self.config.name.clone()),
@@ -405,6 +459,9 @@ impl Agent {
     fn advance(self: &Arc<Self>, g: &mut Inner, shared: &Arc<Shared>, actions: &mut Vec<Action>) {
         loop {
             if g.turn.is_none() {
+                if g.retired {
+                    g.inbox.clear();
+                }
                 if g.state == AgentState::Finished {
                     return;
                 }
@@ -624,6 +681,7 @@ impl Agent {
                                 .text(text.clone())
                                 .detail(json!({"from": self.config.name, "to": to})),
                         ));
+                        shared.agent_busy_changed(true); // a message in flight counts as work until delivered
                         actions.push(Action::Deliver {
                             to,
                             from: Sender::Agent(self.handle(), self.config.name.clone()),
@@ -816,6 +874,7 @@ impl Agent {
                             format!("no agent named \"{to}\""),
                         )),
                     };
+                    shared.agent_busy_changed(false);
                     if let Err(e) = r {
                         shared.events().emit(
                             self.event(EventKind::Error, 0)

@@ -116,6 +116,38 @@ pub unsafe extern "C" fn agentos_agent_send(
     })
 }
 
+/// Sends agent `to` a message on behalf of agent `from`, exactly as if `from` had called the
+/// built-in `send_message` tool: `to` answers in a turn of its own, and its answer arrives in
+/// `from`'s inbox as a new message (starting a turn there, whose answer is not sent back).
+/// Lets a host route work between agents. Emits an `AGENTOS_EVENT_MESSAGE` event.
+///
+/// Returns `OK`; `NULL_ARGUMENT`; `INVALID_UTF8`; `STALE_HANDLE` (either agent);
+/// `INVALID_ARGUMENT` (`from` == `to`); `BUSY`; `LIMIT_EXCEEDED`; `SHUTDOWN`. `err` may be NULL.
+/// Thread safety: any thread, concurrently.
+#[no_mangle]
+pub unsafe extern "C" fn agentos_agent_send_as(
+    rt: *const agentos_runtime,
+    from: agentos_agent_id,
+    to: agentos_agent_id,
+    text: *const c_char,
+    err: *mut *mut agentos_error,
+) -> agentos_status {
+    ffi_boundary!(err = err, {
+        let rt = as_ref(rt, "rt")?;
+        let text = str_arg(text, "text")?;
+        let shared = rt.inner.shared();
+        if shared.is_shut_down() {
+            return Err(Error::new(Status::Shutdown, "the runtime is shutting down"));
+        }
+        let sender = shared.agent(Handle::from_raw(from))?;
+        let target = shared.agent(Handle::from_raw(to))?;
+        if from == to {
+            return Err(Error::invalid("an agent cannot message itself"));
+        }
+        target.deliver_from(&sender, text)
+    })
+}
+
 /// Reads the agent's state (`AGENTOS_AGENT_*`).
 /// Returns `OK`, `NULL_ARGUMENT` or `STALE_HANDLE`.
 /// Thread safety: any thread, concurrently.

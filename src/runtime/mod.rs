@@ -158,7 +158,7 @@ impl Shared {
             .map_err(|_| Error::new(Status::StaleHandle, "agent handle is stale"))?;
         names.remove(agent.name());
         drop(names);
-        agent.cancel();
+        agent.retire();
         Ok(())
     }
 
