@@ -238,6 +238,24 @@ typedef struct agentos_error agentos_error;
 typedef struct agentos_event agentos_event;
 
 /**
+ * A message: immutable bytes plus a header (id, sender, recipient, kind, topic, correlation id,
+ * time). The bytes are shared, never copied, by every clone and every delivery.
+ *
+ * Ownership: from `agentos_message_new`, `agentos_message_builder_seal`,
+ * `agentos_message_clone`, `agentos_mailbox_recv` or `agentos_mailbox_request`; released with
+ * `agentos_message_free`. A message does not depend on its runtime: it stays valid after the
+ * runtime is freed. Thread safety: immutable; read it from any thread, free it once.
+ */
+typedef struct agentos_message agentos_message;
+
+/**
+ * A writable buffer that becomes a message when sealed, for building large payloads in place.
+ * Ownership: from `agentos_message_builder_new`; consumed by `agentos_message_builder_seal` or
+ * released by `agentos_message_builder_free`. Thread safety: one thread at a time.
+ */
+typedef struct agentos_message_builder agentos_message_builder;
+
+/**
  * A model call. Build it from JSON, start it, then pull its streamed pieces and/or wait for it.
  *
  * Ownership: created by `agentos_request_new`, freed by `agentos_request_free` (which cancels
@@ -354,6 +372,12 @@ typedef int32_t (*agentos_tool_fn)(void *user_data, agentos_tool_call *call);
 typedef void (*agentos_event_fn)(void *user_data, const agentos_event *ev);
 
 /**
+ * A generation-checked mailbox handle (0 means "the host, no mailbox"). A handle of a freed
+ * mailbox gives `AGENTOS_STATUS_STALE_HANDLE`, never undefined behaviour.
+ */
+typedef uint64_t agentos_mailbox_id;
+
+/**
  * Success.
  */
 #define AGENTOS_STATUS_OK 0
@@ -437,6 +461,12 @@ typedef void (*agentos_event_fn)(void *user_data, const agentos_event *ev);
  * An internal invariant was broken (a bug in AgentOS; please report it).
  */
 #define AGENTOS_STATUS_INTERNAL 16
+
+/**
+ * The mailbox, channel or peer was closed (messages queued before the close can still be
+ * received).
+ */
+#define AGENTOS_STATUS_CLOSED 17
 
 #ifdef __cplusplus
 extern "C" {
@@ -1020,6 +1050,242 @@ agentos_status agentos_event_json(const agentos_event *ev, char **out);
  * Thread safety: any thread, once per event.
  */
 void agentos_event_free(agentos_event *ev);
+
+/**
+ * Makes a message from `len` bytes at `data`, copied once (the only copy the message's bytes
+ * will ever see). `data` may be NULL only when `len` is 0. `kind` is the application's own
+ * tag (values from 1000 up are free; below are the library's).
+ *
+ * On success `*out` receives a message to free with `agentos_message_free`.
+ * Returns `OK` or `NULL_ARGUMENT`. Thread safety: any thread.
+ */
+agentos_status agentos_message_new(uint32_t kind,
+                                   const uint8_t *data,
+                                   size_t len,
+                                   agentos_message **out);
+
+/**
+ * Makes a zeroed, writable buffer of `len` bytes to fill in place (see
+ * `agentos_message_builder_data`), then seal into a message without copying.
+ * Returns `OK` or `NULL_ARGUMENT`. Thread safety: any thread.
+ */
+agentos_status agentos_message_builder_new(size_t len, agentos_message_builder **out);
+
+/**
+ * The builder's writable buffer: `*data` (valid until the builder is sealed or freed) and its
+ * length. Returns `OK` or `NULL_ARGUMENT`. Thread safety: one thread at a time per builder.
+ */
+agentos_status agentos_message_builder_data(agentos_message_builder *b,
+                                            uint8_t **data,
+                                            size_t *len);
+
+/**
+ * Seals the builder into an immutable message (no copy: the buffer becomes the payload) and
+ * frees the builder. On success `*out` receives the message.
+ * Returns `OK` or `NULL_ARGUMENT` (then the builder is untouched). Thread safety: one thread.
+ */
+agentos_status agentos_message_builder_seal(agentos_message_builder *b,
+                                            uint32_t kind,
+                                            agentos_message **out);
+
+/**
+ * Frees an unsealed builder. `agentos_message_builder_free(NULL)` does nothing.
+ * Thread safety: once per builder.
+ */
+void agentos_message_builder_free(agentos_message_builder *b);
+
+/**
+ * A borrowed view of the message's bytes: `*data` (NULL when empty) and `*len`, valid until
+ * this `agentos_message` is freed (other clones do not matter). The bytes are never copied:
+ * within a process, a receiver sees the very buffer the sender made.
+ * Returns `OK` or `NULL_ARGUMENT`. Thread safety: any thread.
+ */
+agentos_status agentos_message_data(const agentos_message *msg, const uint8_t **data, size_t *len);
+
+/**
+ * Another reference to the same message: raises a count, copies nothing. Free each reference
+ * with `agentos_message_free`. Returns `OK` or `NULL_ARGUMENT`. Thread safety: any thread.
+ */
+agentos_status agentos_message_clone(const agentos_message *msg, agentos_message **out);
+
+/**
+ * The message's kind (0 for NULL). Thread safety: any thread.
+ */
+uint32_t agentos_message_kind(const agentos_message *msg);
+
+/**
+ * The message's unique id (0 for NULL). Thread safety: any thread.
+ */
+uint64_t agentos_message_id(const agentos_message *msg);
+
+/**
+ * The sending mailbox (0 for the host, or for NULL). Thread safety: any thread.
+ */
+uint64_t agentos_message_sender(const agentos_message *msg);
+
+/**
+ * The receiving mailbox (0 before it was sent, or for NULL). Thread safety: any thread.
+ */
+uint64_t agentos_message_recipient(const agentos_message *msg);
+
+/**
+ * The correlation id linking a reply to its request (0 for none, or for NULL).
+ * Thread safety: any thread.
+ */
+uint64_t agentos_message_correlation(const agentos_message *msg);
+
+/**
+ * When the message (this delivery) was made, in nanoseconds since the Unix epoch (0 for NULL).
+ * Thread safety: any thread.
+ */
+uint64_t agentos_message_timestamp_ns(const agentos_message *msg);
+
+/**
+ * The topic a published message came through, borrowed from `msg`; NULL when it was not
+ * published (or for NULL). Thread safety: any thread.
+ */
+const char *agentos_message_topic(const agentos_message *msg);
+
+/**
+ * Releases this reference to a message. `agentos_message_free(NULL)` does nothing.
+ * Thread safety: any thread, once per reference.
+ */
+void agentos_message_free(agentos_message *msg);
+
+/**
+ * Creates a mailbox holding at most `capacity` messages (at least 1).
+ * On success `*out` receives its handle; free it with `agentos_mailbox_free` (or let
+ * `agentos_runtime_free` close and free every mailbox).
+ * Returns `OK`, `NULL_ARGUMENT` or `SHUTDOWN`. Thread safety: any thread, concurrently.
+ */
+agentos_status agentos_mailbox_new(const agentos_runtime *rt,
+                                   size_t capacity,
+                                   agentos_mailbox_id *out);
+
+/**
+ * Closes a mailbox: senders get `CLOSED`, and blocked receivers and requesters wake with
+ * `CLOSED`. Messages already queued can still be received. Closing twice is fine.
+ * Returns `OK`, `NULL_ARGUMENT` or `STALE_HANDLE`. Thread safety: any thread, concurrently.
+ */
+agentos_status agentos_mailbox_close(const agentos_runtime *rt, agentos_mailbox_id mailbox);
+
+/**
+ * Closes and frees a mailbox: waiters wake with `CLOSED`, queued messages are released, and
+ * the handle goes stale. Returns `OK`, `NULL_ARGUMENT` or `STALE_HANDLE`.
+ * Thread safety: any thread, concurrently.
+ */
+agentos_status agentos_mailbox_free(const agentos_runtime *rt, agentos_mailbox_id mailbox);
+
+/**
+ * Sends `msg` to mailbox `to`, from mailbox `from` (0 = the host). Only a reference moves:
+ * the receiver reads the very bytes the sender made. The caller keeps its own reference to
+ * `msg`. When `to` is full: `timeout_ms` 0 fails at once with `BUSY`; a positive value blocks
+ * up to that long (`TIMEOUT`); a negative value blocks until there is room.
+ *
+ * Returns `OK`; `NULL_ARGUMENT`; `STALE_HANDLE`; `BUSY`; `TIMEOUT`; `CLOSED`. A message is
+ * either queued (OK) or not (any failure): never half-sent. `err` may be NULL.
+ * Thread safety: any thread, concurrently; per sender, messages arrive in the order sent.
+ */
+agentos_status agentos_mailbox_send(const agentos_runtime *rt,
+                                    agentos_mailbox_id from,
+                                    agentos_mailbox_id to,
+                                    const agentos_message *msg,
+                                    int32_t timeout_ms,
+                                    agentos_error **err);
+
+/**
+ * Receives the oldest message: waits up to `timeout_ms` (0 = try once, negative = no limit).
+ * On `OK`, `*out` receives a message to free with `agentos_message_free`.
+ * Returns `OK`; `TIMEOUT` (nothing arrived); `CLOSED` (closed and empty); `STALE_HANDLE`;
+ * `NULL_ARGUMENT`. Thread safety: any thread; concurrent receivers each get different messages.
+ */
+agentos_status agentos_mailbox_recv(const agentos_runtime *rt,
+                                    agentos_mailbox_id mailbox,
+                                    int32_t timeout_ms,
+                                    agentos_message **out);
+
+/**
+ * Sends `msg` from mailbox `from` to mailbox `to` as a request (with a fresh correlation id)
+ * and waits up to `timeout_ms` for the reply, which is returned in `*reply` instead of being
+ * queued in `from`. Other traffic to `from` stays queued for `agentos_mailbox_recv`. An agent's
+ * mailbox (see `agentos_agent_mailbox`) answers requests with the agent's answer.
+ *
+ * Returns `OK`; `NULL_ARGUMENT`; `STALE_HANDLE`; `BUSY`; `TIMEOUT`; `CLOSED`. `err` may be NULL.
+ * Thread safety: any thread, concurrently.
+ */
+agentos_status agentos_mailbox_request(const agentos_runtime *rt,
+                                       agentos_mailbox_id from,
+                                       agentos_mailbox_id to,
+                                       const agentos_message *msg,
+                                       int32_t timeout_ms,
+                                       agentos_message **reply,
+                                       agentos_error **err);
+
+/**
+ * Answers `request` (a message received by mailbox `from`) with the bytes of `reply`, sent to
+ * the request's sender with the request's correlation id.
+ * Returns `OK`; `NULL_ARGUMENT`; `INVALID_ARGUMENT` (the request came from the host);
+ * `STALE_HANDLE`; `BUSY`; `TIMEOUT`; `CLOSED`. `err` may be NULL.
+ * Thread safety: any thread, concurrently.
+ */
+agentos_status agentos_mailbox_reply(const agentos_runtime *rt,
+                                     agentos_mailbox_id from,
+                                     const agentos_message *request,
+                                     const agentos_message *reply,
+                                     int32_t timeout_ms,
+                                     agentos_error **err);
+
+/**
+ * Subscribes a mailbox to a topic (idempotent). Returns `OK`, `NULL_ARGUMENT`,
+ * `INVALID_UTF8` or `STALE_HANDLE`. Thread safety: any thread, concurrently.
+ */
+agentos_status agentos_mailbox_subscribe(const agentos_runtime *rt,
+                                         agentos_mailbox_id mailbox,
+                                         const char *topic);
+
+/**
+ * Removes a subscription. Returns `OK`, `NULL_ARGUMENT`, `INVALID_UTF8`, or `NOT_FOUND` when
+ * the mailbox was not subscribed. Thread safety: any thread, concurrently.
+ */
+agentos_status agentos_mailbox_unsubscribe(const agentos_runtime *rt,
+                                           agentos_mailbox_id mailbox,
+                                           const char *topic);
+
+/**
+ * Publishes `msg` on `topic` from mailbox `from` (0 = the host): every subscriber gets a
+ * delivery sharing the same bytes. `timeout_ms` applies per full subscriber as in
+ * `agentos_mailbox_send`. On `OK`, `*delivered` (may be NULL) receives the subscriber count.
+ * When some subscribers could not take it, returns that failure (`BUSY`, `TIMEOUT`, `CLOSED`)
+ * with a message giving how many did and did not get it.
+ * Thread safety: any thread, concurrently.
+ */
+agentos_status agentos_runtime_publish(const agentos_runtime *rt,
+                                       agentos_mailbox_id from,
+                                       const char *topic,
+                                       const agentos_message *msg,
+                                       int32_t timeout_ms,
+                                       size_t *delivered,
+                                       agentos_error **err);
+
+/**
+ * Messages waiting in a mailbox. Returns `OK`, `NULL_ARGUMENT` or `STALE_HANDLE`.
+ * Thread safety: any thread, concurrently.
+ */
+agentos_status agentos_mailbox_len(const agentos_runtime *rt,
+                                   agentos_mailbox_id mailbox,
+                                   size_t *out);
+
+/**
+ * The agent's mailbox (made on first use). A message sent to it (UTF-8 text) starts a turn;
+ * the agent's answer is sent back to the sending mailbox with the message's correlation id, as
+ * kind 2 (answer) or 3 (failure; the text starts with the status name). So
+ * `agentos_mailbox_request(rt, mine, agent_mailbox, question, timeout, &answer, &err)` asks an
+ * agent and waits for its answer.
+ * Returns `OK`, `NULL_ARGUMENT` or `STALE_HANDLE`. Thread safety: any thread, concurrently.
+ */
+agentos_status agentos_agent_mailbox(const agentos_runtime *rt,
+                                     agentos_agent_id agent,
+                                     agentos_mailbox_id *out);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -43,11 +43,13 @@ pub enum Status {
     Panic = 15,
     /// An internal invariant was broken (a bug in AgentOS).
     Internal = 16,
+    /// The mailbox, channel or peer was closed.
+    Closed = 17,
 }
 
 impl Status {
     /// Every status, in code order.
-    pub const ALL: [Status; 17] = [
+    pub const ALL: [Status; 18] = [
         Status::Ok,
         Status::InvalidArgument,
         Status::NullArgument,
@@ -65,6 +67,7 @@ impl Status {
         Status::Shutdown,
         Status::Panic,
         Status::Internal,
+        Status::Closed,
     ];
 
     /// The numeric code used across the C ABI.
@@ -99,6 +102,7 @@ impl Status {
             Status::Shutdown => "AGENTOS_STATUS_SHUTDOWN",
             Status::Panic => "AGENTOS_STATUS_PANIC",
             Status::Internal => "AGENTOS_STATUS_INTERNAL",
+            Status::Closed => "AGENTOS_STATUS_CLOSED",
         }
     }
 }
@@ -157,7 +161,8 @@ mod tests {
             assert_eq!(Status::from_code(i as i32), Some(*s));
         }
         assert_eq!(Status::from_code(-1), None);
-        assert_eq!(Status::from_code(17), None);
+        assert_eq!(Status::from_code(18), None);
+        assert_eq!(Status::Closed.code(), 17);
         // A few codes pinned explicitly: they are ABI.
         assert_eq!(Status::Ok.code(), 0);
         assert_eq!(Status::StaleHandle.code(), 3);

@@ -22,6 +22,7 @@ pub mod config;
 pub mod error;
 pub mod handle;
 pub mod model;
+pub mod msg;
 pub mod runtime;
 pub mod tools;
 pub mod version;

@@ -74,6 +74,8 @@ pub enum Sender {
     Host,
     /// Another agent (raw handle, name).
     Agent(u64, String),
+    /// A mailbox (raw handle), with the correlation id its answer must carry.
+    Mailbox(u64, u64),
 }
 
 struct Incoming {
@@ -122,6 +124,7 @@ struct Inner {
 /// An agent.
 pub struct Agent {
     handle: AtomicU64,
+    mailbox: AtomicU64,
     /// Its configuration.
     pub config: AgentConfig,
     inner: Mutex<Inner>,
@@ -153,6 +156,12 @@ enum Action {
         is_reply: bool,
     },
     CancelCall(Arc<CallInner>),
+    Mail {
+        mailbox: u64,
+        correlation: u64,
+        ok: bool,
+        text: String,
+    },
 }
 
 impl Agent {
@@ -164,6 +173,7 @@ impl Agent {
         }
         Agent {
             handle: AtomicU64::new(0),
+            mailbox: AtomicU64::new(0),
             config,
             inner: Mutex::new(Inner {
                 state: AgentState::Idle,
@@ -191,6 +201,44 @@ impl Agent {
     /// The raw registry handle.
     pub fn handle(&self) -> u64 {
         self.handle.load(Ordering::Relaxed)
+    }
+
+    /// The agent's mailbox handle, once made.
+    pub fn mailbox(&self) -> Option<u64> {
+        Some(self.mailbox.load(Ordering::Acquire)).filter(|h| *h != 0)
+    }
+
+    /// Records the agent's mailbox; returns the existing one if another was set first.
+    pub fn set_mailbox(&self, h: u64) -> Option<u64> {
+        self.mailbox
+            .compare_exchange(0, h, Ordering::AcqRel, Ordering::Acquire)
+            .err()
+    }
+
+    /// Delivers a mailbox message: its text starts a turn, and the answer goes back to the
+    /// sending mailbox with the message's correlation id (or its id when it has none).
+    pub fn deliver_mail(self: &Arc<Self>, m: &crate::msg::message::Message) -> Result<()> {
+        let text = m.text().ok_or_else(|| {
+            Error::new(
+                Status::InvalidUtf8,
+                format!(
+                    "agent \"{}\": message payload is not UTF-8",
+                    self.config.name
+                ),
+            )
+        })?;
+        let h = m.header();
+        let corr = if h.correlation != 0 {
+            h.correlation
+        } else {
+            h.id
+        };
+        let from = if h.sender == 0 {
+            Sender::Host
+        } else {
+            Sender::Mailbox(h.sender, corr)
+        };
+        self.deliver(from, text)
     }
 
     /// The agent's name.
@@ -432,7 +480,7 @@ impl Agent {
         ));
         if let (Sender::Agent(_, name), false) = (&turn.from, turn.is_reply) {
             let reply = if status == Status::Ok {
-                text
+                text.clone()
             } else {
                 format!(
                     "(agent {} could not answer: {}: {text})",
@@ -446,6 +494,19 @@ impl Agent {
                 from: Sender::Agent(self.handle(), self.config.name.clone()),
                 text: reply,
                 is_reply: true,
+            });
+        }
+        if let Sender::Mailbox(mailbox, corr) = &turn.from {
+            shared.agent_busy_changed(true); // a message in flight counts as work until delivered
+            actions.push(Action::Mail {
+                mailbox: *mailbox,
+                correlation: *corr,
+                ok: status == Status::Ok,
+                text: if status == Status::Ok {
+                    text
+                } else {
+                    format!("{}: {text}", status.name())
+                },
             });
         }
         let next = if status == Status::Ok {
@@ -476,13 +537,14 @@ impl Agent {
                 };
                 g.turns += 1;
                 let content = match &msg.from {
-                    Sender::Host => msg.text.clone(),
+                    Sender::Host | Sender::Mailbox(..) => msg.text.clone(),
                     Sender::Agent(_, name) => format!("[message from agent {name}]\n{}", msg.text),
                 };
                 g.history.push(ChatMessage::text(Role::User, content));
                 let from_json = match &msg.from {
                     Sender::Host => Value::Null,
                     Sender::Agent(_, n) => json!(n),
+                    Sender::Mailbox(m, _) => json!(format!("mailbox:{m:#x}")),
                 };
                 actions.push(Action::Emit(
                     self.event(EventKind::TurnStart, g.turns)
@@ -859,6 +921,37 @@ impl Agent {
                     }
                 }
                 Action::CancelCall(call) => shared.models().cancel(&call),
+                Action::Mail {
+                    mailbox,
+                    correlation,
+                    ok,
+                    text,
+                } => {
+                    use crate::msg::message::{Message, KIND_AGENT_ANSWER, KIND_AGENT_ERROR};
+                    let kind = if ok {
+                        KIND_AGENT_ANSWER
+                    } else {
+                        KIND_AGENT_ERROR
+                    };
+                    let msg = Message::copy_from(kind, text.as_bytes());
+                    let from = self.mailbox().unwrap_or(0);
+                    let h = msg.new_header(from, mailbox, kind, correlation);
+                    let r = shared
+                        .mailbox(crate::handle::Handle::from_raw(mailbox))
+                        .and_then(|mb| mb.put(msg.deliver_as(h), crate::msg::mailbox::Wait::No));
+                    shared.agent_busy_changed(false);
+                    if let Err(e) = r {
+                        shared.events().emit(
+                            self.event(EventKind::Error, 0)
+                                .status(e.status())
+                                .text(format!(
+                                    "answer to mailbox {mailbox:#x} not delivered: {}",
+                                    e.message()
+                                ))
+                                .detail(json!({"undelivered": text})),
+                        );
+                    }
+                }
                 Action::RunTool(tool, inv) => run_tool(shared, self, tool, inv),
                 Action::Deliver {
                     to,

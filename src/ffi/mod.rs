@@ -44,6 +44,8 @@ pub mod request;
 pub mod agent;
 pub mod tool;
 pub mod event;
+pub mod message;
+pub mod mailbox;
 
 use crate::error::{Error, Status};
 use std::ffi::{c_char, CStr};

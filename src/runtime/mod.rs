@@ -13,6 +13,9 @@ use crate::config::RuntimeConfig;
 use crate::error::{Error, Result, Status};
 use crate::handle::{Handle, Registry, RegistryError};
 use crate::model::hub::ModelHub;
+use crate::msg::mailbox::{Mailbox, Wait};
+use crate::msg::message::{Message, KIND_REPLY};
+use crate::msg::topic::TopicBus;
 use crate::tools::ToolRegistry;
 use events::EventQueue;
 use parking_lot::Mutex;
@@ -41,6 +44,8 @@ pub struct Shared {
     events: EventQueue,
     agents: Registry<Agent>,
     agent_names: parking_lot::RwLock<HashMap<String, Handle>>,
+    mailboxes: Registry<Mailbox>,
+    topics: TopicBus,
     busy_agents: Mutex<usize>,
     idle_cond: parking_lot::Condvar,
     queue: RunQueue,
@@ -158,8 +163,116 @@ impl Shared {
             .map_err(|_| Error::new(Status::StaleHandle, "agent handle is stale"))?;
         names.remove(agent.name());
         drop(names);
+        if let Some(mb) = agent.mailbox() {
+            let _ = self.remove_mailbox(Handle::from_raw(mb));
+        }
         agent.retire();
         Ok(())
+    }
+
+    /// Creates a mailbox holding at most `capacity` messages.
+    pub fn create_mailbox(&self, capacity: usize) -> Result<Handle> {
+        if self.is_shut_down() {
+            return Err(Error::new(Status::Shutdown, "the runtime is shutting down"));
+        }
+        self.insert_mailbox(Arc::new(Mailbox::new(0, capacity)))
+    }
+
+    fn insert_mailbox(&self, mb: Arc<Mailbox>) -> Result<Handle> {
+        let h = self
+            .mailboxes
+            .insert(mb.clone())
+            .map_err(|_| Error::new(Status::LimitExceeded, "too many mailboxes"))?;
+        mb.set_id(h.raw());
+        Ok(h)
+    }
+
+    /// Resolves a mailbox handle.
+    pub fn mailbox(&self, h: Handle) -> Result<Arc<Mailbox>> {
+        self.mailboxes.get(h).map_err(|_| {
+            Error::new(
+                Status::StaleHandle,
+                format!(
+                    "mailbox handle {:#x} is stale (freed or never issued)",
+                    h.raw()
+                ),
+            )
+        })
+    }
+
+    /// Closes and removes a mailbox: its waiters wake with `CLOSED`, its handle goes stale.
+    pub fn remove_mailbox(&self, h: Handle) -> Result<()> {
+        let mb = self.mailboxes.remove(h).map_err(|_| {
+            Error::new(
+                Status::StaleHandle,
+                format!("mailbox handle {:#x} is stale", h.raw()),
+            )
+        })?;
+        mb.close();
+        Ok(())
+    }
+
+    /// Sends `msg` from mailbox `from` (0 = the host) to mailbox `to`. The payload is shared.
+    pub fn send_message(&self, from: u64, to: Handle, msg: &Message, wait: Wait) -> Result<()> {
+        let target = self.mailbox(to)?;
+        let h = msg.new_header(from, to.raw(), msg.header().kind, msg.header().correlation);
+        target.put(msg.deliver_as(h), wait)
+    }
+
+    /// Sends a request from mailbox `from` to `to` and waits for the reply.
+    pub fn request(&self, from: Handle, to: Handle, msg: &Message, wait: Wait) -> Result<Message> {
+        let me = self.mailbox(from)?;
+        let target = self.mailbox(to)?;
+        let corr = me.expect_reply()?;
+        let h = msg.new_header(from.raw(), to.raw(), msg.header().kind, corr);
+        if let Err(e) = target.put(msg.deliver_as(h), wait) {
+            me.cancel_reply(corr);
+            return Err(e);
+        }
+        me.await_reply(corr, wait)
+    }
+
+    /// Answers `request` (received by mailbox `from`) with `reply`, to the request's sender.
+    pub fn reply(&self, from: u64, request: &Message, reply: &Message, wait: Wait) -> Result<()> {
+        let rh = request.header();
+        if rh.sender == 0 {
+            return Err(Error::invalid(
+                "the request came from the host, which has no mailbox to reply to",
+            ));
+        }
+        let target = self.mailbox(Handle::from_raw(rh.sender))?;
+        let h = reply.new_header(from, rh.sender, KIND_REPLY, rh.correlation);
+        target.put(reply.deliver_as(h), wait)
+    }
+
+    /// The topic bus.
+    pub fn topics(&self) -> &TopicBus {
+        &self.topics
+    }
+
+    /// The mailbox through which messages reach an agent (created on first use): a message put
+    /// there starts a turn, and the agent's answer goes to the sender's mailbox.
+    pub fn agent_mailbox(self: &Arc<Self>, agent: &Arc<Agent>) -> Result<Handle> {
+        if let Some(h) = agent.mailbox() {
+            return Ok(Handle::from_raw(h));
+        }
+        let weak = Arc::downgrade(agent);
+        let mb = Arc::new(Mailbox::with_sink(
+            0,
+            Box::new(move |m: Message| {
+                let agent = weak
+                    .upgrade()
+                    .ok_or_else(|| Error::new(Status::StaleHandle, "the agent was freed"))?;
+                agent.deliver_mail(&m)
+            }),
+        ));
+        let h = self.insert_mailbox(mb)?;
+        if let Some(existing) = agent.set_mailbox(h.raw()) {
+            // Another thread won the race; keep its mailbox.
+            let _ = self.mailboxes.remove(h);
+            return Ok(Handle::from_raw(existing));
+        }
+        Ok(h)
     }
 
     /// Agents alive.
@@ -220,6 +333,8 @@ impl Runtime {
             events: EventQueue::new(config.event_capacity as usize),
             agents: Registry::with_capacity_limit(config.max_agents as usize),
             agent_names: parking_lot::RwLock::new(HashMap::new()),
+            mailboxes: Registry::with_capacity_limit(u32::MAX as usize),
+            topics: TopicBus::default(),
             busy_agents: Mutex::new(0),
             idle_cond: parking_lot::Condvar::new(),
             config,
@@ -278,6 +393,9 @@ impl Runtime {
         // Model calls still in flight complete with SHUTDOWN; their partial output is kept.
         self.shared.models.shutdown();
         self.shared.events.close();
+        for mb in self.shared.mailboxes.drain() {
+            mb.close();
+        }
         self.shared.queue.close(mode == ShutdownMode::Cancel);
         let handles = std::mem::take(&mut *self.workers.lock());
         if self.shared.on_worker_thread() {

@@ -1,0 +1,194 @@
+//! Messages: an immutable, reference-counted payload with a per-delivery header.
+//!
+//! The payload is allocated once (one copy in from C, or built in place and sealed) and never
+//! copied again: sending, cloning, publishing to a topic and replying all share it. Each delivery
+//! gets its own small header (id, sender, recipient, topic, correlation id, time), so one payload
+//! can go to many mailboxes at once.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Kind of a plain message.
+pub const KIND_DATA: u32 = 0;
+/// Kind of a reply (matched to its request by correlation id).
+pub const KIND_REPLY: u32 = 1;
+/// Kind of an agent's answer to a message.
+pub const KIND_AGENT_ANSWER: u32 = 2;
+/// Kind of an agent's failure notice (the payload is the error text).
+pub const KIND_AGENT_ERROR: u32 = 3;
+/// First kind free for applications.
+pub const KIND_USER: u32 = 1000;
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Allocates a process-wide unique id (message ids and correlation ids).
+pub fn next_id() -> u64 {
+    NEXT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The per-delivery header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Unique message id (process-wide).
+    pub id: u64,
+    /// Sending mailbox (0 = the host / anonymous).
+    pub sender: u64,
+    /// Receiving mailbox (0 until sent).
+    pub recipient: u64,
+    /// Topic it was published on, if any.
+    pub topic: Option<Arc<str>>,
+    /// What the message is (`KIND_*` or an application kind).
+    pub kind: u32,
+    /// Links a reply to its request (0 = none).
+    pub correlation: u64,
+    /// Nanoseconds since the Unix epoch when the header was made.
+    pub timestamp_ns: u64,
+}
+
+struct Inner {
+    header: Header,
+    payload: Arc<Box<[u8]>>,
+}
+
+/// A message: a header plus shared bytes. Cloning raises a count; it never copies bytes.
+#[derive(Clone)]
+pub struct Message {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Message")
+            .field("header", &self.inner.header)
+            .field("len", &self.inner.payload.len())
+            .finish()
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+impl Message {
+    /// A message owning `payload` (no copy).
+    pub fn new(kind: u32, payload: Box<[u8]>) -> Message {
+        Message {
+            inner: Arc::new(Inner {
+                header: Header {
+                    id: next_id(),
+                    sender: 0,
+                    recipient: 0,
+                    topic: None,
+                    kind,
+                    correlation: 0,
+                    timestamp_ns: now_ns(),
+                },
+                payload: Arc::new(payload),
+            }),
+        }
+    }
+
+    /// A message copying `bytes` once.
+    pub fn copy_from(kind: u32, bytes: &[u8]) -> Message {
+        Message::new(kind, bytes.into())
+    }
+
+    /// The same bytes under a new header (one delivery). Nothing is copied.
+    pub fn deliver_as(&self, header: Header) -> Message {
+        Message {
+            inner: Arc::new(Inner {
+                header,
+                payload: self.inner.payload.clone(),
+            }),
+        }
+    }
+
+    /// A fresh header for a delivery of this message.
+    pub fn new_header(&self, sender: u64, recipient: u64, kind: u32, correlation: u64) -> Header {
+        Header {
+            id: next_id(),
+            sender,
+            recipient,
+            topic: self.inner.header.topic.clone(),
+            kind,
+            correlation,
+            timestamp_ns: now_ns(),
+        }
+    }
+
+    /// The header.
+    pub fn header(&self) -> &Header {
+        &self.inner.header
+    }
+
+    /// The bytes (shared by every clone and delivery).
+    pub fn payload(&self) -> &[u8] {
+        &self.inner.payload
+    }
+
+    /// The payload as text, if it is UTF-8.
+    pub fn text(&self) -> Option<&str> {
+        std::str::from_utf8(self.payload()).ok()
+    }
+
+    /// The topic, for published messages.
+    pub fn topic(&self) -> Option<&str> {
+        self.inner.header.topic.as_deref()
+    }
+
+    /// How many deliveries and clones share the bytes.
+    pub fn payload_refs(&self) -> usize {
+        Arc::strong_count(&self.inner.payload)
+    }
+}
+
+/// A writable buffer that becomes a message when sealed: build large payloads in place.
+pub struct MessageBuilder {
+    buf: Box<[u8]>,
+}
+
+impl MessageBuilder {
+    /// A zeroed buffer of `len` bytes.
+    pub fn new(len: usize) -> MessageBuilder {
+        MessageBuilder {
+            buf: vec![0u8; len].into_boxed_slice(),
+        }
+    }
+
+    /// The buffer to fill.
+    pub fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.buf
+    }
+
+    /// Seals the buffer into an immutable message (no copy).
+    pub fn seal(self, kind: u32) -> Message {
+        Message::new(kind, self.buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deliveries_share_the_payload() {
+        let m = Message::copy_from(KIND_USER, b"hello");
+        let d = m.deliver_as(m.new_header(1, 2, KIND_DATA, 7));
+        assert_eq!(d.payload().as_ptr(), m.payload().as_ptr());
+        assert_eq!(m.payload_refs(), 2);
+        assert_eq!(d.header().recipient, 2);
+        assert_ne!(d.header().id, m.header().id);
+        let c = d.clone();
+        assert_eq!(c.payload().as_ptr(), m.payload().as_ptr());
+        let mut b = MessageBuilder::new(4);
+        b.data_mut().copy_from_slice(b"abcd");
+        let p = b.data_mut().as_ptr();
+        let sealed = b.seal(KIND_DATA);
+        assert_eq!(sealed.payload().as_ptr(), p, "sealing does not copy");
+        assert_eq!(sealed.text(), Some("abcd"));
+    }
+}
