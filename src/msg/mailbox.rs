@@ -7,9 +7,10 @@
 
 use super::message::{next_id, Message};
 use crate::error::{Error, Result, Status};
+use crossbeam_queue::ArrayQueue;
 use parking_lot::{Condvar, Mutex};
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long to wait.
@@ -37,22 +38,26 @@ impl Wait {
 /// Delivers a message somewhere other than the queue (an agent's inbox).
 pub type Sink = Box<dyn Fn(Message) -> Result<()> + Send + Sync>;
 
-struct State {
-    queue: VecDeque<Message>,
-    closed: bool,
-    /// Requests this mailbox made that wait for a reply: correlation id -> reply.
-    replies: HashMap<u64, Option<Message>>,
-}
-
 /// A bounded mailbox.
+///
+/// The queue is a lock-free array (`crossbeam_queue::ArrayQueue`): a send and a receive touch
+/// no lock while the queue is neither empty nor full. Only a receiver that has to sleep, or a
+/// sender that has to wait for room, takes the mutex, and the other side takes it to wake them
+/// only when someone is actually asleep.
 pub struct Mailbox {
-    id: std::sync::atomic::AtomicU64,
-    capacity: usize,
-    state: Mutex<State>,
+    id: AtomicU64,
+    queue: ArrayQueue<Message>,
+    closed: AtomicBool,
+    /// Receivers asleep (or about to sleep) on `not_empty`.
+    sleeping_receivers: AtomicUsize,
+    /// Senders asleep (or about to sleep) on `not_full`.
+    sleeping_senders: AtomicUsize,
+    /// Requests in flight; while zero, deliveries skip the reply table entirely.
+    pending_requests: AtomicUsize,
+    lock: Mutex<HashMap<u64, Option<Message>>>,
     not_empty: Condvar,
     not_full: Condvar,
     reply_ready: Condvar,
-    len: AtomicUsize,
     sink: Option<Sink>,
 }
 
@@ -76,17 +81,16 @@ impl Mailbox {
 
     fn build(id: u64, capacity: usize, sink: Option<Sink>) -> Mailbox {
         Mailbox {
-            id: std::sync::atomic::AtomicU64::new(id),
-            capacity: capacity.max(1),
-            state: Mutex::new(State {
-                queue: VecDeque::with_capacity(capacity.clamp(1, 1024)),
-                closed: false,
-                replies: HashMap::new(),
-            }),
+            id: AtomicU64::new(id),
+            queue: ArrayQueue::new(capacity.max(1)),
+            closed: AtomicBool::new(false),
+            sleeping_receivers: AtomicUsize::new(0),
+            sleeping_senders: AtomicUsize::new(0),
+            pending_requests: AtomicUsize::new(0),
+            lock: Mutex::new(HashMap::new()),
             not_empty: Condvar::new(),
             not_full: Condvar::new(),
             reply_ready: Condvar::new(),
-            len: AtomicUsize::new(0),
             sink,
         }
     }
@@ -103,155 +107,224 @@ impl Mailbox {
 
     /// Messages queued.
     pub fn len(&self) -> usize {
-        self.len.load(Ordering::Acquire)
+        self.queue.len()
     }
 
     /// Whether none is queued.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.queue.is_empty()
     }
 
     /// Whether [`Mailbox::close`] was called.
     pub fn is_closed(&self) -> bool {
-        self.state.lock().closed
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn wake(&self, sleepers: &AtomicUsize, cv: &Condvar) {
+        // SeqCst pairs with the sleeper's increment-then-recheck under the lock.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if sleepers.load(Ordering::SeqCst) > 0 {
+            let _g = self.lock.lock();
+            cv.notify_all();
+        }
     }
 
     /// Queues a delivery (`msg` already carries its header). Replies to this mailbox's own
     /// pending requests go to the waiting requester, not the queue.
     pub fn put(&self, msg: Message, wait: Wait) -> Result<()> {
-        if let Some(sink) = &self.sink {
-            if self.is_closed() {
-                return Err(closed_error(self.id()));
-            }
-            return sink(msg);
-        }
-        let mut s = self.state.lock();
-        if s.closed {
+        if self.is_closed() {
             return Err(closed_error(self.id()));
         }
-        let h = msg.header();
+        if let Some(sink) = &self.sink {
+            return sink(msg);
+        }
         // Any delivery carrying the correlation id of a pending request is its reply (an agent
         // answers with its own kinds).
-        if h.correlation != 0 {
-            if let Some(slot) = s.replies.get_mut(&h.correlation) {
+        let corr = msg.header().correlation;
+        if corr != 0 && self.pending_requests.load(Ordering::Acquire) > 0 {
+            let mut replies = self.lock.lock();
+            if let Some(slot) = replies.get_mut(&corr) {
                 *slot = Some(msg);
-                drop(s);
+                drop(replies);
                 self.reply_ready.notify_all();
                 return Ok(());
             }
         }
-        while s.queue.len() >= self.capacity {
-            match wait {
+        let mut msg = match self.queue.push(msg) {
+            Ok(()) => {
+                self.wake(&self.sleeping_receivers, &self.not_empty);
+                return Ok(());
+            }
+            Err(m) => m,
+        };
+        // Full: fail, or sleep until a receiver makes room.
+        loop {
+            let deadline = match wait {
                 Wait::No => {
                     return Err(Error::new(
                         Status::Busy,
                         format!(
                             "mailbox {:#x} is full ({} messages)",
                             self.id(),
-                            self.capacity
+                            self.queue.capacity()
                         ),
                     ))
                 }
-                Wait::Until(d) => {
-                    if self.not_full.wait_until(&mut s, d).timed_out()
-                        && s.queue.len() >= self.capacity
-                    {
-                        return Err(Error::new(
-                            Status::Timeout,
-                            format!("mailbox {:#x} stayed full until the deadline", self.id()),
-                        ));
+                Wait::Until(d) => Some(d),
+                Wait::Forever => None,
+            };
+            let mut g = self.lock.lock();
+            self.sleeping_senders.fetch_add(1, Ordering::SeqCst);
+            let r = self.queue.push(msg);
+            let timed_out = match r {
+                Ok(()) => {
+                    self.sleeping_senders.fetch_sub(1, Ordering::SeqCst);
+                    drop(g);
+                    self.wake(&self.sleeping_receivers, &self.not_empty);
+                    return Ok(());
+                }
+                Err(m) => {
+                    msg = m;
+                    if self.is_closed() {
+                        self.sleeping_senders.fetch_sub(1, Ordering::SeqCst);
+                        return Err(closed_error(self.id()));
+                    }
+                    match deadline {
+                        Some(d) => self.not_full.wait_until(&mut g, d).timed_out(),
+                        None => {
+                            self.not_full.wait(&mut g);
+                            false
+                        }
                     }
                 }
-                Wait::Forever => self.not_full.wait(&mut s),
+            };
+            self.sleeping_senders.fetch_sub(1, Ordering::SeqCst);
+            drop(g);
+            if timed_out {
+                return match self.queue.push(msg) {
+                    Ok(()) => {
+                        self.wake(&self.sleeping_receivers, &self.not_empty);
+                        Ok(())
+                    }
+                    Err(_) => Err(Error::new(
+                        Status::Timeout,
+                        format!("mailbox {:#x} stayed full until the deadline", self.id()),
+                    )),
+                };
             }
-            if s.closed {
+            if self.is_closed() {
                 return Err(closed_error(self.id()));
             }
         }
-        s.queue.push_back(msg);
-        self.len.store(s.queue.len(), Ordering::Release);
-        drop(s);
-        self.not_empty.notify_one();
-        Ok(())
+    }
+
+    fn take(&self) -> Option<Message> {
+        let m = self.queue.pop()?;
+        self.wake(&self.sleeping_senders, &self.not_full);
+        Some(m)
     }
 
     /// Takes the oldest message, waiting as `wait` says. `CLOSED` once closed and empty.
     pub fn recv(&self, wait: Wait) -> Result<Message> {
+        if let Some(m) = self.take() {
+            return Ok(m);
+        }
         if wait != Wait::No {
             // Spin briefly: in a busy pipeline the next message is usually nanoseconds away.
             for _ in 0..SPIN {
-                if self.len.load(Ordering::Acquire) > 0 {
+                if !self.queue.is_empty() || self.is_closed() {
                     break;
                 }
                 std::hint::spin_loop();
             }
         }
-        let mut s = self.state.lock();
         loop {
-            if let Some(m) = s.queue.pop_front() {
-                self.len.store(s.queue.len(), Ordering::Release);
-                drop(s);
-                self.not_full.notify_one();
+            if let Some(m) = self.take() {
                 return Ok(m);
             }
-            if s.closed {
+            if self.is_closed() {
                 return Err(closed_error(self.id()));
             }
-            match wait {
+            let deadline = match wait {
                 Wait::No => {
                     return Err(Error::new(
                         Status::Timeout,
                         format!("mailbox {:#x} is empty", self.id()),
                     ))
                 }
-                Wait::Until(d) => {
-                    if self.not_empty.wait_until(&mut s, d).timed_out() && s.queue.is_empty() {
-                        if s.closed {
-                            return Err(closed_error(self.id()));
-                        }
-                        return Err(Error::new(
-                            Status::Timeout,
-                            format!("no message in mailbox {:#x} before the deadline", self.id()),
-                        ));
+                Wait::Until(d) => Some(d),
+                Wait::Forever => None,
+            };
+            let mut g = self.lock.lock();
+            self.sleeping_receivers.fetch_add(1, Ordering::SeqCst);
+            let timed_out = if !self.queue.is_empty() || self.is_closed() {
+                false
+            } else {
+                match deadline {
+                    Some(d) => self.not_empty.wait_until(&mut g, d).timed_out(),
+                    None => {
+                        self.not_empty.wait(&mut g);
+                        false
                     }
                 }
-                Wait::Forever => self.not_empty.wait(&mut s),
+            };
+            self.sleeping_receivers.fetch_sub(1, Ordering::SeqCst);
+            drop(g);
+            if timed_out {
+                if let Some(m) = self.take() {
+                    return Ok(m);
+                }
+                if self.is_closed() {
+                    return Err(closed_error(self.id()));
+                }
+                return Err(Error::new(
+                    Status::Timeout,
+                    format!("no message in mailbox {:#x} before the deadline", self.id()),
+                ));
             }
         }
     }
 
     /// Registers a pending request; returns its correlation id.
     pub fn expect_reply(&self) -> Result<u64> {
-        let mut s = self.state.lock();
-        if s.closed {
+        if self.is_closed() {
             return Err(closed_error(self.id()));
         }
         let corr = next_id();
-        s.replies.insert(corr, None);
+        self.lock.lock().insert(corr, None);
+        self.pending_requests.fetch_add(1, Ordering::AcqRel);
         Ok(corr)
+    }
+
+    fn forget(&self, replies: &mut HashMap<u64, Option<Message>>, corr: u64) -> Option<Message> {
+        let r = replies.remove(&corr);
+        if r.is_some() {
+            self.pending_requests.fetch_sub(1, Ordering::AcqRel);
+        }
+        r.flatten()
     }
 
     /// Waits for the reply to `corr`.
     pub fn await_reply(&self, corr: u64, wait: Wait) -> Result<Message> {
-        let mut s = self.state.lock();
+        let mut g = self.lock.lock();
         loop {
-            if let Some(Some(_)) = s.replies.get(&corr) {
-                return Ok(s.replies.remove(&corr).flatten().expect("reply"));
+            if let Some(Some(_)) = g.get(&corr) {
+                return Ok(self.forget(&mut g, corr).expect("reply"));
             }
-            if s.closed {
-                s.replies.remove(&corr);
+            if self.is_closed() {
+                self.forget(&mut g, corr);
                 return Err(closed_error(self.id()));
             }
             let timed_out = match wait {
                 Wait::No => true,
-                Wait::Until(d) => self.reply_ready.wait_until(&mut s, d).timed_out(),
+                Wait::Until(d) => self.reply_ready.wait_until(&mut g, d).timed_out(),
                 Wait::Forever => {
-                    self.reply_ready.wait(&mut s);
+                    self.reply_ready.wait(&mut g);
                     false
                 }
             };
-            if timed_out && !matches!(s.replies.get(&corr), Some(Some(_))) {
-                s.replies.remove(&corr);
+            if timed_out && !matches!(g.get(&corr), Some(Some(_))) {
+                self.forget(&mut g, corr);
                 return Err(Error::new(Status::Timeout, "no reply before the deadline"));
             }
         }
@@ -259,12 +332,14 @@ impl Mailbox {
 
     /// Forgets a pending request (the send failed).
     pub fn cancel_reply(&self, corr: u64) {
-        self.state.lock().replies.remove(&corr);
+        let mut g = self.lock.lock();
+        self.forget(&mut g, corr);
     }
 
     /// Closes the mailbox and wakes every waiter.
     pub fn close(&self) {
-        self.state.lock().closed = true;
+        self.closed.store(true, Ordering::SeqCst);
+        let _g = self.lock.lock();
         self.not_empty.notify_all();
         self.not_full.notify_all();
         self.reply_ready.notify_all();
