@@ -19,6 +19,7 @@
 
 pub mod agent;
 pub mod config;
+pub mod context;
 pub mod error;
 pub mod handle;
 pub mod model;

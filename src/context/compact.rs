@@ -1,0 +1,363 @@
+//! Building the context a model call sends: the agent's full history, shaped by its policies.
+//!
+//! The stored history is never changed: compaction only shapes the view sent to the model, so
+//! nothing is lost and the `recall` tool can always bring back a masked or cut tool result.
+//! The view is a pure function of the history and the policies, so the prompt prefix stays
+//! stable from one turn to the next (a result is masked once, when it ages out; old turns are
+//! dropped in large steps, only when the budget demands it), which keeps provider prompt caches
+//! warm.
+
+use super::digest;
+use super::policy::ContextPolicy;
+use super::tokens::message_tokens;
+use crate::model::types::{ChatMessage, Role};
+use std::collections::HashMap;
+
+/// What compaction did to one view.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ViewStats {
+    /// Estimated tokens of the full history (messages only).
+    pub tokens_full: u64,
+    /// Estimated tokens of the view (messages only).
+    pub tokens_sent: u64,
+    /// Tool results replaced by a placeholder.
+    pub masked: usize,
+    /// Tool results cut to head and tail.
+    pub truncated: usize,
+    /// Tool results replaced by a reference to an identical earlier one.
+    pub deduped: usize,
+    /// Tool results re-serialized without JSON whitespace.
+    pub minified: usize,
+    /// Messages dropped by the sliding window.
+    pub dropped: usize,
+    /// Whether a summary of dropped messages was added.
+    pub summarized: bool,
+}
+
+/// The messages to send and what it took to get them.
+#[derive(Clone, Debug, Default)]
+pub struct View {
+    /// The messages.
+    pub messages: Vec<ChatMessage>,
+    /// Statistics.
+    pub stats: ViewStats,
+}
+
+fn char_prefix(s: &str, n: usize) -> &str {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+fn char_suffix(s: &str, n: usize) -> &str {
+    let count = s.chars().count();
+    if count <= n {
+        return s;
+    }
+    match s.char_indices().nth(count - n) {
+        Some((i, _)) => &s[i..],
+        None => s,
+    }
+}
+
+fn minify(s: &str) -> Option<String> {
+    let t = s.trim_start();
+    if !(t.starts_with('{') || t.starts_with('[')) || !s.contains(['\n', ' ']) {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(s).ok()?;
+    let out = serde_json::to_string(&v).ok()?;
+    (out.len() < s.len()).then_some(out)
+}
+
+fn digest_line(text: &str, max_items: usize) -> String {
+    let items = digest::extract(text, max_items);
+    if items.is_empty() {
+        String::new()
+    } else {
+        format!("\nKey items (verbatim): {}", items.join(" | "))
+    }
+}
+
+/// Builds the view of `history` to send, under `limit` tokens for messages (the window minus
+/// the output reserve and the tool definitions). `level` raises aggressiveness after a
+/// provider reported an overflow (or a forced compaction): 1 masks every old result, 2 also
+/// drops old turns down to half the target.
+pub fn build_view(history: &[ChatMessage], policy: &ContextPolicy, limit: u64, level: u32) -> View {
+    let mut stats = ViewStats::default();
+    // Which tool produced each call id, and which tool results are the most recent.
+    let mut tool_names: HashMap<&str, &str> = HashMap::new();
+    for m in history {
+        for c in &m.tool_calls {
+            tool_names.insert(c.id.as_str(), c.name.as_str());
+        }
+    }
+    let tool_positions: Vec<usize> = history
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.role == Role::Tool)
+        .map(|(i, _)| i)
+        .collect();
+    let keep_recent = if level >= 1 { policy.masking.keep_recent.min(1) } else { policy.masking.keep_recent };
+    let recent_from = tool_positions.len().saturating_sub(keep_recent);
+    let recent: std::collections::HashSet<usize> = tool_positions[recent_from..].iter().copied().collect();
+
+    let mut seen_outputs: HashMap<&str, &str> = HashMap::new();
+    let mut out: Vec<ChatMessage> = Vec::with_capacity(history.len());
+    for (i, m) in history.iter().enumerate() {
+        stats.tokens_full += message_tokens(m);
+        if m.role != Role::Tool {
+            out.push(m.clone());
+            continue;
+        }
+        let id = m.tool_call_id.as_deref().unwrap_or("");
+        let tool = tool_names.get(id).copied().unwrap_or("tool");
+        let mut content: Option<String> = None;
+        let to = &policy.tool_outputs;
+        if to.enabled && to.dedupe {
+            if let Some(first) = seen_outputs.get(m.content.as_str()) {
+                content = Some(format!("[identical to the result of call {first}]"));
+                stats.deduped += 1;
+            }
+        }
+        seen_outputs.entry(m.content.as_str()).or_insert(id);
+        let mask = policy.masking.enabled
+            && !recent.contains(&i)
+            && content.is_none()
+            && m.content.chars().count() >= policy.masking.min_chars;
+        if mask {
+            let digest = if policy.summaries.enabled { digest_line(&m.content, policy.summaries.max_items) } else { String::new() };
+            content = Some(format!(
+                "[result of {tool} masked to save context ({} chars); key: {id}; call recall with this key for the full text]{digest}",
+                m.content.chars().count()
+            ));
+            stats.masked += 1;
+        }
+        if content.is_none() && to.enabled {
+            let mut text = m.content.clone();
+            if to.minify_json {
+                if let Some(min) = minify(&text) {
+                    text = min;
+                    stats.minified += 1;
+                }
+            }
+            let n = text.chars().count();
+            if n > to.max_chars && to.head + to.tail < n {
+                let head = char_prefix(&text, to.head);
+                let tail = char_suffix(&text, to.tail);
+                let middle = &text[head.len()..text.len() - tail.len()];
+                let digest = if policy.summaries.enabled { digest_line(middle, policy.summaries.max_items) } else { String::new() };
+                text = format!(
+                    "{head}\n[... {} chars omitted; key: {id}; call recall with this key for the full text{digest} ...]\n{tail}",
+                    n - to.head - to.tail
+                );
+                stats.truncated += 1;
+            }
+            if text != m.content {
+                content = Some(text);
+            }
+        }
+        let mut msg = m.clone();
+        if let Some(c) = content {
+            msg.content = c;
+        }
+        out.push(msg);
+    }
+
+    let mut tokens: u64 = out.iter().map(message_tokens).sum();
+    let over = policy.budget.enabled && tokens as f64 > policy.budget.trigger * limit as f64;
+    if policy.window.enabled && (over || level >= 2) {
+        let target = if level >= 2 { policy.window.target / 2.0 } else { policy.window.target };
+        let goal = (target * limit as f64) as u64;
+        // Protect the system prompt(s) and the first user message.
+        let mut start = out.iter().take_while(|m| m.role == Role::System).count();
+        if out.get(start).is_some_and(|m| m.role == Role::User) {
+            start += 1;
+        }
+        // Groups: an assistant message with tool calls plus its results; any other message alone.
+        let mut groups: Vec<(usize, usize)> = Vec::new();
+        let mut i = start;
+        while i < out.len() {
+            let mut j = i + 1;
+            if !out[i].tool_calls.is_empty() {
+                while j < out.len() && out[j].role == Role::Tool {
+                    j += 1;
+                }
+            }
+            groups.push((i, j));
+            i = j;
+        }
+        // Never drop the last two groups (the current question and the latest step).
+        let droppable = groups.len().saturating_sub(2);
+        let mut drop_to = start;
+        let mut dropped_tokens = 0u64;
+        for &(a, b) in groups.iter().take(droppable) {
+            if tokens - dropped_tokens <= goal {
+                break;
+            }
+            dropped_tokens += out[a..b].iter().map(message_tokens).sum::<u64>();
+            drop_to = b;
+        }
+        if drop_to > start {
+            let dropped: Vec<ChatMessage> = out.drain(start..drop_to).collect();
+            stats.dropped = dropped.len();
+            // The digest is taken from the stored history, not the masked view, so identifiers
+            // from masked results survive too.
+            let originals = &history[start..drop_to];
+            let mut summary = format!(
+                "[Summary of {} earlier messages, removed to fit the context window. Tool results can be recalled by key.]",
+                dropped.len()
+            );
+            if policy.summaries.enabled {
+                let text: String = originals.iter().map(|m| format!("{}\n", m.content)).collect();
+                summary.push_str(&digest_line(&text, policy.summaries.max_items));
+                let keys: Vec<&str> = originals.iter().filter_map(|m| m.tool_call_id.as_deref()).collect();
+                if !keys.is_empty() {
+                    summary.push_str(&format!("\nRecallable keys: {}", keys.join(", ")));
+                }
+                stats.summarized = true;
+            }
+            out.insert(start, ChatMessage::text(Role::User, summary));
+            tokens = out.iter().map(message_tokens).sum();
+        }
+    }
+    stats.tokens_sent = tokens;
+    View { messages: out, stats }
+}
+
+/// Whether a provider error means the prompt did not fit the context window.
+pub fn is_context_overflow(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    [
+        "exceed_context_size",
+        "context_length_exceeded",
+        "maximum context length",
+        "prompt is too long",
+        "context window",
+        "too many tokens",
+        "exceeds the available context size",
+    ]
+    .iter()
+    .any(|n| m.contains(n))
+}
+
+/// Finds the full text of a tool result by its key (the tool call id).
+pub fn recall<'a>(history: &'a [ChatMessage], key: &str) -> Option<&'a str> {
+    history
+        .iter()
+        .find(|m| m.role == Role::Tool && m.tool_call_id.as_deref() == Some(key))
+        .map(|m| m.content.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::types::ToolCall;
+
+    fn call(id: &str) -> ChatMessage {
+        let mut m = ChatMessage::text(Role::Assistant, "");
+        m.tool_calls.push(ToolCall { id: id.into(), name: "fetch".into(), arguments: "{}".into() });
+        m
+    }
+
+    fn result(id: &str, text: &str) -> ChatMessage {
+        let mut m = ChatMessage::text(Role::Tool, text);
+        m.tool_call_id = Some(id.into());
+        m
+    }
+
+    fn history(n: usize) -> Vec<ChatMessage> {
+        let mut h = vec![ChatMessage::text(Role::System, "sys"), ChatMessage::text(Role::User, "first question")];
+        for i in 0..n {
+            h.push(call(&format!("c{i}")));
+            let big = format!("{{\n  \"id\": \"ORD-{i:05}-X\",\n  \"rows\": [{}]\n}}", "1, ".repeat(400) + "1");
+            h.push(result(&format!("c{i}"), &big));
+            h.push(ChatMessage::text(Role::Assistant, format!("noted {i}")));
+        }
+        h.push(ChatMessage::text(Role::User, "last question"));
+        h
+    }
+
+    #[test]
+    fn off_sends_everything_verbatim() {
+        let h = history(5);
+        let v = build_view(&h, &ContextPolicy::off(), 1_000, 0);
+        assert_eq!(v.messages, h);
+        assert_eq!(v.stats.tokens_full, v.stats.tokens_sent);
+    }
+
+    #[test]
+    fn masking_keeps_recent_results_and_digests_old_ones() {
+        let h = history(6);
+        let mut p = ContextPolicy::off();
+        p.masking.enabled = true;
+        p.masking.keep_recent = 2;
+        p.masking.min_chars = 100;
+        p.summaries.enabled = true;
+        let v = build_view(&h, &p, 1_000_000, 0);
+        assert_eq!(v.stats.masked, 4);
+        let masked = &v.messages[3];
+        assert!(masked.content.contains("key: c0"), "{}", masked.content);
+        assert!(masked.content.contains("ORD-00000-X"), "identifier kept verbatim");
+        assert_eq!(v.messages[h.len() - 3].content, h[h.len() - 3].content, "recent kept whole");
+        assert!(v.stats.tokens_sent * 2 < v.stats.tokens_full);
+        assert_eq!(recall(&h, "c0"), Some(h[3].content.as_str()));
+    }
+
+    #[test]
+    fn tool_outputs_minify_dedupe_and_truncate() {
+        let mut h = history(2);
+        let dup = h[3].content.clone();
+        h.push(call("dup"));
+        h.push(result("dup", &dup));
+        let mut p = ContextPolicy::off();
+        p.tool_outputs.enabled = true;
+        p.tool_outputs.max_chars = 300;
+        p.tool_outputs.head = 100;
+        p.tool_outputs.tail = 100;
+        let v = build_view(&h, &p, 1_000_000, 0);
+        assert!(v.stats.minified >= 1 && v.stats.deduped == 1 && v.stats.truncated >= 1);
+        assert_eq!(v.messages.last().unwrap().content, "[identical to the result of call c0]");
+        assert!(v.messages[3].content.contains("chars omitted; key: c0"));
+        assert!(!v.messages[3].content.contains("\n  \""), "pretty JSON minified");
+    }
+
+    #[test]
+    fn window_never_splits_calls_from_results_and_keeps_system_and_first_user() {
+        let h = history(20);
+        let mut p = ContextPolicy::off();
+        p.budget.enabled = true;
+        p.window.enabled = true;
+        p.summaries.enabled = true;
+        let full: u64 = h.iter().map(message_tokens).sum();
+        let v = build_view(&h, &p, full / 4, 0);
+        assert!(v.stats.dropped > 0 && v.stats.summarized);
+        assert_eq!(v.messages[0].content, "sys");
+        assert_eq!(v.messages[1].content, "first question");
+        assert!(v.messages[2].content.starts_with("[Summary of"));
+        assert!(v.messages[2].content.contains("ORD-00000-X"), "dropped identifiers survive in the summary");
+        assert_eq!(v.messages.last().unwrap().content, "last question");
+        for (i, m) in v.messages.iter().enumerate() {
+            if m.role == Role::Tool {
+                let prev = &v.messages[i - 1];
+                assert!(prev.role == Role::Tool || !prev.tool_calls.is_empty(), "a result lost its call at {i}");
+            }
+            if !m.tool_calls.is_empty() {
+                assert_eq!(v.messages[i + 1].role, Role::Tool, "a call lost its result at {i}");
+            }
+        }
+        assert!(v.stats.tokens_sent <= (full as f64 / 4.0 * 0.6) as u64 + 2_000);
+        // Level 2 (after an overflow) goes further.
+        let v2 = build_view(&h, &p, full / 4, 2);
+        assert!(v2.stats.tokens_sent < v.stats.tokens_sent);
+    }
+
+    #[test]
+    fn overflow_errors_are_recognised() {
+        assert!(is_context_overflow("endpoint \"x\": HTTP 400: exceed_context_size_error: request (5030 tokens) exceeds the available context size (4096 tokens)"));
+        assert!(is_context_overflow("invalid_request_error: This model's maximum context length is 128000 tokens"));
+        assert!(is_context_overflow("prompt is too long: 210000 tokens > 200000 maximum"));
+        assert!(!is_context_overflow("rate limited"));
+    }
+}

@@ -1,0 +1,155 @@
+//! Token counting.
+//!
+//! Without exact encodings (the default build), counts are estimated from the text's shape:
+//! runs of letters cost about one token per four characters, runs of digits one per three,
+//! each punctuation mark one, whitespace nothing beyond the first space of a run, and every
+//! message a fixed overhead. A [`Calibration`] then scales estimates by what a provider actually
+//! reported (`prompt_tokens`), so the estimate converges on the real tokenizer of the model in
+//! use. Counts are cached per message.
+
+use crate::model::types::{ChatMessage, ToolSpec};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Tokens every message costs beyond its content (role and separators).
+pub const MESSAGE_OVERHEAD: u64 = 4;
+
+/// Estimates the tokens of a text.
+pub fn estimate(text: &str) -> u64 {
+    #[derive(PartialEq, Clone, Copy)]
+    enum Class {
+        Alpha,
+        Digit,
+        Space,
+        Other,
+    }
+    let mut tokens = 0u64;
+    let mut run = 0u64;
+    let mut class = Class::Space;
+    let flush = |class: Class, run: u64, tokens: &mut u64| match class {
+        Class::Alpha => *tokens += run.div_ceil(4),
+        Class::Digit => *tokens += run.div_ceil(3),
+        Class::Space => *tokens += run.saturating_sub(1).div_ceil(4),
+        Class::Other => {}
+    };
+    for c in text.chars() {
+        let k = if c.is_alphabetic() {
+            if c.is_ascii() {
+                Class::Alpha
+            } else {
+                // Non-ASCII letters tokenize about one per character.
+                flush(class, run, &mut tokens);
+                run = 0;
+                class = Class::Space;
+                tokens += 1;
+                continue;
+            }
+        } else if c.is_ascii_digit() {
+            Class::Digit
+        } else if c.is_whitespace() {
+            Class::Space
+        } else {
+            Class::Other
+        };
+        if k == Class::Other {
+            flush(class, run, &mut tokens);
+            run = 0;
+            class = Class::Space;
+            tokens += 1;
+            continue;
+        }
+        if k != class {
+            flush(class, run, &mut tokens);
+            run = 0;
+            class = k;
+        }
+        run += 1;
+    }
+    flush(class, run, &mut tokens);
+    tokens
+}
+
+/// Estimated tokens of one message, tool calls included.
+pub fn message_tokens(m: &ChatMessage) -> u64 {
+    let mut t = MESSAGE_OVERHEAD + estimate(&m.content);
+    for c in &m.tool_calls {
+        t += 3 + estimate(&c.name) + estimate(&c.arguments);
+    }
+    t
+}
+
+/// Estimated tokens of the tool definitions sent with a request.
+pub fn tools_tokens(tools: &[ToolSpec]) -> u64 {
+    tools
+        .iter()
+        .map(|t| 8 + estimate(&t.name) + estimate(&t.description) + estimate(&t.parameters.to_string()))
+        .sum()
+}
+
+/// Learns how far estimates are from a provider's real counts.
+#[derive(Debug)]
+pub struct Calibration {
+    /// The ratio real/estimated, in millionths (1_000_000 = estimates are right).
+    ratio_micros: AtomicU64,
+}
+
+impl Default for Calibration {
+    fn default() -> Self {
+        Calibration {
+            ratio_micros: AtomicU64::new(1_000_000),
+        }
+    }
+}
+
+impl Calibration {
+    /// Folds in one observation: the estimate for a prompt and the provider's count for it.
+    /// An exponential moving average, bounded to 0.25x..4x.
+    pub fn observe(&self, estimated: u64, reported: u64) {
+        if estimated == 0 || reported == 0 {
+            return;
+        }
+        let sample = (reported as f64 / estimated as f64).clamp(0.25, 4.0);
+        let old = self.ratio_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let new = old * 0.7 + sample * 0.3;
+        self.ratio_micros.store((new * 1e6) as u64, Ordering::Relaxed);
+    }
+
+    /// The current ratio real/estimated.
+    pub fn ratio(&self) -> f64 {
+        self.ratio_micros.load(Ordering::Relaxed) as f64 / 1e6
+    }
+
+    /// An estimate corrected by what was learned.
+    pub fn correct(&self, estimated: u64) -> u64 {
+        (estimated as f64 * self.ratio()).ceil() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn estimates_have_the_right_shape() {
+        assert_eq!(estimate(""), 0);
+        assert_eq!(estimate("hello"), 2);
+        assert_eq!(estimate("hello world"), 4);
+        assert_eq!(estimate("12345"), 2);
+        assert_eq!(estimate("{\"a\":1}"), 7);
+        // English prose lands near the usual four characters per token.
+        let prose = "The quick brown fox jumps over the lazy dog while the cat sleeps in the sun.";
+        let t = estimate(prose);
+        assert!((14..=24).contains(&t), "{t}");
+    }
+
+    #[test]
+    fn calibration_converges() {
+        let c = Calibration::default();
+        for _ in 0..30 {
+            c.observe(100, 130);
+        }
+        assert!((c.ratio() - 1.3).abs() < 0.01, "{}", c.ratio());
+        assert_eq!(c.correct(100), 130);
+        c.observe(0, 5);
+        assert!((c.ratio() - 1.3).abs() < 0.01);
+    }
+}
