@@ -925,6 +925,59 @@ agentos_status agentos_agent_free(const agentos_runtime *rt, agentos_agent_id ag
 agentos_status agentos_runtime_wait_idle(const agentos_runtime *rt, int32_t timeout_ms);
 
 /**
+ * Changes the agent's context policies: a JSON object applied on top of the current ones,
+ * e.g. `{"masking":{"keep_recent":1},"window":{"enabled":false}}` (see the policy keys in the
+ * README: budget, tool_outputs, masking, window, summaries, tool_selection,
+ * retry_on_overflow; `{"all":false}` turns everything off). Takes effect at the next request.
+ * Returns `OK`; `NULL_ARGUMENT`; `INVALID_UTF8`; `INVALID_JSON` (the message names the key,
+ * nothing changes); `STALE_HANDLE`. `err` may be NULL.
+ * Thread safety: any thread, concurrently.
+ */
+agentos_status agentos_agent_set_context_policy(const agentos_runtime *rt,
+                                                agentos_agent_id agent,
+                                                const char *policy_json,
+                                                agentos_error **err);
+
+/**
+ * The context the agent's next request would send, as JSON: `{"messages":[...],
+ * "tokens":N,"tokens_estimated":N,"tokens_full":N,"limit_tokens":N,"tools_tokens":N,
+ * "calibration":x,"stats":{"masked","truncated","deduped","minified","dropped","summarized"}}`.
+ * `tokens` is the estimate corrected by what the provider has reported so far.
+ * On success `*out` receives a string to free with `agentos_string_free`.
+ * Returns `OK`, `NULL_ARGUMENT` or `STALE_HANDLE`. Thread safety: any thread, concurrently.
+ */
+agentos_status agentos_agent_context_json(const agentos_runtime *rt,
+                                          agentos_agent_id agent,
+                                          char **out);
+
+/**
+ * Forces a compaction: the agent's next request drops old turns to a summary and masks every
+ * old tool result (the stored history is untouched; masked results stay recallable).
+ * Returns `OK`, `NULL_ARGUMENT` or `STALE_HANDLE`. Thread safety: any thread, concurrently.
+ */
+agentos_status agentos_agent_compact(const agentos_runtime *rt, agentos_agent_id agent);
+
+/**
+ * The agent's counters as JSON: `{"state","turns","tool_calls","usage":{...},"history_len",
+ * "history_bytes","tokens_full_total","tokens_sent_total","calibration","last_request":{...}}`
+ * (`tokens_full_total` / `tokens_sent_total` are the estimated prompt tokens without and with
+ * compaction, summed over every request).
+ * On success `*out` receives a string to free with `agentos_string_free`.
+ * Returns `OK`, `NULL_ARGUMENT` or `STALE_HANDLE`. Thread safety: any thread, concurrently.
+ */
+agentos_status agentos_agent_stats_json(const agentos_runtime *rt,
+                                        agentos_agent_id agent,
+                                        char **out);
+
+/**
+ * Runtime-wide counters as JSON: `{"agents","busy_agents","history_bytes","mailboxes",
+ * "events_queued","jobs_run","models":{...as agentos_runtime_usage_json...}}`.
+ * On success `*out` receives a string to free with `agentos_string_free`.
+ * Returns `OK` or `NULL_ARGUMENT`. Thread safety: any thread, concurrently.
+ */
+agentos_status agentos_runtime_stats_json(const agentos_runtime *rt, char **out);
+
+/**
  * Registers a tool implemented in C, usable by agents that list its `name` in their `tools`.
  *
  * `parameters_json` is the JSON schema of its arguments (an object schema); arguments the

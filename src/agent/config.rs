@@ -5,7 +5,8 @@
 //!  "tools": ["get_weather", "send_message"], "priority": 5, "context_limit": 4096,
 //!  "max_steps": 8, "temperature": 0, "max_tokens": 256, "stream": true, "preemptible": true,
 //!  "stream_events": false, "inbox_capacity": 1024, "tool_timeout_ms": 30000,
-//!  "budget": {"tokens": 100000, "cost_usd": 1.0, "tool_calls": 20}}
+//!  "budget": {"tokens": 100000, "cost_usd": 1.0, "tool_calls": 20},
+//!  "context": {"masking": {"keep_recent": 2}}}
 //! ```
 
 use crate::config::json_kind;
@@ -59,6 +60,8 @@ pub struct AgentConfig {
     pub tool_timeout: Duration,
     /// Budgets.
     pub budget: Budget,
+    /// How the context sent to the model is shaped (see [`crate::context::policy`]).
+    pub context: crate::context::policy::ContextPolicy,
 }
 
 fn bad(key: &str, expected: &str, got: &Value) -> Error {
@@ -121,6 +124,7 @@ impl AgentConfig {
             inbox_capacity: 1024,
             tool_timeout: Duration::from_secs(30),
             budget: Budget::default(),
+            context: crate::context::policy::ContextPolicy::default(),
         };
         for (k, val) in obj {
             match k.as_str() {
@@ -198,6 +202,12 @@ impl AgentConfig {
                         }
                     }
                 }
+                "context" => c.context.apply_json(val).map_err(|e| {
+                    Error::new(
+                        e.status(),
+                        format!("agent key \"context\": {}", e.message()),
+                    )
+                })?,
                 other => {
                     return Err(Error::new(
                         Status::InvalidJson,

@@ -9,6 +9,8 @@
 
 pub mod config;
 
+use crate::context::compact::{build_view, is_context_overflow, recall, ViewStats};
+use crate::context::tokens;
 use crate::error::{Error, Result, Status};
 use crate::model::call::{CallInner, CallObserver, CallOptions};
 use crate::model::stream::StreamDelta;
@@ -17,6 +19,9 @@ use crate::runtime::events::{Event, EventKind};
 use crate::runtime::run_queue::RunKey;
 use crate::runtime::Shared;
 use crate::tools::{schema, Tool, ToolInvocation, ToolOutcome, SEND_MESSAGE};
+
+/// The built-in tool that brings back a masked or cut tool result by its key.
+pub const RECALL: &str = "recall";
 pub use config::{AgentConfig, Budget};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
@@ -104,6 +109,8 @@ struct Turn {
     pending: Vec<Option<ToolOutcome>>,
     invocations: Vec<Arc<ToolInvocation>>,
     cancelled: bool,
+    /// Compact-and-retry rounds after context overflows this turn.
+    overflow_retries: u32,
 }
 
 struct Inner {
@@ -119,6 +126,19 @@ struct Inner {
     last_status: Status,
     /// Freed by the host: takes no more messages and drops its inbox.
     retired: bool,
+    /// Extra compaction (0 normal; raised by overflows and forced compaction).
+    compact_level: u32,
+    /// What compaction did to the last request.
+    last_view: ViewStats,
+    /// Estimated prompt tokens without and with compaction, summed over every request.
+    tokens_full_total: u64,
+    tokens_sent_total: u64,
+    /// Learns the ratio between estimates and the provider's counts.
+    calibration: tokens::Calibration,
+    /// The context policies (from the config; changeable at run time).
+    policy: crate::context::policy::ContextPolicy,
+    /// Compact as hard as possible for the next request (forced compaction).
+    force_compaction: bool,
 }
 
 /// An agent.
@@ -143,6 +163,16 @@ pub struct AgentStats {
     pub turns: u64,
     /// Messages in history.
     pub history_len: usize,
+    /// Bytes of text held in the history.
+    pub history_bytes: usize,
+    /// Estimated prompt tokens had every request carried the full history.
+    pub tokens_full_total: u64,
+    /// Estimated prompt tokens actually sent after compaction.
+    pub tokens_sent_total: u64,
+    /// What compaction did to the last request.
+    pub last_view: ViewStats,
+    /// The learned ratio between the provider's token counts and the estimates.
+    pub calibration: f64,
 }
 
 enum Action {
@@ -167,6 +197,7 @@ enum Action {
 impl Agent {
     /// A new idle agent. Its handle is set by [`Agent::set_handle`] once registered.
     pub fn new(config: AgentConfig, shared: &Arc<Shared>) -> Agent {
+        let policy = config.context.clone();
         let mut history = Vec::new();
         if !config.system.is_empty() {
             history.push(ChatMessage::text(Role::System, config.system.clone()));
@@ -187,6 +218,13 @@ impl Agent {
                 busy: false,
                 last_status: Status::Ok,
                 retired: false,
+                compact_level: 0,
+                last_view: ViewStats::default(),
+                tokens_full_total: 0,
+                tokens_sent_total: 0,
+                calibration: tokens::Calibration::default(),
+                policy,
+                force_compaction: false,
             }),
             scheduled: AtomicBool::new(false),
             shared: Arc::downgrade(shared),
@@ -259,6 +297,11 @@ impl Agent {
             tool_calls: g.tool_calls,
             turns: g.turns,
             history_len: g.history.len(),
+            history_bytes: history_bytes(&g.history),
+            tokens_full_total: g.tokens_full_total,
+            tokens_sent_total: g.tokens_sent_total,
+            last_view: g.last_view,
+            calibration: g.calibration.ratio(),
         }
     }
 
@@ -350,6 +393,78 @@ impl Agent {
                 .detail(json!({"from": from.config.name, "to": self.config.name})),
         );
         Ok(())
+    }
+
+    /// Counters as JSON (see `agentos_agent_stats_json`).
+    pub fn stats_json(&self) -> Value {
+        let st = self.stats();
+        let v = st.last_view;
+        json!({
+            "state": self.state().name(), "turns": st.turns, "tool_calls": st.tool_calls,
+            "usage": st.usage.to_json(), "history_len": st.history_len, "history_bytes": st.history_bytes,
+            "tokens_full_total": st.tokens_full_total, "tokens_sent_total": st.tokens_sent_total,
+            "calibration": st.calibration,
+            "last_request": {"tokens_full": v.tokens_full, "tokens_sent": v.tokens_sent, "masked": v.masked,
+                             "truncated": v.truncated, "deduped": v.deduped, "minified": v.minified,
+                             "dropped": v.dropped, "summarized": v.summarized},
+        })
+    }
+
+    /// Forces the next request to compact as hard as it can (old turns dropped to a summary,
+    /// every old tool result masked); afterwards every old result stays masked.
+    pub fn compact(&self) {
+        let mut g = self.inner.lock();
+        g.force_compaction = true;
+        g.compact_level = g.compact_level.max(1);
+    }
+
+    /// Replaces the context policies (a JSON object applied on top of the current ones).
+    pub fn set_policy_json(&self, json: &str) -> Result<()> {
+        let v: Value = serde_json::from_str(json).map_err(|e| {
+            Error::new(
+                Status::InvalidJson,
+                format!("context policy is not valid JSON: {e}"),
+            )
+        })?;
+        let mut g = self.inner.lock();
+        let mut p = g.policy.clone();
+        p.apply_json(&v)?;
+        g.policy = p;
+        Ok(())
+    }
+
+    /// The context the next request would send, as JSON: the messages after compaction, their
+    /// estimated tokens, the limit, and what compaction did.
+    pub fn context_json(&self) -> Value {
+        let Ok(shared) = self.shared() else {
+            return Value::Null;
+        };
+        let g = self.inner.lock();
+        let tools: Vec<ToolSpec> = self
+            .config
+            .tools
+            .iter()
+            .filter_map(|n| shared.tools().get(n))
+            .map(|t| ToolSpec {
+                name: t.name.clone(),
+                description: t.description.clone(),
+                parameters: t.parameters.clone(),
+            })
+            .collect();
+        let limit = self.message_limit(&g, &shared, &tools);
+        let view = build_view(&g.history, &g.policy, limit, g.compact_level);
+        let st = view.stats;
+        json!({
+            "limit_tokens": limit,
+            "tokens": g.calibration.correct(st.tokens_sent),
+            "tokens_estimated": st.tokens_sent,
+            "tokens_full": st.tokens_full,
+            "tools_tokens": tokens::tools_tokens(&tools),
+            "calibration": g.calibration.ratio(),
+            "stats": {"masked": st.masked, "truncated": st.truncated, "deduped": st.deduped,
+                      "minified": st.minified, "dropped": st.dropped, "summarized": st.summarized},
+            "messages": view.messages.iter().map(ChatMessage::to_openai_json).collect::<Vec<_>>(),
+        })
     }
 
     /// Frees the agent's work: drops its inbox, cancels its turn, and takes no more messages.
@@ -562,6 +677,7 @@ impl Agent {
                     pending: Vec::new(),
                     invocations: Vec::new(),
                     cancelled: false,
+                    overflow_retries: 0,
                 });
                 self.set_state(g, shared, AgentState::Runnable);
             }
@@ -602,6 +718,7 @@ impl Agent {
                         continue;
                     }
                     let request = self.build_request(g, shared);
+                    let view = g.last_view;
                     let opts = CallOptions {
                         priority: self.config.priority,
                         service: g.service,
@@ -622,7 +739,10 @@ impl Agent {
                             self.set_state(g, shared, AgentState::WaitingModel);
                             actions.push(Action::Emit(
                                 self.event(EventKind::ModelRequest, number)
-                                    .detail(json!({"step": step, "messages": n_messages, "endpoint": self.config.endpoint})),
+                                    .detail(json!({"step": step, "messages": n_messages, "endpoint": self.config.endpoint,
+                                        "context": {"tokens_full": view.tokens_full, "tokens_sent": view.tokens_sent,
+                                                    "masked": view.masked, "truncated": view.truncated, "deduped": view.deduped,
+                                                    "minified": view.minified, "dropped": view.dropped, "summarized": view.summarized}})),
                             ));
                             actions.push(Action::StartCall(call));
                             return;
@@ -651,6 +771,25 @@ impl Agent {
                     g.usage.add(&u);
                     g.service += u.prompt_tokens + u.completion_tokens;
                     match result {
+                        Err(e)
+                            if g.policy.retry_on_overflow
+                                && is_context_overflow(e.message())
+                                && g.turn.as_ref().is_some_and(|t| t.overflow_retries < 2) =>
+                        {
+                            // Compact harder and try again; the failed call does not count as a step.
+                            let t = g.turn.as_mut().expect("turn");
+                            t.overflow_retries += 1;
+                            t.steps -= 1;
+                            t.phase = Phase::NeedModel;
+                            let level = t.overflow_retries;
+                            g.compact_level = g.compact_level.max(level);
+                            actions.push(Action::Emit(
+                                self.event(EventKind::Error, number)
+                                    .status(e.status())
+                                    .text(e.message())
+                                    .detail(json!({"context_overflow": true, "compact_level": level, "retrying": true})),
+                            ));
+                        }
                         Err(e) => {
                             let partial = call.partial().content;
                             actions.push(Action::Emit(
@@ -661,7 +800,11 @@ impl Agent {
                             ));
                             self.end_turn(g, shared, e.status(), e.message().to_string(), actions);
                         }
-                        Ok(r) => self.on_model_answer(g, shared, r, number, actions),
+                        Ok(r) => {
+                            let sent = g.last_view.tokens_sent;
+                            g.calibration.observe(sent, r.usage.prompt_tokens);
+                            self.on_model_answer(g, shared, r, number, actions)
+                        }
                     }
                 }
                 Phase::RunningTools => {
@@ -735,7 +878,17 @@ impl Agent {
                     .text(tc.arguments.clone())
                     .detail(json!({"tool": tc.name, "call_id": tc.id})),
             ));
-            match self.resolve_tool(shared, &tc.name, &tc.arguments) {
+            let resolved = match self.resolve_tool(shared, &tc.name, &tc.arguments) {
+                Resolved::Recall(key) => {
+                    let outcome = match recall(&g.history, &key) {
+                        Some(text) => ToolOutcome::Ok(text.to_string()),
+                        None => ToolOutcome::Err(format!("no tool result has the key \"{key}\"")),
+                    };
+                    Resolved::Now(outcome, None)
+                }
+                other => other,
+            };
+            match resolved {
                 Resolved::Now(outcome, deliver) => {
                     if let Some((to, text)) = deliver {
                         actions.push(Action::Emit(
@@ -756,6 +909,7 @@ impl Agent {
                     ));
                     pending[i] = Some(outcome);
                 }
+                Resolved::Recall(_) => unreachable!("recall is resolved above"),
                 Resolved::Run(tool) => {
                     let weak = Arc::downgrade(self);
                     let call_id = tc.id.clone();
@@ -804,7 +958,7 @@ impl Agent {
 
     fn resolve_tool(&self, shared: &Shared, name: &str, arguments: &str) -> Resolved {
         let err = |m: String| Resolved::Now(ToolOutcome::Err(m), None);
-        if !self.config.tools.iter().any(|t| t == name) {
+        if !self.config.tools.iter().any(|t| t == name) && name != RECALL {
             return err(format!(
                 "unknown tool \"{name}\"; available: {}",
                 self.config.tools.join(", ")
@@ -822,6 +976,10 @@ impl Agent {
                 ))
             }
         };
+        if name == RECALL {
+            // Resolved by the agent itself (it holds the history); see `resolve_recall`.
+            return Resolved::Recall(args["key"].as_str().unwrap_or_default().to_string());
+        }
         if name == SEND_MESSAGE {
             if let Err(e) = schema::validate(&crate::tools::send_message_schema(), &args) {
                 return err(format!("invalid arguments for \"{name}\": {e}"));
@@ -877,8 +1035,34 @@ impl Agent {
         self.schedule(&shared);
     }
 
-    fn build_request(&self, g: &Inner, shared: &Shared) -> ChatRequest {
-        let tools = self
+    /// Whether the agent gets the built-in `recall` tool (masking or cutting can hide text).
+    fn has_recall(&self, g: &Inner) -> bool {
+        let p = &g.policy;
+        !self.config.tools.is_empty() && (p.masking.enabled || p.tool_outputs.enabled)
+    }
+
+    /// The token limit for the messages of a request: the context window, less the output
+    /// reserve and the tool definitions.
+    fn message_limit(&self, g: &Inner, shared: &Shared, tools: &[ToolSpec]) -> u64 {
+        let window = match self.config.context_limit {
+            0 => shared
+                .models()
+                .endpoint(&self.config.endpoint)
+                .map(|e| e.config.context_window)
+                .unwrap_or(8_192),
+            n => n,
+        } as u64;
+        let reserve = match g.policy.budget.reserve_output {
+            0 => self.config.max_tokens.unwrap_or(1_024) as u64,
+            n => n as u64,
+        };
+        window
+            .saturating_sub(reserve)
+            .saturating_sub(tokens::tools_tokens(tools))
+    }
+
+    fn build_request(&self, g: &mut Inner, shared: &Shared) -> ChatRequest {
+        let mut tools: Vec<ToolSpec> = self
             .config
             .tools
             .iter()
@@ -898,9 +1082,32 @@ impl Agent {
                 }
             })
             .collect();
+        if self.has_recall(g) {
+            tools.push(ToolSpec {
+                name: RECALL.into(),
+                description: "Get back the full text of an earlier tool result that was masked or cut to save context, by its key.".into(),
+                parameters: recall_schema(),
+            });
+        }
+        let sel = &g.policy.tool_selection;
+        if sel.enabled {
+            select_tools(&mut tools, &g.history, sel.max_tools, sel.max_description);
+        }
+        let limit = self.message_limit(g, shared, &tools);
+        // The calibration scales the estimate; compaction works in estimated tokens.
+        let limit = (limit as f64 / g.calibration.ratio().max(0.25)) as u64;
+        let level = if std::mem::take(&mut g.force_compaction) {
+            2
+        } else {
+            g.compact_level
+        };
+        let view = build_view(&g.history, &g.policy, limit, level);
+        g.last_view = view.stats;
+        g.tokens_full_total += view.stats.tokens_full;
+        g.tokens_sent_total += view.stats.tokens_sent;
         ChatRequest {
             model: self.config.model.clone(),
-            messages: g.history.clone(),
+            messages: view.messages,
             tools,
             temperature: self.config.temperature,
             max_tokens: self.config.max_tokens,
@@ -988,6 +1195,73 @@ impl Agent {
 enum Resolved {
     Now(ToolOutcome, Option<(String, String)>),
     Run(Arc<Tool>),
+    Recall(String),
+}
+
+fn recall_schema() -> Value {
+    json!({"type": "object", "properties": {"key": {"type": "string", "description": "The key shown in the placeholder"}}, "required": ["key"]})
+}
+
+fn history_bytes(h: &[ChatMessage]) -> usize {
+    h.iter()
+        .map(|m| {
+            m.content.len()
+                + m.tool_calls
+                    .iter()
+                    .map(|c| c.id.len() + c.name.len() + c.arguments.len())
+                    .sum::<usize>()
+                + m.tool_call_id.as_ref().map_or(0, String::len)
+        })
+        .sum()
+}
+
+/// Keeps the tools most relevant to the conversation's recent messages (and every tool called
+/// recently, so a tool call the model makes never goes to a tool it was not shown), and
+/// shortens descriptions.
+fn select_tools(
+    tools: &mut Vec<ToolSpec>,
+    history: &[ChatMessage],
+    max_tools: usize,
+    max_description: usize,
+) {
+    let recent: Vec<&ChatMessage> = history.iter().rev().take(6).collect();
+    let text: String = recent
+        .iter()
+        .map(|m| m.content.to_lowercase())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let called: std::collections::HashSet<&str> = history
+        .iter()
+        .rev()
+        .take(20)
+        .flat_map(|m| m.tool_calls.iter().map(|c| c.name.as_str()))
+        .collect();
+    if tools.len() > max_tools {
+        let score = |t: &ToolSpec| -> usize {
+            if t.name == RECALL || t.name == SEND_MESSAGE || called.contains(t.name.as_str()) {
+                return usize::MAX;
+            }
+            let words = t
+                .name
+                .split(['_', '-'])
+                .chain(t.description.split_whitespace());
+            words
+                .filter(|w| w.len() > 3 && text.contains(&w.to_lowercase()))
+                .count()
+        };
+        tools.sort_by_key(|t| std::cmp::Reverse(score(t)));
+        tools.truncate(max_tools);
+    }
+    for t in tools.iter_mut() {
+        if t.description.chars().count() > max_description {
+            t.description = t
+                .description
+                .chars()
+                .take(max_description)
+                .collect::<String>()
+                + "...";
+        }
+    }
 }
 
 fn run_tool(shared: &Arc<Shared>, agent: &Arc<Agent>, tool: Arc<Tool>, inv: Arc<ToolInvocation>) {

@@ -82,10 +82,30 @@ fn digest_line(text: &str, max_items: usize) -> String {
 
 /// Builds the view of `history` to send, under `limit` tokens for messages (the window minus
 /// the output reserve and the tool definitions). `level` raises aggressiveness after a
-/// provider reported an overflow (or a forced compaction): 1 masks every old result, 2 also
-/// drops old turns down to half the target.
+/// provider reported an overflow (or a forced compaction): 1 masks every tool result (recent
+/// ones too; they stay recallable), 2 also drops old turns down to half the target. With the
+/// budget on, a view still over `limit` is rebuilt at the next level.
 pub fn build_view(history: &[ChatMessage], policy: &ContextPolicy, limit: u64, level: u32) -> View {
+    let mut level = level.min(3);
+    loop {
+        let v = build_view_at(history, policy, limit, level);
+        if !policy.budget.enabled || v.stats.tokens_sent <= limit || level >= 3 {
+            return v;
+        }
+        level += 1;
+    }
+}
+
+fn build_view_at(history: &[ChatMessage], policy: &ContextPolicy, limit: u64, level: u32) -> View {
     let mut stats = ViewStats::default();
+    // Digests shrink as pressure rises: all of them at level 0, a half at 1, a quarter at 2,
+    // none at 3 (keys stay, so everything remains recallable).
+    let max_items = if level >= 3 {
+        0
+    } else {
+        policy.summaries.max_items >> level
+    };
+    let summaries = policy.summaries.enabled && max_items > 0;
     // Which tool produced each call id, and which tool results are the most recent.
     let mut tool_names: HashMap<&str, &str> = HashMap::new();
     for m in history {
@@ -99,9 +119,14 @@ pub fn build_view(history: &[ChatMessage], policy: &ContextPolicy, limit: u64, l
         .filter(|(_, m)| m.role == Role::Tool)
         .map(|(i, _)| i)
         .collect();
-    let keep_recent = if level >= 1 { policy.masking.keep_recent.min(1) } else { policy.masking.keep_recent };
+    let keep_recent = if level >= 1 {
+        0
+    } else {
+        policy.masking.keep_recent
+    };
     let recent_from = tool_positions.len().saturating_sub(keep_recent);
-    let recent: std::collections::HashSet<usize> = tool_positions[recent_from..].iter().copied().collect();
+    let recent: std::collections::HashSet<usize> =
+        tool_positions[recent_from..].iter().copied().collect();
 
     let mut seen_outputs: HashMap<&str, &str> = HashMap::new();
     let mut out: Vec<ChatMessage> = Vec::with_capacity(history.len());
@@ -127,7 +152,11 @@ pub fn build_view(history: &[ChatMessage], policy: &ContextPolicy, limit: u64, l
             && content.is_none()
             && m.content.chars().count() >= policy.masking.min_chars;
         if mask {
-            let digest = if policy.summaries.enabled { digest_line(&m.content, policy.summaries.max_items) } else { String::new() };
+            let digest = if summaries {
+                digest_line(&m.content, max_items)
+            } else {
+                String::new()
+            };
             content = Some(format!(
                 "[result of {tool} masked to save context ({} chars); key: {id}; call recall with this key for the full text]{digest}",
                 m.content.chars().count()
@@ -147,7 +176,11 @@ pub fn build_view(history: &[ChatMessage], policy: &ContextPolicy, limit: u64, l
                 let head = char_prefix(&text, to.head);
                 let tail = char_suffix(&text, to.tail);
                 let middle = &text[head.len()..text.len() - tail.len()];
-                let digest = if policy.summaries.enabled { digest_line(middle, policy.summaries.max_items) } else { String::new() };
+                let digest = if summaries {
+                    digest_line(middle, max_items)
+                } else {
+                    String::new()
+                };
                 text = format!(
                     "{head}\n[... {} chars omitted; key: {id}; call recall with this key for the full text{digest} ...]\n{tail}",
                     n - to.head - to.tail
@@ -168,7 +201,11 @@ pub fn build_view(history: &[ChatMessage], policy: &ContextPolicy, limit: u64, l
     let mut tokens: u64 = out.iter().map(message_tokens).sum();
     let over = policy.budget.enabled && tokens as f64 > policy.budget.trigger * limit as f64;
     if policy.window.enabled && (over || level >= 2) {
-        let target = if level >= 2 { policy.window.target / 2.0 } else { policy.window.target };
+        let target = if level >= 2 {
+            policy.window.target / 2.0
+        } else {
+            policy.window.target
+        };
         let goal = (target * limit as f64) as u64;
         // Protect the system prompt(s) and the first user message.
         let mut start = out.iter().take_while(|m| m.role == Role::System).count();
@@ -209,10 +246,16 @@ pub fn build_view(history: &[ChatMessage], policy: &ContextPolicy, limit: u64, l
                 "[Summary of {} earlier messages, removed to fit the context window. Tool results can be recalled by key.]",
                 dropped.len()
             );
-            if policy.summaries.enabled {
-                let text: String = originals.iter().map(|m| format!("{}\n", m.content)).collect();
-                summary.push_str(&digest_line(&text, policy.summaries.max_items));
-                let keys: Vec<&str> = originals.iter().filter_map(|m| m.tool_call_id.as_deref()).collect();
+            if summaries {
+                let text: String = originals
+                    .iter()
+                    .map(|m| format!("{}\n", m.content))
+                    .collect();
+                summary.push_str(&digest_line(&text, max_items));
+                let keys: Vec<&str> = originals
+                    .iter()
+                    .filter_map(|m| m.tool_call_id.as_deref())
+                    .collect();
                 if !keys.is_empty() {
                     summary.push_str(&format!("\nRecallable keys: {}", keys.join(", ")));
                 }
@@ -223,7 +266,10 @@ pub fn build_view(history: &[ChatMessage], policy: &ContextPolicy, limit: u64, l
         }
     }
     stats.tokens_sent = tokens;
-    View { messages: out, stats }
+    View {
+        messages: out,
+        stats,
+    }
 }
 
 /// Whether a provider error means the prompt did not fit the context window.
@@ -257,7 +303,11 @@ mod tests {
 
     fn call(id: &str) -> ChatMessage {
         let mut m = ChatMessage::text(Role::Assistant, "");
-        m.tool_calls.push(ToolCall { id: id.into(), name: "fetch".into(), arguments: "{}".into() });
+        m.tool_calls.push(ToolCall {
+            id: id.into(),
+            name: "fetch".into(),
+            arguments: "{}".into(),
+        });
         m
     }
 
@@ -268,10 +318,16 @@ mod tests {
     }
 
     fn history(n: usize) -> Vec<ChatMessage> {
-        let mut h = vec![ChatMessage::text(Role::System, "sys"), ChatMessage::text(Role::User, "first question")];
+        let mut h = vec![
+            ChatMessage::text(Role::System, "sys"),
+            ChatMessage::text(Role::User, "first question"),
+        ];
         for i in 0..n {
             h.push(call(&format!("c{i}")));
-            let big = format!("{{\n  \"id\": \"ORD-{i:05}-X\",\n  \"rows\": [{}]\n}}", "1, ".repeat(400) + "1");
+            let big = format!(
+                "{{\n  \"id\": \"ORD-{i:05}-X\",\n  \"rows\": [{}]\n}}",
+                "1, ".repeat(400) + "1"
+            );
             h.push(result(&format!("c{i}"), &big));
             h.push(ChatMessage::text(Role::Assistant, format!("noted {i}")));
         }
@@ -299,8 +355,15 @@ mod tests {
         assert_eq!(v.stats.masked, 4);
         let masked = &v.messages[3];
         assert!(masked.content.contains("key: c0"), "{}", masked.content);
-        assert!(masked.content.contains("ORD-00000-X"), "identifier kept verbatim");
-        assert_eq!(v.messages[h.len() - 3].content, h[h.len() - 3].content, "recent kept whole");
+        assert!(
+            masked.content.contains("ORD-00000-X"),
+            "identifier kept verbatim"
+        );
+        assert_eq!(
+            v.messages[h.len() - 3].content,
+            h[h.len() - 3].content,
+            "recent kept whole"
+        );
         assert!(v.stats.tokens_sent * 2 < v.stats.tokens_full);
         assert_eq!(recall(&h, "c0"), Some(h[3].content.as_str()));
     }
@@ -318,9 +381,15 @@ mod tests {
         p.tool_outputs.tail = 100;
         let v = build_view(&h, &p, 1_000_000, 0);
         assert!(v.stats.minified >= 1 && v.stats.deduped == 1 && v.stats.truncated >= 1);
-        assert_eq!(v.messages.last().unwrap().content, "[identical to the result of call c0]");
+        assert_eq!(
+            v.messages.last().unwrap().content,
+            "[identical to the result of call c0]"
+        );
         assert!(v.messages[3].content.contains("chars omitted; key: c0"));
-        assert!(!v.messages[3].content.contains("\n  \""), "pretty JSON minified");
+        assert!(
+            !v.messages[3].content.contains("\n  \""),
+            "pretty JSON minified"
+        );
     }
 
     #[test]
@@ -336,15 +405,25 @@ mod tests {
         assert_eq!(v.messages[0].content, "sys");
         assert_eq!(v.messages[1].content, "first question");
         assert!(v.messages[2].content.starts_with("[Summary of"));
-        assert!(v.messages[2].content.contains("ORD-00000-X"), "dropped identifiers survive in the summary");
+        assert!(
+            v.messages[2].content.contains("ORD-00000-X"),
+            "dropped identifiers survive in the summary"
+        );
         assert_eq!(v.messages.last().unwrap().content, "last question");
         for (i, m) in v.messages.iter().enumerate() {
             if m.role == Role::Tool {
                 let prev = &v.messages[i - 1];
-                assert!(prev.role == Role::Tool || !prev.tool_calls.is_empty(), "a result lost its call at {i}");
+                assert!(
+                    prev.role == Role::Tool || !prev.tool_calls.is_empty(),
+                    "a result lost its call at {i}"
+                );
             }
             if !m.tool_calls.is_empty() {
-                assert_eq!(v.messages[i + 1].role, Role::Tool, "a call lost its result at {i}");
+                assert_eq!(
+                    v.messages[i + 1].role,
+                    Role::Tool,
+                    "a call lost its result at {i}"
+                );
             }
         }
         assert!(v.stats.tokens_sent <= (full as f64 / 4.0 * 0.6) as u64 + 2_000);
@@ -356,8 +435,12 @@ mod tests {
     #[test]
     fn overflow_errors_are_recognised() {
         assert!(is_context_overflow("endpoint \"x\": HTTP 400: exceed_context_size_error: request (5030 tokens) exceeds the available context size (4096 tokens)"));
-        assert!(is_context_overflow("invalid_request_error: This model's maximum context length is 128000 tokens"));
-        assert!(is_context_overflow("prompt is too long: 210000 tokens > 200000 maximum"));
+        assert!(is_context_overflow(
+            "invalid_request_error: This model's maximum context length is 128000 tokens"
+        ));
+        assert!(is_context_overflow(
+            "prompt is too long: 210000 tokens > 200000 maximum"
+        ));
         assert!(!is_context_overflow("rate limited"));
     }
 }

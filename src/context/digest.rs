@@ -5,7 +5,24 @@
 use std::collections::HashSet;
 
 fn is_separator(c: char) -> bool {
-    c.is_whitespace() || matches!(c, '"' | '\'' | '{' | '}' | '[' | ']' | '(' | ')' | '<' | '>' | '|' | ';' | '=' | '`' | '*')
+    c.is_whitespace()
+        || matches!(
+            c,
+            '"' | '\''
+                | '{'
+                | '}'
+                | '['
+                | ']'
+                | '('
+                | ')'
+                | '<'
+                | '>'
+                | '|'
+                | ';'
+                | '='
+                | '`'
+                | '*'
+        )
 }
 
 fn trim_token(t: &str) -> &str {
@@ -14,7 +31,11 @@ fn trim_token(t: &str) -> &str {
 
 fn looks_like_timestamp(t: &str) -> bool {
     let b = t.as_bytes();
-    b.len() >= 16 && b[4] == b'-' && b[7] == b'-' && (b[10] == b'T' || b[10] == b' ') && b[..4].iter().all(u8::is_ascii_digit)
+    b.len() >= 16
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && (b[10] == b'T' || b[10] == b' ')
+        && b[..4].iter().all(u8::is_ascii_digit)
 }
 
 fn is_identifier(t: &str) -> bool {
@@ -24,14 +45,23 @@ fn is_identifier(t: &str) -> bool {
     t.len() >= 4
         && !looks_like_timestamp(t)
         && ((has_digit && has_alpha) || (has_digit && has_joiner && t.len() >= 6))
-        && t.chars().all(|c| c.is_ascii_alphanumeric() || "-_.#:@/+%,".contains(c))
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.#:@/+%,".contains(c))
 }
 
 fn is_amount(t: &str) -> bool {
     let digits = t.chars().filter(char::is_ascii_digit).count();
     digits >= 3
         && t.contains([',', '.'])
-        && t.chars().all(|c| c.is_ascii_digit() || c == ',' || c == '.' || c == '-' || c == '$' || c == '€' || c == '£')
+        && t.chars().all(|c| {
+            c.is_ascii_digit()
+                || c == ','
+                || c == '.'
+                || c == '-'
+                || c == '$'
+                || c == '€'
+                || c == '£'
+        })
 }
 
 fn is_unit(t: &str) -> bool {
@@ -44,12 +74,18 @@ fn is_path_or_address(t: &str) -> bool {
         || t.starts_with("http://")
         || t.starts_with("https://")
         || (t.contains('@') && t.contains('.') && !t.starts_with('@'))
-        || (t.contains('/') && t.rsplit('/').next().is_some_and(|f| f.contains('.') && f.len() > 2) && !t.contains("//"))
+        || (t.contains('/')
+            && t.rsplit('/')
+                .next()
+                .is_some_and(|f| f.contains('.') && f.len() > 2)
+            && !t.contains("//"))
 }
 
 fn is_capitalized(w: &str) -> bool {
     let mut cs = w.chars();
-    cs.next().is_some_and(|c| c.is_uppercase()) && cs.clone().count() >= 1 && cs.all(|c| c.is_lowercase() || c == '-' || c == '\'')
+    cs.next().is_some_and(|c| c.is_uppercase())
+        && cs.clone().count() >= 1
+        && cs.all(|c| c.is_lowercase() || c == '-' || c == '\'')
 }
 
 const TITLES: &[&str] = &["Dr.", "Mr.", "Ms.", "Mrs.", "Prof."];
@@ -81,14 +117,25 @@ pub fn extract(text: &str, limit: usize) -> Vec<String> {
                 }
             }
             if j - start >= 2 {
-                let name = words[i..j].iter().map(|s| trim_token(s)).collect::<Vec<_>>().join(" ");
-                let name = if titled { name.replacen(trim_token(raw), raw.trim_end_matches(','), 1) } else { name };
+                let name = words[i..j]
+                    .iter()
+                    .map(|s| trim_token(s))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let name = if titled {
+                    name.replacen(trim_token(raw), raw.trim_end_matches(','), 1)
+                } else {
+                    name
+                };
                 push(name, &mut out);
                 i = j;
                 continue;
             }
             if is_amount(w) {
-                let unit = words.get(i + 1).map(|u| trim_token(u)).filter(|u| is_unit(u));
+                let unit = words
+                    .get(i + 1)
+                    .map(|u| trim_token(u))
+                    .filter(|u| is_unit(u));
                 match unit {
                     Some(u) => {
                         push(format!("{w} {u}"), &mut out);
@@ -129,7 +176,10 @@ see https://status.example.com/incidents/42 and src/billing/invoice.rs, the the 
         ] {
             assert!(d.iter().any(|x| x == want), "{want} missing from {d:?}");
         }
-        assert!(!d.iter().any(|x| x.starts_with("2026-11-25T")), "timestamps are noise: {d:?}");
+        assert!(
+            !d.iter().any(|x| x.starts_with("2026-11-25T")),
+            "timestamps are noise: {d:?}"
+        );
         assert!(!d.iter().any(|x| x == "the"));
         assert_eq!(extract(text, 2).len(), 2);
     }

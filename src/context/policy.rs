@@ -149,12 +149,18 @@ impl Default for ContextPolicy {
 fn bad(key: &str, expected: &str, got: &Value) -> Error {
     Error::new(
         Status::InvalidJson,
-        format!("context policy key \"{key}\" must be {expected}, got {}", json_kind(got)),
+        format!(
+            "context policy key \"{key}\" must be {expected}, got {}",
+            json_kind(got)
+        ),
     )
 }
 
 fn unknown(key: &str) -> Error {
-    Error::new(Status::InvalidJson, format!("unknown context policy key \"{key}\""))
+    Error::new(
+        Status::InvalidJson,
+        format!("unknown context policy key \"{key}\""),
+    )
 }
 
 fn bool_of(k: &str, v: &Value) -> Result<bool> {
@@ -162,7 +168,9 @@ fn bool_of(k: &str, v: &Value) -> Result<bool> {
 }
 
 fn usize_of(k: &str, v: &Value) -> Result<usize> {
-    v.as_u64().map(|n| n as usize).ok_or_else(|| bad(k, "a non-negative integer", v))
+    v.as_u64()
+        .map(|n| n as usize)
+        .ok_or_else(|| bad(k, "a non-negative integer", v))
 }
 
 fn share_of(k: &str, v: &Value) -> Result<f64> {
@@ -187,7 +195,9 @@ impl ContextPolicy {
 
     /// Applies a JSON object on top of `self` (strict: unknown keys are named).
     pub fn apply_json(&mut self, v: &Value) -> Result<()> {
-        let obj = v.as_object().ok_or_else(|| bad("(policy)", "an object", v))?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| bad("(policy)", "an object", v))?;
         if let Some(all) = obj.get("all") {
             if !bool_of("all", all)? {
                 *self = ContextPolicy::off();
@@ -205,7 +215,10 @@ impl ContextPolicy {
                         let key = format!("budget.{f}");
                         match f.as_str() {
                             "enabled" => self.budget.enabled = bool_of(&key, x)?,
-                            "reserve_output" => self.budget.reserve_output = usize_of(&key, x)?.min(u32::MAX as usize) as u32,
+                            "reserve_output" => {
+                                self.budget.reserve_output =
+                                    usize_of(&key, x)?.min(u32::MAX as usize) as u32
+                            }
                             "trigger" => self.budget.trigger = share_of(&key, x)?,
                             _ => return Err(unknown(&key)),
                         }
@@ -277,8 +290,12 @@ impl ContextPolicy {
 
     /// Parses a policy document on top of the defaults.
     pub fn from_json(text: &str) -> Result<ContextPolicy> {
-        let v: Value = serde_json::from_str(text)
-            .map_err(|e| Error::new(Status::InvalidJson, format!("context policy is not valid JSON: {e}")))?;
+        let v: Value = serde_json::from_str(text).map_err(|e| {
+            Error::new(
+                Status::InvalidJson,
+                format!("context policy is not valid JSON: {e}"),
+            )
+        })?;
         let mut p = ContextPolicy::default();
         p.apply_json(&v)?;
         Ok(p)
@@ -291,7 +308,9 @@ mod tests {
 
     #[test]
     fn parses_overrides_and_rejects_unknown_keys() {
-        let p = ContextPolicy::from_json(r#"{"masking":{"keep_recent":1},"window":{"enabled":false}}"#).unwrap();
+        let p =
+            ContextPolicy::from_json(r#"{"masking":{"keep_recent":1},"window":{"enabled":false}}"#)
+                .unwrap();
         assert_eq!(p.masking.keep_recent, 1);
         assert!(!p.window.enabled);
         assert!(p.tool_outputs.enabled);

@@ -81,7 +81,9 @@ pub fn message_tokens(m: &ChatMessage) -> u64 {
 pub fn tools_tokens(tools: &[ToolSpec]) -> u64 {
     tools
         .iter()
-        .map(|t| 8 + estimate(&t.name) + estimate(&t.description) + estimate(&t.parameters.to_string()))
+        .map(|t| {
+            8 + estimate(&t.name) + estimate(&t.description) + estimate(&t.parameters.to_string())
+        })
         .sum()
 }
 
@@ -110,7 +112,8 @@ impl Calibration {
         let sample = (reported as f64 / estimated as f64).clamp(0.25, 4.0);
         let old = self.ratio_micros.load(Ordering::Relaxed) as f64 / 1e6;
         let new = old * 0.7 + sample * 0.3;
-        self.ratio_micros.store((new * 1e6) as u64, Ordering::Relaxed);
+        self.ratio_micros
+            .store((new * 1e6) as u64, Ordering::Relaxed);
     }
 
     /// The current ratio real/estimated.

@@ -259,3 +259,104 @@ pub unsafe extern "C" fn agentos_runtime_wait_idle(
         }
     })
 }
+
+/// Changes the agent's context policies: a JSON object applied on top of the current ones,
+/// e.g. `{"masking":{"keep_recent":1},"window":{"enabled":false}}` (see the policy keys in the
+/// README: budget, tool_outputs, masking, window, summaries, tool_selection,
+/// retry_on_overflow; `{"all":false}` turns everything off). Takes effect at the next request.
+/// Returns `OK`; `NULL_ARGUMENT`; `INVALID_UTF8`; `INVALID_JSON` (the message names the key,
+/// nothing changes); `STALE_HANDLE`. `err` may be NULL.
+/// Thread safety: any thread, concurrently.
+#[no_mangle]
+pub unsafe extern "C" fn agentos_agent_set_context_policy(
+    rt: *const agentos_runtime,
+    agent: agentos_agent_id,
+    policy_json: *const c_char,
+    err: *mut *mut agentos_error,
+) -> agentos_status {
+    ffi_boundary!(err = err, {
+        let rt = as_ref(rt, "rt")?;
+        let json = str_arg(policy_json, "policy_json")?;
+        rt.inner
+            .shared()
+            .agent(Handle::from_raw(agent))?
+            .set_policy_json(json)
+    })
+}
+
+/// The context the agent's next request would send, as JSON: `{"messages":[...],
+/// "tokens":N,"tokens_estimated":N,"tokens_full":N,"limit_tokens":N,"tools_tokens":N,
+/// "calibration":x,"stats":{"masked","truncated","deduped","minified","dropped","summarized"}}`.
+/// `tokens` is the estimate corrected by what the provider has reported so far.
+/// On success `*out` receives a string to free with `agentos_string_free`.
+/// Returns `OK`, `NULL_ARGUMENT` or `STALE_HANDLE`. Thread safety: any thread, concurrently.
+#[no_mangle]
+pub unsafe extern "C" fn agentos_agent_context_json(
+    rt: *const agentos_runtime,
+    agent: agentos_agent_id,
+    out: *mut *mut c_char,
+) -> agentos_status {
+    ffi_boundary!(err = std::ptr::null_mut(), {
+        let rt = as_ref(rt, "rt")?;
+        non_null(out, "out")?;
+        let a = rt.inner.shared().agent(Handle::from_raw(agent))?;
+        write_out(out, into_c_string(a.context_json().to_string()));
+        Ok(())
+    })
+}
+
+/// Forces a compaction: the agent's next request drops old turns to a summary and masks every
+/// old tool result (the stored history is untouched; masked results stay recallable).
+/// Returns `OK`, `NULL_ARGUMENT` or `STALE_HANDLE`. Thread safety: any thread, concurrently.
+#[no_mangle]
+pub unsafe extern "C" fn agentos_agent_compact(
+    rt: *const agentos_runtime,
+    agent: agentos_agent_id,
+) -> agentos_status {
+    ffi_boundary!(err = std::ptr::null_mut(), {
+        let rt = as_ref(rt, "rt")?;
+        rt.inner.shared().agent(Handle::from_raw(agent))?.compact();
+        Ok(())
+    })
+}
+
+/// The agent's counters as JSON: `{"state","turns","tool_calls","usage":{...},"history_len",
+/// "history_bytes","tokens_full_total","tokens_sent_total","calibration","last_request":{...}}`
+/// (`tokens_full_total` / `tokens_sent_total` are the estimated prompt tokens without and with
+/// compaction, summed over every request).
+/// On success `*out` receives a string to free with `agentos_string_free`.
+/// Returns `OK`, `NULL_ARGUMENT` or `STALE_HANDLE`. Thread safety: any thread, concurrently.
+#[no_mangle]
+pub unsafe extern "C" fn agentos_agent_stats_json(
+    rt: *const agentos_runtime,
+    agent: agentos_agent_id,
+    out: *mut *mut c_char,
+) -> agentos_status {
+    ffi_boundary!(err = std::ptr::null_mut(), {
+        let rt = as_ref(rt, "rt")?;
+        non_null(out, "out")?;
+        let a = rt.inner.shared().agent(Handle::from_raw(agent))?;
+        write_out(out, into_c_string(a.stats_json().to_string()));
+        Ok(())
+    })
+}
+
+/// Runtime-wide counters as JSON: `{"agents","busy_agents","history_bytes","mailboxes",
+/// "events_queued","jobs_run","models":{...as agentos_runtime_usage_json...}}`.
+/// On success `*out` receives a string to free with `agentos_string_free`.
+/// Returns `OK` or `NULL_ARGUMENT`. Thread safety: any thread, concurrently.
+#[no_mangle]
+pub unsafe extern "C" fn agentos_runtime_stats_json(
+    rt: *const agentos_runtime,
+    out: *mut *mut c_char,
+) -> agentos_status {
+    ffi_boundary!(err = std::ptr::null_mut(), {
+        let rt = as_ref(rt, "rt")?;
+        non_null(out, "out")?;
+        write_out(
+            out,
+            into_c_string(rt.inner.shared().stats_json().to_string()),
+        );
+        Ok(())
+    })
+}

@@ -275,6 +275,21 @@ impl Shared {
         Ok(h)
     }
 
+    /// Runtime-wide counters as JSON (see `agentos_runtime_stats_json`).
+    pub fn stats_json(&self) -> serde_json::Value {
+        let agents = self.agents.snapshot();
+        let history_bytes: usize = agents.iter().map(|(_, a)| a.stats().history_bytes).sum();
+        serde_json::json!({
+            "agents": agents.len(),
+            "busy_agents": *self.busy_agents.lock(),
+            "history_bytes": history_bytes,
+            "mailboxes": self.mailboxes.len(),
+            "events_queued": self.events.len(),
+            "jobs_run": self.jobs_run(),
+            "models": self.models.usage_json(),
+        })
+    }
+
     /// Agents alive.
     pub fn agent_count(&self) -> usize {
         self.agents.len()
