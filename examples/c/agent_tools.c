@@ -99,7 +99,7 @@ int main(void) {
     st = agentos_agent_new(
         rt,
         "{\"name\":\"assistant\",\"endpoint\":\"local\",\"temperature\":0,\"max_tokens\":200,"
-        "\"max_steps\":4,\"tools\":[\"get_weather\",\"get_local_time\"],"
+        "\"max_steps\":4,\"tools\":[\"get_weather\",\"get_local_time\"],\"tool_first\":true,"
         "\"system\":\"You are a helpful assistant. Call a tool only when you need data you do not have yet. "
         "When a tool response is present, answer the user; never repeat a tool call.\"}",
         &agent, &err);

@@ -4,7 +4,7 @@
 //! {"name": "planner", "endpoint": "local", "model": "override", "system": "You plan.",
 //!  "tools": ["get_weather", "send_message"], "priority": 5, "context_limit": 4096,
 //!  "max_steps": 8, "temperature": 0, "max_tokens": 256, "stream": true, "preemptible": true,
-//!  "stream_events": false, "inbox_capacity": 1024, "tool_timeout_ms": 30000,
+//!  "stream_events": false, "inbox_capacity": 1024, "tool_timeout_ms": 30000, "tool_first": false,
 //!  "budget": {"tokens": 100000, "cost_usd": 1.0, "tool_calls": 20},
 //!  "context": {"masking": {"keep_recent": 2}}}
 //! ```
@@ -62,6 +62,10 @@ pub struct AgentConfig {
     pub budget: Budget,
     /// How the context sent to the model is shaped (see [`crate::context::policy`]).
     pub context: crate::context::policy::ContextPolicy,
+    /// Require a tool call in the first model call of each turn (`tool_choice: "required"`);
+    /// later calls of the turn are free to answer. Helps small models that would otherwise
+    /// describe a tool call instead of making it.
+    pub tool_first: bool,
 }
 
 fn bad(key: &str, expected: &str, got: &Value) -> Error {
@@ -125,6 +129,7 @@ impl AgentConfig {
             tool_timeout: Duration::from_secs(30),
             budget: Budget::default(),
             context: crate::context::policy::ContextPolicy::default(),
+            tool_first: false,
         };
         for (k, val) in obj {
             match k.as_str() {
@@ -201,6 +206,9 @@ impl AgentConfig {
                             }
                         }
                     }
+                }
+                "tool_first" => {
+                    c.tool_first = val.as_bool().ok_or_else(|| bad(k, "a boolean", val))?
                 }
                 "context" => c.context.apply_json(val).map_err(|e| {
                     Error::new(

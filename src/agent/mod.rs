@@ -869,7 +869,18 @@ impl Agent {
             return;
         }
         g.tool_calls += n;
-        let msg = r.to_message();
+        let mut msg = r.to_message();
+        // Some servers stream the markdown fence a model wraps its tool call in as text; kept
+        // in the history, it teaches the model to keep calling. Drop content that is only that.
+        if msg
+            .content
+            .trim()
+            .trim_start_matches("```json")
+            .trim_matches(|c: char| c == '`' || c.is_whitespace())
+            .is_empty()
+        {
+            msg.content.clear();
+        }
         let mut pending = vec![None; r.tool_calls.len()];
         let mut invocations = Vec::new();
         for (i, tc) in r.tool_calls.iter().enumerate() {
@@ -1082,18 +1093,12 @@ impl Agent {
                 }
             })
             .collect();
-        if self.has_recall(g) {
-            tools.push(ToolSpec {
-                name: RECALL.into(),
-                description: "Get back the full text of an earlier tool result that was masked or cut to save context, by its key.".into(),
-                parameters: recall_schema(),
-            });
-        }
         let sel = &g.policy.tool_selection;
         if sel.enabled {
             select_tools(&mut tools, &g.history, sel.max_tools, sel.max_description);
         }
-        let limit = self.message_limit(g, shared, &tools);
+        // Room for the recall tool's definition, offered below only when it is needed.
+        let limit = self.message_limit(g, shared, &tools).saturating_sub(64);
         // The calibration scales the estimate; compaction works in estimated tokens.
         let limit = (limit as f64 / g.calibration.ratio().max(0.25)) as u64;
         let level = if std::mem::take(&mut g.force_compaction) {
@@ -1103,8 +1108,21 @@ impl Agent {
         };
         let view = build_view(&g.history, &g.policy, limit, level);
         g.last_view = view.stats;
+        let st = view.stats;
+        // `recall` is offered only when this view actually hides something (small models are
+        // easily distracted by tools they do not need, and every definition costs tokens).
+        if self.has_recall(g) && st.masked + st.truncated + st.deduped + st.dropped > 0 {
+            tools.push(ToolSpec {
+                name: RECALL.into(),
+                description: "Get back the full text of an earlier tool result that was masked or cut to save context, by its key.".into(),
+                parameters: recall_schema(),
+            });
+        }
         g.tokens_full_total += view.stats.tokens_full;
         g.tokens_sent_total += view.stats.tokens_sent;
+        let first_step = g.turn.as_ref().is_some_and(|t| t.steps == 0);
+        let tool_choice =
+            (self.config.tool_first && first_step && !tools.is_empty()).then(|| json!("required"));
         ChatRequest {
             model: self.config.model.clone(),
             messages: view.messages,
@@ -1113,7 +1131,7 @@ impl Agent {
             max_tokens: self.config.max_tokens,
             stream: self.config.stream,
             response_format: None,
-            tool_choice: None,
+            tool_choice,
         }
     }
 

@@ -1,0 +1,170 @@
+//! The token optimizer, measured: replays long, tool-heavy conversations
+//! (`benches/context_data/conversations.json`) through each context policy alone and through
+//! the combined defaults, and prints the prompt tokens sent (against the policy-off baseline)
+//! and retention: the share of needed facts still present, verbatim (in a message, a masked
+//! result's digest or a summary) in the prompt of the call that needs them.
+//!
+//!   cargo bench --bench context_eval [-- WINDOW_TOKENS]
+//!
+//! Every assistant message in a conversation is a model call; its prompt is everything before
+//! it. Tokens are the library's estimates (the same for every policy, so ratios compare).
+
+use agentos::context::compact::build_view;
+use agentos::context::policy::ContextPolicy;
+use agentos::context::tokens::message_tokens;
+use agentos::model::types::{ChatMessage, ChatRequest, Role};
+use serde_json::Value;
+
+struct Conversation {
+    id: String,
+    messages: Vec<ChatMessage>,
+    facts: Vec<(String, usize, usize)>,
+}
+
+fn load() -> Vec<Conversation> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/benches/context_data/conversations.json"
+    );
+    let text = std::fs::read_to_string(path).expect("benches/context_data/conversations.json");
+    let v: Value = serde_json::from_str(&text).expect("valid JSON");
+    v.as_array()
+        .expect("an array")
+        .iter()
+        .map(|c| {
+            let req = ChatRequest::from_value(&serde_json::json!({"messages": c["messages"]}))
+                .expect("messages");
+            let facts = c["needed_facts"]
+                .as_array()
+                .expect("needed_facts")
+                .iter()
+                .map(|f| {
+                    (
+                        f["fact"].as_str().unwrap().to_string(),
+                        f["introduced_at"].as_u64().unwrap() as usize,
+                        f["needed_at"].as_u64().unwrap() as usize,
+                    )
+                })
+                .collect();
+            Conversation {
+                id: c["id"].as_str().unwrap_or("?").to_string(),
+                messages: req.messages,
+                facts,
+            }
+        })
+        .collect()
+}
+
+fn contains(view: &[ChatMessage], fact: &str) -> bool {
+    view.iter().any(|m| {
+        m.content.contains(fact) || m.tool_calls.iter().any(|c| c.arguments.contains(fact))
+    })
+}
+
+struct Outcome {
+    sent: u64,
+    full: u64,
+    kept: usize,
+    facts: usize,
+    calls: usize,
+    lost: Vec<String>,
+}
+
+fn replay(convs: &[Conversation], policy: &ContextPolicy, limit: u64) -> Outcome {
+    let mut o = Outcome {
+        sent: 0,
+        full: 0,
+        kept: 0,
+        facts: 0,
+        calls: 0,
+        lost: Vec::new(),
+    };
+    for c in convs {
+        for (i, m) in c.messages.iter().enumerate() {
+            if m.role != Role::Assistant {
+                continue;
+            }
+            let prompt = &c.messages[..i];
+            let view = build_view(prompt, policy, limit, 0);
+            o.sent += view.stats.tokens_sent;
+            o.full += prompt.iter().map(message_tokens).sum::<u64>();
+            o.calls += 1;
+            for (fact, _, needed_at) in &c.facts {
+                // The answer at needed_at + 1 is generated from the prompt [0, needed_at + 1).
+                if i == needed_at + 1 {
+                    o.facts += 1;
+                    if contains(&view.messages, fact) {
+                        o.kept += 1;
+                    } else {
+                        o.lost.push(format!("{}: {fact}", c.id));
+                    }
+                }
+            }
+        }
+    }
+    o
+}
+
+fn main() {
+    let window: u64 = std::env::args()
+        .skip(1)
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(32_768);
+    let limit = window - 4_096; // the output reserve
+    let convs = load();
+    let n_msgs: usize = convs.iter().map(|c| c.messages.len()).sum();
+    let n_facts: usize = convs.iter().map(|c| c.facts.len()).sum();
+    println!(
+        "{} conversations, {} messages, {} needed facts; window {} tokens ({} for messages)",
+        convs.len(),
+        n_msgs,
+        n_facts,
+        window,
+        limit
+    );
+    let off = ContextPolicy::off();
+    let mut rows: Vec<(&str, ContextPolicy)> = vec![("off (baseline)", off.clone())];
+    let mut p = off.clone();
+    p.tool_outputs.enabled = true;
+    rows.push(("tool outputs (cut, dedupe, minify)", p));
+    let mut p = off.clone();
+    p.masking.enabled = true;
+    rows.push(("observation masking, no digest", p.clone()));
+    p.summaries.enabled = true;
+    rows.push(("observation masking + digest", p));
+    let mut p = off.clone();
+    p.budget.enabled = true;
+    p.window.enabled = true;
+    rows.push(("sliding window, no summary", p.clone()));
+    p.summaries.enabled = true;
+    rows.push(("sliding window + summary", p));
+    rows.push(("combined defaults", ContextPolicy::default()));
+    let base = replay(&convs, &off, limit).sent.max(1);
+    println!(
+        "{:<36} {:>12} {:>8} {:>12} {:>10}",
+        "policy", "prompt tok", "cut", "retention", "calls"
+    );
+    for (name, p) in &rows {
+        let o = replay(&convs, p, limit);
+        println!(
+            "{:<36} {:>12} {:>7.2}x {:>5}/{:<3} {:>3.0}% {:>6}",
+            name,
+            o.sent,
+            base as f64 / o.sent.max(1) as f64,
+            o.kept,
+            o.facts,
+            100.0 * o.kept as f64 / o.facts.max(1) as f64,
+            o.calls
+        );
+        if !o.lost.is_empty() && o.lost.len() <= 12 {
+            println!("    lost: {}", o.lost.join("; "));
+        } else if !o.lost.is_empty() {
+            println!(
+                "    lost: {} facts (first: {})",
+                o.lost.len(),
+                o.lost[..5].join("; ")
+            );
+        }
+        let _ = o.full;
+    }
+}
