@@ -96,7 +96,38 @@ fn replay(convs: &[Conversation], policy: &ContextPolicy, limit: u64) -> Outcome
                     if contains(&view.messages, fact) {
                         o.kept += 1;
                     } else {
-                        o.lost.push(format!("{}: {fact}", c.id));
+                        let st = view.stats;
+                        if std::env::var("EVAL_DEBUG").is_ok() {
+                            let intro = c
+                                .facts
+                                .iter()
+                                .find(|f| &f.0 == fact)
+                                .map(|f| f.1)
+                                .unwrap_or(0);
+                            let items =
+                                agentos::context::digest::extract(&c.messages[intro].content, 1000);
+                            eprintln!(
+                                "  digest of msg {intro}: {} items, has fact: {}, first: {:?}",
+                                items.len(),
+                                items.iter().any(|x| x == fact),
+                                &items[..items.len().min(8)]
+                            );
+                            let prefix = &fact[..fact.len().min(20)];
+                            for (k, vm) in view.messages.iter().enumerate() {
+                                if let Some(p) = vm.content.find(prefix) {
+                                    eprintln!(
+                                        "  near miss in view msg {k} ({:?}): ...{}...",
+                                        vm.role,
+                                        &vm.content
+                                            [p.saturating_sub(60)..(p + 120).min(vm.content.len())]
+                                    );
+                                }
+                            }
+                        }
+                        o.lost.push(format!(
+                            "{}: {fact} (sent {} of limit {limit}, dropped {}, summary {})",
+                            c.id, st.tokens_sent, st.dropped, st.summarized
+                        ));
                     }
                 }
             }
@@ -139,6 +170,25 @@ fn main() {
     p.summaries.enabled = true;
     rows.push(("sliding window + summary", p));
     rows.push(("combined defaults", ContextPolicy::default()));
+    if std::env::var("DIGEST_STATS").is_ok() {
+        for c in &convs {
+            let (mut raw, mut dig) = (0u64, 0u64);
+            let mut sample = Vec::new();
+            for m in c.messages.iter().filter(|m| m.role == Role::Tool) {
+                raw += agentos::context::tokens::estimate(&m.content);
+                let items = agentos::context::digest::extract(&m.content, 1000);
+                dig += agentos::context::tokens::estimate(&items.join(" | "));
+                if sample.len() < 30 {
+                    sample.extend(items.into_iter().take(6));
+                }
+            }
+            eprintln!(
+                "{}: tool output tokens {raw}, digest tokens {dig}; sample {:?}",
+                c.id,
+                &sample[..sample.len().min(30)]
+            );
+        }
+    }
     let base = replay(&convs, &off, limit).sent.max(1);
     println!(
         "{:<36} {:>12} {:>8} {:>12} {:>10}",

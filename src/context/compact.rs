@@ -206,7 +206,13 @@ fn build_view_at(history: &[ChatMessage], policy: &ContextPolicy, limit: u64, le
         } else {
             policy.window.target
         };
-        let goal = (target * limit as f64) as u64;
+        // At the last level every droppable turn goes: its digest then lives in the summary,
+        // which keeps as many items as fit (oldest first).
+        let goal = if level >= 3 {
+            0
+        } else {
+            (target * limit as f64) as u64
+        };
         // Protect the system prompt(s) and the first user message.
         let mut start = out.iter().take_while(|m| m.role == Role::System).count();
         if out.get(start).is_some_and(|m| m.role == Role::User) {
@@ -246,16 +252,52 @@ fn build_view_at(history: &[ChatMessage], policy: &ContextPolicy, limit: u64, le
                 "[Summary of {} earlier messages, removed to fit the context window. Tool results can be recalled by key.]",
                 dropped.len()
             );
-            if summaries {
-                let text: String = originals
-                    .iter()
-                    .map(|m| format!("{}\n", m.content))
-                    .collect();
-                summary.push_str(&digest_line(&text, max_items));
+            if policy.summaries.enabled {
+                // One digest per dropped message, de-duplicated. Under the last-resort level
+                // (digests elsewhere dropped) the summary keeps as many items as still fit.
+                let per_message = policy.summaries.max_items;
+                let mut seen = std::collections::HashSet::new();
+                let mut items = Vec::new();
+                for m in originals {
+                    let mut text = m.content.clone();
+                    for c in &m.tool_calls {
+                        text.push('\n');
+                        text.push_str(&c.arguments);
+                    }
+                    for it in digest::extract(&text, per_message) {
+                        if seen.insert(it.clone()) {
+                            items.push(it);
+                        }
+                    }
+                }
                 let keys: Vec<&str> = originals
                     .iter()
                     .filter_map(|m| m.tool_call_id.as_deref())
                     .collect();
+                let rest: u64 = out.iter().map(message_tokens).sum();
+                let mut room = if summaries {
+                    u64::MAX
+                } else {
+                    (limit as f64 * 0.98) as u64
+                }
+                .saturating_sub(rest)
+                .saturating_sub(
+                    super::tokens::estimate(&summary)
+                        + super::tokens::estimate(&keys.join(", "))
+                        + 16,
+                );
+                let mut kept = Vec::new();
+                for it in &items {
+                    let cost = super::tokens::estimate(it) + 1;
+                    if cost > room {
+                        break;
+                    }
+                    room -= cost;
+                    kept.push(it.as_str());
+                }
+                if !kept.is_empty() {
+                    summary.push_str(&format!("\nKey items (verbatim): {}", kept.join(" | ")));
+                }
                 if !keys.is_empty() {
                     summary.push_str(&format!("\nRecallable keys: {}", keys.join(", ")));
                 }

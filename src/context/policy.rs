@@ -6,7 +6,7 @@
 //!                   "dedupe": true, "minify_json": true},
 //!  "masking": {"enabled": true, "keep_recent": 3, "min_chars": 600},
 //!  "window": {"enabled": true, "target": 0.6},
-//!  "summaries": {"enabled": true, "max_items": 400},
+//!  "summaries": {"enabled": true, "max_items": 1000},
 //!  "tool_selection": {"enabled": false, "max_tools": 8, "max_description": 200},
 //!  "retry_on_overflow": true}
 //! ```
@@ -134,7 +134,7 @@ impl Default for ContextPolicy {
             },
             summaries: SummaryPolicy {
                 enabled: true,
-                max_items: 400,
+                max_items: 1000,
             },
             tool_selection: ToolSelectionPolicy {
                 enabled: false,
