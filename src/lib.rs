@@ -22,6 +22,7 @@ pub mod config;
 pub mod context;
 pub mod error;
 pub mod handle;
+pub mod mem;
 pub mod model;
 pub mod msg;
 pub mod runtime;

@@ -642,3 +642,43 @@ fn response_format_and_tool_choice_are_sent() {
     );
     assert_eq!(body["tool_choice"], "none");
 }
+
+#[test]
+fn deterministic_requests_are_served_from_the_response_cache() {
+    let srv = FakeServer::start();
+    let rt = runtime();
+    add_endpoint(
+        &rt,
+        "oa",
+        "openai",
+        &srv.url(),
+        r#","cache":{"max_bytes":100000}"#,
+    );
+    add_endpoint(&rt, "nocache", "openai", &srv.url(), "");
+    srv.set_default(Reply::openai_text("cached answer"));
+    let models = rt.shared().models();
+    // temperature 0 (see `request`): the second identical request never reaches the server.
+    let a = wait(&models.start("oa", request(false), 0).unwrap()).unwrap();
+    let b = wait(&models.start("oa", request(true), 0).unwrap()).unwrap();
+    assert_eq!(a.content, "cached answer");
+    assert_eq!(
+        b.content, "cached answer",
+        "a streamed request is served too"
+    );
+    assert_eq!(b.usage.prompt_tokens, 0, "a hit costs nothing");
+    assert_eq!(srv.request_count(), 1);
+    // Different messages, a non-zero temperature, or an endpoint without a cache: no hit.
+    let mut other = request(false);
+    other.messages[0].content = "something else".into();
+    wait(&models.start("oa", other, 0).unwrap()).unwrap();
+    let mut warm = request(false);
+    warm.temperature = Some(0.7);
+    wait(&models.start("oa", warm.clone(), 0).unwrap()).unwrap();
+    wait(&models.start("oa", warm, 0).unwrap()).unwrap();
+    wait(&models.start("nocache", request(false), 0).unwrap()).unwrap();
+    assert_eq!(srv.request_count(), 5);
+    let usage = models.usage_json();
+    assert_eq!(usage["endpoints"]["oa"]["cache"]["hits"], 1);
+    assert_eq!(usage["endpoints"]["oa"]["cache"]["misses"], 2);
+    assert!(usage["endpoints"]["nocache"].get("cache").is_none());
+}

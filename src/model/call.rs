@@ -91,6 +91,8 @@ pub struct CallInner {
     cond: Condvar,
     cancel: AtomicBool,
     observer: Option<Box<dyn CallObserver>>,
+    /// The response-cache key, for deterministic requests to a caching endpoint.
+    pub cache_key: Option<Vec<u8>>,
     /// When the call was created.
     pub created: Instant,
 }
@@ -123,6 +125,7 @@ impl CallInner {
         opts: CallOptions,
     ) -> CallInner {
         let preemptible = opts.preemptible && request.stream;
+        let cache_key = endpoint.cache_key(&request);
         CallInner {
             id,
             endpoint,
@@ -143,6 +146,7 @@ impl CallInner {
             cond: Condvar::new(),
             cancel: AtomicBool::new(false),
             observer: opts.observer,
+            cache_key,
             created: Instant::now(),
         }
     }

@@ -7,7 +7,8 @@
 //!  "prices": {"input_per_mtok": 0, "output_per_mtok": 0, "cached_input_per_mtok": 0, "cache_write_per_mtok": 0},
 //!  "limits": {"rpm": 600, "tpm": 200000, "concurrency": 8},
 //!  "timeouts_ms": {"connect": 5000, "first_byte": 60000, "idle": 30000, "total": 600000},
-//!  "retry": {"max_retries": 3, "base_delay_ms": 500, "max_delay_ms": 30000, "max_wait_ms": 120000}}
+//!  "retry": {"max_retries": 3, "base_delay_ms": 500, "max_delay_ms": 30000, "max_wait_ms": 120000},
+//!  "cache": {"max_bytes": 0}}
 //! ```
 //!
 //! The API key is read from the named environment variable when the endpoint is added. It is
@@ -94,6 +95,8 @@ pub struct Endpoint {
     pub timeouts: Timeouts,
     /// Retry policy.
     pub retry: RetryPolicy,
+    /// Bytes of the response cache for deterministic requests (0 = off, the default).
+    pub cache_bytes: usize,
 }
 
 impl fmt::Debug for Endpoint {
@@ -216,6 +219,7 @@ impl Endpoint {
             limits: Limits::default(),
             timeouts: Timeouts::default(),
             retry: RetryPolicy::default(),
+            cache_bytes: 0,
         };
         for (k, val) in obj {
             match k.as_str() {
@@ -298,6 +302,15 @@ impl Endpoint {
                             "max_wait_ms" => {
                                 ep.retry.max_wait = Duration::from_millis(get_u64(&key, rv)?)
                             }
+                            _ => return Err(unknown(&key)),
+                        }
+                    }
+                }
+                "cache" => {
+                    for (ck, cv) in sub_object(k, val)? {
+                        let key = format!("cache.{ck}");
+                        match ck.as_str() {
+                            "max_bytes" => ep.cache_bytes = get_u64(&key, cv)? as usize,
                             _ => return Err(unknown(&key)),
                         }
                     }

@@ -887,6 +887,11 @@ impl IoLoop {
         }
         let actual = r.usage.prompt_tokens + r.usage.completion_tokens;
         self.release(key, call.id, (actual > 0).then_some(actual));
+        if let (Some(cache), Some(k)) = (&call.endpoint.cache, &call.cache_key) {
+            if call.preemptions() == 0 {
+                cache.put(k.clone(), r.clone());
+            }
+        }
         finish_call(&call, Ok(r.clone()));
     }
 

@@ -37,6 +37,26 @@ pub struct EndpointState {
     pub config: Endpoint,
     stats: Mutex<CallStats>,
     runtime_stats: Arc<Mutex<CallStats>>,
+    /// The response cache, when the endpoint enables one.
+    pub cache: Option<crate::mem::cache::ResponseCache>,
+}
+
+impl EndpointState {
+    /// The cache key of a request, when it is deterministic (temperature 0) and the endpoint
+    /// caches: the exact non-streaming request body, which covers model, parameters, tools
+    /// and messages.
+    pub fn cache_key(&self, req: &super::types::ChatRequest) -> Option<Vec<u8>> {
+        self.cache.as_ref()?;
+        if req.temperature != Some(0.0) {
+            return None;
+        }
+        let mut r = req.clone();
+        r.stream = false;
+        Some(match self.config.provider {
+            super::endpoint::Provider::OpenAi => super::openai::build_body(&r, &self.config),
+            super::endpoint::Provider::Anthropic => super::anthropic::build_body(&r, &self.config),
+        })
+    }
 }
 
 impl EndpointState {
@@ -98,12 +118,15 @@ impl ModelHub {
             )));
         }
         let name = ep.name.clone();
+        let cache =
+            (ep.cache_bytes > 0).then(|| crate::mem::cache::ResponseCache::new(ep.cache_bytes));
         map.insert(
             name.clone(),
             Arc::new(EndpointState {
                 config: ep,
                 stats: Mutex::new(CallStats::default()),
                 runtime_stats: self.totals.clone(),
+                cache,
             }),
         );
         Ok(name)
@@ -150,6 +173,28 @@ impl ModelHub {
 
     /// Hands a call to the I/O thread.
     pub fn submit(&self, call: Arc<CallInner>) -> Result<()> {
+        if let (Some(cache), Some(key)) = (&call.endpoint.cache, &call.cache_key) {
+            if let Some(mut r) = cache.get(key) {
+                // Served from memory: no tokens spent, nothing billed.
+                r.usage = super::types::Usage::default();
+                let mut deltas = Vec::new();
+                if !r.content.is_empty() {
+                    deltas.push(super::stream::StreamDelta::Text(r.content.clone()));
+                }
+                for (i, tc) in r.tool_calls.iter().enumerate() {
+                    deltas.push(super::stream::StreamDelta::ToolCall {
+                        index: i as u32,
+                        id: Some(tc.id.clone()),
+                        name: Some(tc.name.clone()),
+                        arguments: tc.arguments.clone(),
+                    });
+                }
+                call.push_deltas(&mut deltas);
+                call.endpoint.record(&r.usage, true, 0);
+                call.finish(Ok(r));
+                return Ok(());
+            }
+        }
         self.engine()?.submit(call)
     }
 
@@ -189,7 +234,15 @@ impl ModelHub {
             .endpoints
             .read()
             .iter()
-            .map(|(k, v)| (k.clone(), v.stats().to_json()))
+            .map(|(k, v)| {
+                let mut j = v.stats().to_json();
+                if let Some(c) = &v.cache {
+                    let st = c.stats();
+                    j["cache"] = json!({"hits": st.hits, "misses": st.misses, "evictions": st.evictions,
+                                        "entries": st.entries, "bytes": st.bytes, "max_bytes": st.max_bytes});
+                }
+                (k.clone(), j)
+            })
             .collect();
         json!({"runtime": self.totals().to_json(), "endpoints": eps})
     }
