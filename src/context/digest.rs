@@ -111,6 +111,14 @@ fn is_name_token(t: &str) -> bool {
     lower && (kebab || dotted)
 }
 
+/// Qualified code paths: `integration::agents::ten_thousand`, `std::vector`.
+fn is_code_path(t: &str) -> bool {
+    t.len() >= 8
+        && t.contains("::")
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':' || c == '.')
+}
+
 fn is_long_number(t: &str) -> bool {
     t.len() >= 6 && t.chars().all(|c| c.is_ascii_digit())
 }
@@ -310,6 +318,7 @@ pub fn extract(text: &str, limit: usize) -> Vec<String> {
                 || is_snake_identifier(w)
                 || is_long_number(w)
                 || is_name_token(w)
+                || is_code_path(w)
                 || is_percentage(w)
             {
                 push(w.to_string(), &mut out);
@@ -329,7 +338,7 @@ mod tests {
         let text = r#"{"order": "ORD-48213-X", "total": "4,812.37 EUR", "path": "/srv/app/config/billing.yaml"}
 2026-11-25T14:05:00Z ERROR req-9f3a2c71 failed in v2.14.3 for Dr. Amelia Okafor (amelia@example.org)
 see https://status.example.com/incidents/42 and src/billing/invoice.rs, the the the
-user k.brandstetter paid to DE89 3704 0044 0532 0130 00 from acme-prod-backups-legacy; Ines Valbuena-Ortiz found 37.4% (87% round); flight TP 537 at gate B 12, call +351 22 208 4417; revenue 12.9M EUR from Halvorsen & Brandt GmbH via s3://bucket/x/part-0007.csv; call _coerce_decimal_legacy; ticket 1482977 took 143ms"#;
+test integration::agents::ten_thousand_agents failed; user k.brandstetter paid to DE89 3704 0044 0532 0130 00 from acme-prod-backups-legacy; Ines Valbuena-Ortiz found 37.4% (87% round); flight TP 537 at gate B 12, call +351 22 208 4417; revenue 12.9M EUR from Halvorsen & Brandt GmbH via s3://bucket/x/part-0007.csv; call _coerce_decimal_legacy; ticket 1482977 took 143ms"#;
         let d = extract(text, 100);
         for want in [
             "ORD-48213-X",
@@ -353,6 +362,7 @@ user k.brandstetter paid to DE89 3704 0044 0532 0130 00 from acme-prod-backups-l
             "acme-prod-backups-legacy",
             "Ines Valbuena-Ortiz",
             "37.4%",
+            "integration::agents::ten_thousand_agents",
         ] {
             assert!(d.iter().any(|x| x == want), "{want} missing from {d:?}");
         }
