@@ -212,6 +212,19 @@
 #define AGENTOS_EVENT_MESSAGE 12
 
 /**
+ * A duplex channel between two processes over shared memory (two rings in memfd segments,
+ * mode 0600, never named in the file system). Any number of threads may send; one thread at a
+ * time receives. Wake-ups use futexes, never busy waiting. A message is delivered whole or
+ * not at all: a record torn by a crashed writer, or failing its checksum, is skipped and never
+ * delivered, and nothing a sender was told was sent is lost.
+ *
+ * Ownership: from `agentos_channel_new` (parent) or `agentos_channel_attach` (child); freed with
+ * `agentos_channel_free`. Independent of any runtime.
+ * Thread safety: send from any thread; `agentos_channel_recv` from one thread at a time.
+ */
+typedef struct agentos_channel agentos_channel;
+
+/**
  * Settings for a runtime, built with typed setters and/or JSON.
  *
  * Ownership: created by `agentos_config_new`, freed by `agentos_config_free`. A runtime copies
@@ -276,6 +289,14 @@ typedef struct agentos_request agentos_request;
  * other thread is inside a call on the same runtime.
  */
 typedef struct agentos_runtime agentos_runtime;
+
+/**
+ * A received message, read in place in the shared segment.
+ * Ownership: from `agentos_channel_recv`; must be freed with `agentos_shm_view_free` before
+ * the next `agentos_channel_recv` on the same channel and before the channel is freed.
+ * Thread safety: read from any thread while it is alive.
+ */
+typedef struct agentos_shm_view agentos_shm_view;
 
 /**
  * One call of a C tool, handed to its callback.
@@ -467,6 +488,11 @@ typedef uint64_t agentos_mailbox_id;
  * received).
  */
 #define AGENTOS_STATUS_CLOSED 17
+
+/**
+ * The process at the other end of a channel died (what it sent before is still delivered).
+ */
+#define AGENTOS_STATUS_PEER_GONE 18
 
 #ifdef __cplusplus
 extern "C" {
@@ -1289,6 +1315,21 @@ agentos_status agentos_mailbox_reply(const agentos_runtime *rt,
                                      agentos_error **err);
 
 /**
+ * Answers `request` by sending `reply` to mailbox `to` with the request's correlation id,
+ * from mailbox `from` — for replies that travel a different way than the request came, such as
+ * back over a channel bridge (`to` = the bridge's outbox).
+ * Returns `OK`; `NULL_ARGUMENT`; `STALE_HANDLE`; `BUSY`; `TIMEOUT`; `CLOSED`. `err` may be NULL.
+ * Thread safety: any thread, concurrently.
+ */
+agentos_status agentos_mailbox_reply_to(const agentos_runtime *rt,
+                                        agentos_mailbox_id from,
+                                        agentos_mailbox_id to,
+                                        const agentos_message *request,
+                                        const agentos_message *reply,
+                                        int32_t timeout_ms,
+                                        agentos_error **err);
+
+/**
  * Subscribes a mailbox to a topic (idempotent). Returns `OK`, `NULL_ARGUMENT`,
  * `INVALID_UTF8` or `STALE_HANDLE`. Thread safety: any thread, concurrently.
  */
@@ -1339,6 +1380,113 @@ agentos_status agentos_mailbox_len(const agentos_runtime *rt,
 agentos_status agentos_agent_mailbox(const agentos_runtime *rt,
                                      agentos_agent_id agent,
                                      agentos_mailbox_id *out);
+
+/**
+ * Creates a channel whose two rings hold `capacity` bytes each (rounded up to a power of two,
+ * at least 4096; a message may take up to half). Returns `OK`, `NULL_ARGUMENT`,
+ * `LIMIT_EXCEEDED` (capacity over 1 GiB) or `IO`. Thread safety: any thread.
+ */
+agentos_status agentos_channel_new(size_t capacity, agentos_channel **out);
+
+/**
+ * Prepares the channel for a child process: makes two inheritable descriptors and returns the
+ * spec string (e.g. `"agentos-shm:7,8"`) the child passes to `agentos_channel_attach` — in an
+ * environment variable or an argument across `exec`, or directly after `fork`. After starting
+ * the child, call `agentos_channel_close_child_fds` in the parent.
+ * On success `*out` receives a string to free with `agentos_string_free`.
+ * Returns `OK`, `NULL_ARGUMENT` or `IO`. Thread safety: one thread.
+ */
+agentos_status agentos_channel_child_spec(const agentos_channel *ch, char **out);
+
+/**
+ * Closes the parent's copies of the descriptors made by `agentos_channel_child_spec` (once the
+ * child has them). Returns `OK` or `NULL_ARGUMENT`. Thread safety: one thread.
+ */
+agentos_status agentos_channel_close_child_fds(const agentos_channel *ch);
+
+/**
+ * Attaches the child's end of a channel from the spec its parent handed it. Only descriptors
+ * this process actually holds can be attached. Returns `OK`; `NULL_ARGUMENT`; `INVALID_UTF8`;
+ * `INVALID_ARGUMENT` (not a spec, a descriptor not open here, or not a channel segment).
+ * Thread safety: any thread.
+ */
+agentos_status agentos_channel_attach(const char *spec, agentos_channel **out);
+
+/**
+ * Tells the channel the peer's process id, so that its death is reported as
+ * `AGENTOS_STATUS_PEER_GONE` (after everything it sent has been received) instead of a wait.
+ * Returns `OK` or `NULL_ARGUMENT`. Thread safety: any thread.
+ */
+agentos_status agentos_channel_set_peer(const agentos_channel *ch, int32_t pid);
+
+/**
+ * Sends `len` bytes at `data` (copied once, into the shared segment) tagged with `kind`. When
+ * the ring is full: `timeout_ms` 0 fails at once with `BUSY`, positive waits that long
+ * (`TIMEOUT`), negative waits as long as it takes. `OK` means the message is committed: the
+ * peer will get it even if this process dies right after.
+ * Returns `OK`, `NULL_ARGUMENT`, `BUSY`, `TIMEOUT`, `LIMIT_EXCEEDED` (over half the capacity),
+ * `CLOSED`, `PEER_GONE`. Thread safety: any thread, concurrently.
+ */
+agentos_status agentos_channel_send(const agentos_channel *ch,
+                                    uint32_t kind,
+                                    const uint8_t *data,
+                                    size_t len,
+                                    int32_t timeout_ms);
+
+/**
+ * Receives the next message, waiting up to `timeout_ms` (negative = no limit). On `OK`, `*out`
+ * receives a view of the bytes in place in the shared segment (no copy); free it with
+ * `agentos_shm_view_free` before receiving again. Returns `OK`, `NULL_ARGUMENT`, `TIMEOUT`,
+ * `BUSY` (a previous view is still held), `CLOSED`, `PEER_GONE` (the peer died and everything
+ * it committed has been received). Thread safety: one receiving thread at a time.
+ */
+agentos_status agentos_channel_recv(const agentos_channel *ch,
+                                    int32_t timeout_ms,
+                                    agentos_shm_view **out);
+
+/**
+ * The view's bytes, in the shared segment: `*data` (NULL when empty) and `*len`, valid until
+ * the view is freed. Returns `OK` or `NULL_ARGUMENT`. Thread safety: any thread.
+ */
+agentos_status agentos_shm_view_data(const agentos_shm_view *v, const uint8_t **data, size_t *len);
+
+/**
+ * The kind the sender tagged the message with (0 for NULL). Thread safety: any thread.
+ */
+uint32_t agentos_shm_view_kind(const agentos_shm_view *v);
+
+/**
+ * Releases a view (its space in the ring becomes free). NULL does nothing.
+ * Thread safety: once per view.
+ */
+void agentos_shm_view_free(agentos_shm_view *v);
+
+/**
+ * Closes the channel in both directions: the peer's sends fail and its receives end with
+ * `CLOSED` once drained. Returns `OK` or `NULL_ARGUMENT`. Thread safety: any thread.
+ */
+agentos_status agentos_channel_close(const agentos_channel *ch);
+
+/**
+ * Connects the channel to the runtime's mailboxes, so both processes use the mailbox API:
+ * every message arriving on the channel is delivered to mailbox `inbox` (sender and
+ * correlation id preserved), and `*outbox` receives a new mailbox whose messages are sent over
+ * the channel (to the peer's bridged inbox). A bridge thread forwards incoming traffic until
+ * the channel closes or the peer dies, then closes `inbox` (waiters wake with `CLOSED`).
+ * Incoming bytes are copied once out of shared memory into the message.
+ * Returns `OK`, `NULL_ARGUMENT`, `STALE_HANDLE`, `IO`. Thread safety: any thread.
+ */
+agentos_status agentos_channel_bridge(const agentos_runtime *rt,
+                                      const agentos_channel *ch,
+                                      agentos_mailbox_id inbox,
+                                      agentos_mailbox_id *outbox);
+
+/**
+ * Frees a channel (closing it if the other side still uses it only when this was the last
+ * reference: a bridge keeps its own). Free every view first. NULL does nothing.
+ * Thread safety: once, with no call on it in progress.
+ */
+void agentos_channel_free(agentos_channel *ch);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -45,11 +45,13 @@ pub enum Status {
     Internal = 16,
     /// The mailbox, channel or peer was closed.
     Closed = 17,
+    /// The process at the other end of a channel died.
+    PeerGone = 18,
 }
 
 impl Status {
     /// Every status, in code order.
-    pub const ALL: [Status; 18] = [
+    pub const ALL: [Status; 19] = [
         Status::Ok,
         Status::InvalidArgument,
         Status::NullArgument,
@@ -68,6 +70,7 @@ impl Status {
         Status::Panic,
         Status::Internal,
         Status::Closed,
+        Status::PeerGone,
     ];
 
     /// The numeric code used across the C ABI.
@@ -103,6 +106,7 @@ impl Status {
             Status::Panic => "AGENTOS_STATUS_PANIC",
             Status::Internal => "AGENTOS_STATUS_INTERNAL",
             Status::Closed => "AGENTOS_STATUS_CLOSED",
+            Status::PeerGone => "AGENTOS_STATUS_PEER_GONE",
         }
     }
 }
@@ -161,7 +165,7 @@ mod tests {
             assert_eq!(Status::from_code(i as i32), Some(*s));
         }
         assert_eq!(Status::from_code(-1), None);
-        assert_eq!(Status::from_code(18), None);
+        assert_eq!(Status::from_code(19), None);
         assert_eq!(Status::Closed.code(), 17);
         // A few codes pinned explicitly: they are ABI.
         assert_eq!(Status::Ok.code(), 0);

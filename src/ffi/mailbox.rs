@@ -173,6 +173,37 @@ pub unsafe extern "C" fn agentos_mailbox_reply(
     })
 }
 
+/// Answers `request` by sending `reply` to mailbox `to` with the request's correlation id,
+/// from mailbox `from` — for replies that travel a different way than the request came, such as
+/// back over a channel bridge (`to` = the bridge's outbox).
+/// Returns `OK`; `NULL_ARGUMENT`; `STALE_HANDLE`; `BUSY`; `TIMEOUT`; `CLOSED`. `err` may be NULL.
+/// Thread safety: any thread, concurrently.
+#[no_mangle]
+pub unsafe extern "C" fn agentos_mailbox_reply_to(
+    rt: *const agentos_runtime,
+    from: agentos_mailbox_id,
+    to: agentos_mailbox_id,
+    request: *const agentos_message,
+    reply: *const agentos_message,
+    timeout_ms: i32,
+    err: *mut *mut agentos_error,
+) -> agentos_status {
+    ffi_boundary!(err = err, {
+        let rt = as_ref(rt, "rt")?;
+        let req = as_ref(request, "request")?;
+        let rep = as_ref(reply, "reply")?;
+        let shared = rt.inner.shared();
+        let target = shared.mailbox(Handle::from_raw(to))?;
+        let h = rep.msg.new_header(
+            from,
+            to,
+            crate::msg::message::KIND_REPLY,
+            req.msg.header().correlation,
+        );
+        target.put(rep.msg.deliver_as(h), wait(timeout_ms))
+    })
+}
+
 /// Subscribes a mailbox to a topic (idempotent). Returns `OK`, `NULL_ARGUMENT`,
 /// `INVALID_UTF8` or `STALE_HANDLE`. Thread safety: any thread, concurrently.
 #[no_mangle]

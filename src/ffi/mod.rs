@@ -46,6 +46,7 @@ pub mod tool;
 pub mod event;
 pub mod message;
 pub mod mailbox;
+pub mod channel;
 
 use crate::error::{Error, Status};
 use std::ffi::{c_char, CStr};

@@ -44,6 +44,8 @@ pub const AGENTOS_STATUS_INTERNAL: agentos_status = 16;
 /// The mailbox, channel or peer was closed (messages queued before the close can still be
 /// received).
 pub const AGENTOS_STATUS_CLOSED: agentos_status = 17;
+/// The process at the other end of a channel died (what it sent before is still delivered).
+pub const AGENTOS_STATUS_PEER_GONE: agentos_status = 18;
 
 /// Names a status code: `agentos_status_str(AGENTOS_STATUS_TIMEOUT)` is
 /// `"AGENTOS_STATUS_TIMEOUT"`.
@@ -77,6 +79,7 @@ fn status_cstr(status: i32) -> &'static [u8] {
         Some(Status::Panic) => b"AGENTOS_STATUS_PANIC\0",
         Some(Status::Internal) => b"AGENTOS_STATUS_INTERNAL\0",
         Some(Status::Closed) => b"AGENTOS_STATUS_CLOSED\0",
+        Some(Status::PeerGone) => b"AGENTOS_STATUS_PEER_GONE\0",
         None => b"AGENTOS_STATUS_UNKNOWN\0",
     }
 }
@@ -107,6 +110,7 @@ mod tests {
             (AGENTOS_STATUS_PANIC, Status::Panic),
             (AGENTOS_STATUS_INTERNAL, Status::Internal),
             (AGENTOS_STATUS_CLOSED, Status::Closed),
+            (AGENTOS_STATUS_PEER_GONE, Status::PeerGone),
         ];
         assert_eq!(pairs.len(), Status::ALL.len());
         for (c, s) in pairs {
@@ -114,7 +118,7 @@ mod tests {
             let name = unsafe { CStr::from_ptr(agentos_status_str(c)) };
             assert_eq!(name.to_str().unwrap(), s.name());
         }
-        for unknown in [-1, 18, i32::MAX, i32::MIN] {
+        for unknown in [-1, 19, i32::MAX, i32::MIN] {
             let name = unsafe { CStr::from_ptr(agentos_status_str(unknown)) };
             assert_eq!(name.to_str().unwrap(), "AGENTOS_STATUS_UNKNOWN");
         }

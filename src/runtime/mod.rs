@@ -46,6 +46,7 @@ pub struct Shared {
     agent_names: parking_lot::RwLock<HashMap<String, Handle>>,
     mailboxes: Registry<Mailbox>,
     topics: TopicBus,
+    bridges: Mutex<Vec<JoinHandle<Status>>>,
     busy_agents: Mutex<usize>,
     idle_cond: parking_lot::Condvar,
     queue: RunQueue,
@@ -245,6 +246,22 @@ impl Shared {
         target.put(reply.deliver_as(h), wait)
     }
 
+    /// Connects a channel to mailbox `inbox`; returns the outbox mailbox whose messages go
+    /// over the channel. The bridge thread ends when the channel or `inbox` closes.
+    pub fn bridge_channel(
+        &self,
+        ch: Arc<crate::msg::channel::Channel>,
+        inbox: Arc<Mailbox>,
+    ) -> Result<Handle> {
+        if self.is_shut_down() {
+            return Err(Error::new(Status::Shutdown, "the runtime is shutting down"));
+        }
+        let (outbox, thread) = crate::msg::channel::bridge(ch, inbox, 0)?;
+        let h = self.insert_mailbox(outbox)?;
+        self.bridges.lock().push(thread);
+        Ok(h)
+    }
+
     /// The topic bus.
     pub fn topics(&self) -> &TopicBus {
         &self.topics
@@ -350,6 +367,7 @@ impl Runtime {
             agent_names: parking_lot::RwLock::new(HashMap::new()),
             mailboxes: Registry::with_capacity_limit(u32::MAX as usize),
             topics: TopicBus::default(),
+            bridges: Mutex::new(Vec::new()),
             busy_agents: Mutex::new(0),
             idle_cond: parking_lot::Condvar::new(),
             config,
@@ -410,6 +428,13 @@ impl Runtime {
         self.shared.events.close();
         for mb in self.shared.mailboxes.drain() {
             mb.close();
+        }
+        // Bridges notice their closed inbox within one poll interval.
+        let bridges = std::mem::take(&mut *self.shared.bridges.lock());
+        if !self.shared.on_worker_thread() {
+            for b in bridges {
+                let _ = b.join();
+            }
         }
         self.shared.queue.close(mode == ShutdownMode::Cancel);
         let handles = std::mem::take(&mut *self.workers.lock());

@@ -49,7 +49,7 @@ static void test_status_names(void) {
     CHECK(strcmp(agentos_status_str(-1), "AGENTOS_STATUS_UNKNOWN") == 0);
     CHECK(strcmp(agentos_status_str(9999), "AGENTOS_STATUS_UNKNOWN") == 0);
     /* Every known code has a distinct name. */
-    for (int i = 0; i <= AGENTOS_STATUS_CLOSED; i++) {
+    for (int i = 0; i <= AGENTOS_STATUS_PEER_GONE; i++) {
         CHECK(strcmp(agentos_status_str(i), "AGENTOS_STATUS_UNKNOWN") != 0);
         for (int j = 0; j < i; j++) CHECK(strcmp(agentos_status_str(i), agentos_status_str(j)) != 0);
     }
