@@ -112,12 +112,32 @@ impl Channel {
                 ));
             }
         }
-        // SAFETY: the descriptors are open (checked) and handed to this process to own.
-        let (from_parent, to_parent) =
-            unsafe { (OwnedFd::from_raw_fd(a), OwnedFd::from_raw_fd(b)) };
+        // Work on duplicates: a spec that does not name channel segments must not close the
+        // caller's descriptors. On success the originals are closed (the channel owns the dups).
+        let dup = |fd: i32| -> Result<OwnedFd> {
+            // SAFETY: fcntl(F_DUPFD_CLOEXEC) on an open descriptor returns a new one we own.
+            let d = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+            if d < 0 {
+                return Err(Error::new(
+                    Status::Io,
+                    format!(
+                        "cannot duplicate descriptor {fd}: {}",
+                        std::io::Error::last_os_error()
+                    ),
+                ));
+            }
+            // SAFETY: `d` is a fresh descriptor owned by nobody else.
+            Ok(unsafe { OwnedFd::from_raw_fd(d) })
+        };
+        let rx = ShmRing::from_fd(dup(a)?).map_err(shm_error)?;
+        let tx = ShmRing::from_fd(dup(b)?).map_err(shm_error)?;
+        for fd in [a, b] {
+            // SAFETY: the spec's descriptors were handed to this channel; closing them is ours.
+            unsafe { libc::close(fd) };
+        }
         Ok(Channel {
-            rx: ShmRing::from_fd(from_parent).map_err(shm_error)?,
-            tx: ShmRing::from_fd(to_parent).map_err(shm_error)?,
+            rx,
+            tx,
             view_out: AtomicBool::new(false),
             child_fds: parking_lot::Mutex::new(Vec::new()),
         })
