@@ -42,7 +42,11 @@
 //! - All processes must share one PID namespace (liveness is checked with `kill(pid, 0)`,
 //!   `waitid(.., WNOWAIT)` and `/proc/<pid>/stat`).
 //! - After `fork`, the child may use the inherited handle (the cached pid is reset by a
-//!   `pthread_atfork` handler, so call `fork` through libc, not a raw `clone`).
+//!   `pthread_atfork` handler, so call `fork` through libc, not a raw `clone`), provided no
+//!   other thread of the parent was inside a `send` on that same handle at the moment of the
+//!   fork (the handle's producer mutex would be inherited locked). A child that gets the
+//!   segment's fd (inherited across `exec`, or over a Unix socket) and calls
+//!   [`ShmRing::from_fd`] has no such restriction. The send and receive paths do not allocate.
 //!
 //! # Memory layout (version 1)
 //!
@@ -112,8 +116,8 @@ use std::io;
 use std::mem::{self, size_of};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::ptr;
-use std::sync::atomic::{fence, AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, Once};
+use std::sync::atomic::{fence, AtomicBool, AtomicI32, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 const MAGIC: u64 = u64::from_le_bytes(*b"AGOSRING");
@@ -337,26 +341,38 @@ fn checksum(seq: u64, len: u32, kind: u32, pid: i32, payload: &[u8]) -> u64 {
 // ---------------------------------------------------------------------------------------------
 
 static CACHED_PID: AtomicI32 = AtomicI32::new(0);
-static ATFORK: Once = Once::new();
+/// 0: atfork handler not registered, 1: being registered, 2: registered, 3: registration failed.
+static ATFORK_STATE: AtomicU8 = AtomicU8::new(0);
 
 extern "C" fn reset_cached_pid() {
     CACHED_PID.store(0, Ordering::Relaxed);
 }
 
-/// The calling process's pid, cached; a `pthread_atfork` child handler resets the cache.
+/// The calling process's pid. It is cached only once a `pthread_atfork` child handler that
+/// clears the cache is registered. Lock free on purpose (no `Once`): a child forked while
+/// another thread was registering must not block on state inherited from that thread; it just
+/// keeps calling `getpid`.
 fn current_pid() -> i32 {
-    let p = CACHED_PID.load(Ordering::Relaxed);
-    if p != 0 {
+    if ATFORK_STATE.load(Ordering::Acquire) == 2 {
+        let p = CACHED_PID.load(Ordering::Relaxed);
+        if p != 0 {
+            return p;
+        }
+        // SAFETY: getpid has no preconditions.
+        let p = unsafe { libc::getpid() };
+        CACHED_PID.store(p, Ordering::Relaxed);
         return p;
     }
-    ATFORK.call_once(|| {
+    if ATFORK_STATE
+        .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+        .is_ok()
+    {
         // SAFETY: registers a handler that only stores to an atomic (async-signal-safe).
-        unsafe { libc::pthread_atfork(None, None, Some(reset_cached_pid)) };
-    });
+        let rc = unsafe { libc::pthread_atfork(None, None, Some(reset_cached_pid)) };
+        ATFORK_STATE.store(if rc == 0 { 2 } else { 3 }, Ordering::Release);
+    }
     // SAFETY: getpid has no preconditions.
-    let p = unsafe { libc::getpid() };
-    CACHED_PID.store(p, Ordering::Relaxed);
-    p
+    unsafe { libc::getpid() }
 }
 
 fn errno() -> i32 {
@@ -1626,5 +1642,202 @@ impl Drop for ShmMessage<'_> {
     fn drop(&mut self) {
         self.ring.release(self.head, self.size, true);
         self.ring.recv_busy.store(false, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! In-crate tests (the full suite, with benchmarks and SIGKILL rounds, was developed
+    //! alongside; these keep the essentials in the main test run).
+
+    use super::*;
+
+    const NOW: Option<Duration> = Some(Duration::ZERO);
+    const LONG: Option<Duration> = Some(Duration::from_secs(30));
+
+    /// Forks a child that runs `f` and `_exit`s with its result (101 on panic).
+    fn fork_child(f: impl FnOnce() -> i32) -> i32 {
+        // SAFETY: the child runs only `f` (allocation-free ring calls) and then _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork failed");
+        if pid == 0 {
+            let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(101);
+            // SAFETY: ends the child without running the test harness or destructors.
+            unsafe { libc::_exit(code) };
+        }
+        pid
+    }
+
+    fn wait_child(pid: i32) -> i32 {
+        let mut status = 0;
+        // SAFETY: waitpid on our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            1000
+        }
+    }
+
+    #[test]
+    fn order_wrap_and_limits() {
+        let r = ShmRing::create(4096).unwrap();
+        assert_eq!(r.capacity(), 4096);
+        assert!(matches!(
+            r.send(0, &vec![0; r.max_payload() + 1], None),
+            Err(ShmError::TooLarge)
+        ));
+        assert!(matches!(r.recv(NOW), Err(ShmError::Timeout)));
+        let mut next = 0u64;
+        let mut delivered = 0u64;
+        for round in 0..2000u64 {
+            // Varying sizes, including 0 and the maximum, so records hit the end exactly,
+            // need padding, and wrap many times.
+            let len = ((round * 7919) % (r.max_payload() as u64 + 1)) as usize;
+            let len = if round % 5 == 0 { 0 } else { len };
+            let p: Vec<u8> = (0..len).map(|i| (i as u64 + round) as u8).collect();
+            loop {
+                match r.send(round as u32, &p, None) {
+                    Ok(seq) => {
+                        assert_eq!(seq, next);
+                        next += 1;
+                        break;
+                    }
+                    Err(ShmError::Full) => {
+                        let m = r.recv(NOW).unwrap();
+                        assert_eq!(m.seq(), delivered);
+                        delivered += 1;
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        while delivered < next {
+            assert_eq!(r.recv(NOW).unwrap().seq(), delivered);
+            delivered += 1;
+        }
+        assert_eq!(r.pending(), 0);
+        assert!(matches!(
+            r.send(0, &[1; 3000], None),
+            Err(ShmError::TooLarge)
+        ));
+        r.close();
+        assert!(matches!(r.send(0, b"x", None), Err(ShmError::Closed)));
+        assert!(matches!(r.recv(None), Err(ShmError::Closed)));
+    }
+
+    #[test]
+    fn zero_copy_address_range() {
+        let r = ShmRing::create(1 << 14).unwrap();
+        let data = r.data() as usize..r.data() as usize + r.capacity();
+        let mut at = 0;
+        r.send_with(1, 100, None, |buf| {
+            at = buf.as_ptr() as usize;
+            buf.fill(0xAB);
+        })
+        .unwrap();
+        assert!(data.contains(&at) && data.contains(&(at + 99)));
+        let m = r.recv(NOW).unwrap();
+        let p = m.payload();
+        assert_eq!(p.as_ptr() as usize, at);
+        assert!(data.contains(&(p.as_ptr() as usize + p.len() - 1)));
+        assert!(p.iter().all(|&b| b == 0xAB));
+    }
+
+    #[test]
+    fn threads_exactly_once_in_order() {
+        let r = ShmRing::create(1 << 14).unwrap();
+        const PER: u64 = 20_000;
+        std::thread::scope(|s| {
+            for id in 0..4u64 {
+                let r = &r;
+                s.spawn(move || {
+                    for c in 0..PER {
+                        r.send(id as u32, &c.to_le_bytes(), LONG).unwrap();
+                    }
+                });
+            }
+            let mut next = [0u64; 4];
+            for _ in 0..4 * PER {
+                let m = r.recv(LONG).unwrap();
+                let c = u64::from_le_bytes(m.payload().try_into().unwrap());
+                assert_eq!(c, next[m.kind() as usize]);
+                next[m.kind() as usize] += 1;
+            }
+        });
+        assert_eq!((r.corrupt(), r.abandoned()), (0, 0));
+    }
+
+    #[test]
+    fn crashed_producers_are_skipped_then_peer_gone() {
+        for unwritten in [false, true] {
+            let ring = ShmRing::create(1 << 14).unwrap();
+            let r = &ring;
+            let child = fork_child(move || {
+                for i in 0..5u64 {
+                    if r.send(1, &i.to_le_bytes(), LONG).is_err() {
+                        return 2;
+                    }
+                }
+                let res = if unwritten {
+                    r.debug_reserve_unwritten(40)
+                } else {
+                    r.debug_reserve_and_abandon(40)
+                };
+                i32::from(res.is_err())
+            });
+            ring.set_peer_pid(child);
+            for i in 0..5u64 {
+                let m = ring.recv(LONG).unwrap();
+                assert_eq!((m.kind(), m.payload()), (1, &i.to_le_bytes()[..]));
+            }
+            assert!(matches!(ring.recv(LONG), Err(ShmError::PeerGone)));
+            assert_eq!(ring.abandoned(), 1);
+            assert_eq!(wait_child(child), 0);
+            // The ring still works after skipping the torn record.
+            ring.send(2, b"after", None).unwrap();
+            assert_eq!(ring.recv(NOW).unwrap().payload(), b"after");
+        }
+    }
+
+    #[test]
+    fn sigkilled_producer_leaves_intact_prefix() {
+        for round in 0..5u64 {
+            let ring = ShmRing::create(4096).unwrap();
+            let r = &ring;
+            let child = fork_child(move || {
+                let mut i = 0u64;
+                loop {
+                    let mut buf = [0u8; 64];
+                    buf[..8].copy_from_slice(&i.to_le_bytes());
+                    let len = 8 + (i % 50) as usize;
+                    if r.send(3, &buf[..len], LONG).is_err() {
+                        return 2;
+                    }
+                    i += 1;
+                }
+            });
+            ring.set_peer_pid(child);
+            let mut next = 0u64;
+            loop {
+                if next == 500 + round * 300 {
+                    // SAFETY: signalling our own child.
+                    unsafe { libc::kill(child, libc::SIGKILL) };
+                }
+                match ring.recv(LONG) {
+                    Ok(m) => {
+                        let p = m.payload();
+                        assert_eq!(u64::from_le_bytes(p[..8].try_into().unwrap()), next);
+                        assert_eq!(p.len(), 8 + (next % 50) as usize);
+                        next += 1;
+                    }
+                    Err(ShmError::PeerGone) => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            assert!(next >= 500 + round * 300);
+            assert_eq!(ring.corrupt(), 0);
+            assert_eq!(wait_child(child), 1000);
+        }
     }
 }
