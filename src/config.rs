@@ -11,7 +11,7 @@ pub const MAX_WORKERS: u32 = 1024;
 /// The longest thread-name prefix accepted (Linux limits thread names to 15 bytes).
 pub const MAX_THREAD_NAME: usize = 10;
 
-const KNOWN_KEYS: &str = "\"workers\", \"thread_name\", \"deterministic\", \"event_capacity\", \"max_agents\", \"starvation_ms\"";
+const KNOWN_KEYS: &str = "\"workers\", \"thread_name\", \"deterministic\", \"event_capacity\", \"max_agents\", \"starvation_ms\", \"max_history_bytes\"";
 
 /// Settings for a [`crate::runtime::Runtime`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,6 +28,8 @@ pub struct RuntimeConfig {
     pub max_agents: u32,
     /// A runnable job waiting longer than this runs next whatever its priority (0 = never).
     pub starvation_ms: u32,
+    /// Bytes of history all agents together may hold (0 = no limit).
+    pub max_history_bytes: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -39,6 +41,7 @@ impl Default for RuntimeConfig {
             event_capacity: 65_536,
             max_agents: 1_000_000,
             starvation_ms: 2_000,
+            max_history_bytes: 0,
         }
     }
 }
@@ -121,6 +124,11 @@ impl RuntimeConfig {
                     self.set_thread_name(s).map_err(|e| {
                         Error::invalid(format!("config key \"thread_name\": {}", e.message()))
                     })?;
+                }
+                "max_history_bytes" => {
+                    self.max_history_bytes = value
+                        .as_u64()
+                        .ok_or_else(|| wrong_type(key, "a non-negative integer", value))?;
                 }
                 "deterministic" => {
                     self.deterministic = value

@@ -198,3 +198,26 @@ fn policies_are_validated_and_can_be_changed_at_run_time() {
     assert!(e.message().contains("windw"), "{}", e.message());
     a.compact();
 }
+
+#[test]
+fn memory_limits_refuse_messages_and_stop_turns_without_losing_history() {
+    let (srv, rt, h) = setup(r#","max_history_bytes":20000"#);
+    srv.push(Reply::openai_tool_call("c1", "invoices", "{}"));
+    srv.set_default(Reply::openai_text("never needed"));
+    let a = rt.shared().agent(h).unwrap();
+    a.deliver(Sender::Host, "list the invoices").unwrap();
+    // The tool result (tens of KB) takes the history past the limit: the turn stops cleanly.
+    let (events, end) = turn_end(&rt);
+    assert_eq!(end.status, Status::LimitExceeded, "{}", end.text);
+    assert!(end.text.contains("max_history_bytes"), "{}", end.text);
+    assert!(events.iter().any(|e| e.kind == EventKind::BudgetExceeded));
+    let hist = a.history();
+    assert_eq!(hist.len(), 4, "system, user, call and result kept whole");
+    assert!(hist[3].content.contains("/data/inv/299.pdf"));
+    // New messages are refused with a clear status; nothing is queued.
+    let e = a.deliver(Sender::Host, "more").unwrap_err();
+    assert_eq!(e.status(), Status::LimitExceeded);
+    assert!(rt.shared().history_bytes() > 20_000);
+    rt.shared().remove_agent(h).unwrap();
+    assert_eq!(rt.shared().history_bytes(), 0);
+}

@@ -66,6 +66,9 @@ pub struct AgentConfig {
     /// later calls of the turn are free to answer. Helps small models that would otherwise
     /// describe a tool call instead of making it.
     pub tool_first: bool,
+    /// Bytes of history the agent may hold (0 = no limit). A message that would pass it is
+    /// refused with `LIMIT_EXCEEDED`; a turn that grows past it ends with that status.
+    pub max_history_bytes: u64,
 }
 
 fn bad(key: &str, expected: &str, got: &Value) -> Error {
@@ -130,6 +133,7 @@ impl AgentConfig {
             budget: Budget::default(),
             context: crate::context::policy::ContextPolicy::default(),
             tool_first: false,
+            max_history_bytes: 0,
         };
         for (k, val) in obj {
             match k.as_str() {
@@ -184,6 +188,7 @@ impl AgentConfig {
                     c.stream_events = val.as_bool().ok_or_else(|| bad(k, "a boolean", val))?
                 }
                 "inbox_capacity" => c.inbox_capacity = u32_of(k, val)?.max(1) as usize,
+                "max_history_bytes" => c.max_history_bytes = u64_of(k, val)?,
                 "tool_timeout_ms" => c.tool_timeout = Duration::from_millis(u64_of(k, val)?),
                 "budget" => {
                     let b = val.as_object().ok_or_else(|| bad(k, "an object", val))?;

@@ -139,6 +139,8 @@ struct Inner {
     policy: crate::context::policy::ContextPolicy,
     /// Compact as hard as possible for the next request (forced compaction).
     force_compaction: bool,
+    /// Bytes of text in `history`, kept current after every step.
+    history_bytes: usize,
 }
 
 /// An agent.
@@ -225,6 +227,7 @@ impl Agent {
                 calibration: tokens::Calibration::default(),
                 policy,
                 force_compaction: false,
+                history_bytes: 0,
             }),
             scheduled: AtomicBool::new(false),
             shared: Arc::downgrade(shared),
@@ -350,6 +353,23 @@ impl Agent {
                         "agent \"{}\" has finished (a budget ran out) and takes no more messages",
                         self.config.name
                     ),
+                ));
+            }
+            let limit = self.config.max_history_bytes;
+            if limit > 0 && (g.history_bytes + text.len()) as u64 > limit {
+                return Err(Error::new(
+                    Status::LimitExceeded,
+                    format!(
+                        "agent \"{}\": the message would take its history past max_history_bytes ({limit}; {} held)",
+                        self.config.name, g.history_bytes
+                    ),
+                ));
+            }
+            let total_limit = shared.config().max_history_bytes;
+            if total_limit > 0 && shared.history_bytes() + text.len() as u64 > total_limit {
+                return Err(Error::new(
+                    Status::LimitExceeded,
+                    format!("the runtime's agents hold {} bytes of history; max_history_bytes is {total_limit}", shared.history_bytes()),
                 ));
             }
             if g.inbox.len() >= self.config.inbox_capacity {
@@ -544,6 +564,9 @@ impl Agent {
         let went_idle = {
             let mut g = self.inner.lock();
             self.advance(&mut g, &shared, &mut actions);
+            let bytes = history_bytes(&g.history);
+            shared.add_history_bytes(bytes as i64 - g.history_bytes as i64);
+            g.history_bytes = bytes;
             let busy = Self::has_work(&g);
             let went_idle = g.busy && !busy;
             g.busy = busy;
@@ -698,6 +721,19 @@ impl Agent {
             }
             match phase {
                 Phase::NeedModel => {
+                    let limit = self.config.max_history_bytes;
+                    let now = history_bytes(&g.history) as u64;
+                    if limit > 0 && now > limit {
+                        let why =
+                            format!("history holds {now} bytes, over max_history_bytes ({limit})");
+                        actions.push(Action::Emit(
+                            self.event(EventKind::BudgetExceeded, number)
+                                .status(Status::LimitExceeded)
+                                .text(why.clone()),
+                        ));
+                        self.end_turn(g, shared, Status::LimitExceeded, why, actions);
+                        continue;
+                    }
                     if let Some(why) = self.budget_exceeded(g) {
                         actions.push(Action::Emit(
                             self.event(EventKind::BudgetExceeded, number)

@@ -48,6 +48,7 @@ pub struct Shared {
     topics: TopicBus,
     bridges: Mutex<Vec<JoinHandle<Status>>>,
     busy_agents: Mutex<usize>,
+    history_bytes: AtomicU64,
     idle_cond: parking_lot::Condvar,
     queue: RunQueue,
     shutdown: AtomicBool,
@@ -168,6 +169,7 @@ impl Shared {
             let _ = self.remove_mailbox(Handle::from_raw(mb));
         }
         agent.retire();
+        self.add_history_bytes(-(agent.stats().history_bytes as i64));
         Ok(())
     }
 
@@ -300,6 +302,7 @@ impl Shared {
             "agents": agents.len(),
             "busy_agents": *self.busy_agents.lock(),
             "history_bytes": history_bytes,
+            "max_history_bytes": self.config.max_history_bytes,
             "mailboxes": self.mailboxes.len(),
             "events_queued": self.events.len(),
             "jobs_run": self.jobs_run(),
@@ -310,6 +313,25 @@ impl Shared {
     /// Agents alive.
     pub fn agent_count(&self) -> usize {
         self.agents.len()
+    }
+
+    /// Bytes of history all agents hold.
+    pub fn history_bytes(&self) -> u64 {
+        self.history_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Applies a change in an agent's history size; returns the new total.
+    pub(crate) fn add_history_bytes(&self, delta: i64) -> u64 {
+        if delta >= 0 {
+            self.history_bytes
+                .fetch_add(delta as u64, Ordering::Relaxed)
+                + delta as u64
+        } else {
+            let d = delta.unsigned_abs();
+            self.history_bytes
+                .fetch_sub(d, Ordering::Relaxed)
+                .saturating_sub(d)
+        }
     }
 
     /// Called by agents when they start or stop having work.
@@ -369,6 +391,7 @@ impl Runtime {
             topics: TopicBus::default(),
             bridges: Mutex::new(Vec::new()),
             busy_agents: Mutex::new(0),
+            history_bytes: AtomicU64::new(0),
             idle_cond: parking_lot::Condvar::new(),
             config,
             queue: RunQueue::new(starvation),
