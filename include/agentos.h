@@ -575,8 +575,12 @@ agentos_status agentos_config_new(agentos_config **out);
 /**
  * Applies the keys of a JSON object to `cfg`, leaving keys it does not mention unchanged.
  *
- * Keys: `"workers"` (integer 0..=1024; 0 = one per available core) and `"thread_name"` (string,
- * 1..=10 bytes, the prefix of the runtime's thread names).
+ * Keys: `"workers"` (integer 0..=1024; 0 = one per available core), `"thread_name"` (string,
+ * 1..=10 bytes, the prefix of the runtime's thread names), `"deterministic"` (boolean: one
+ * worker, fixed order, tools run in turn — for reproducible tests), `"event_capacity"` (events
+ * kept for `agentos_runtime_next_event`, default 65536), `"max_agents"` (default 1000000),
+ * `"starvation_ms"` (a job waiting this long runs next whatever its priority; 0 = never; default
+ * 2000) and `"max_history_bytes"` (all agents' history together; 0 = no limit).
  *
  * The document is validated as a whole before anything changes: on any error `cfg` is exactly
  * as before. Returns `AGENTOS_STATUS_OK`; `AGENTOS_STATUS_NULL_ARGUMENT` (NULL `cfg` or
@@ -652,7 +656,9 @@ agentos_status agentos_runtime_worker_count(const agentos_runtime *rt, uint32_t 
  * "prices":{"input_per_mtok","output_per_mtok","cached_input_per_mtok","cache_write_per_mtok"},
  * "limits":{"rpm":N,"tpm":N,"concurrency":N},
  * "timeouts_ms":{"connect":N,"first_byte":N,"idle":N,"total":N},
- * "retry":{"max_retries":N,"base_delay_ms":N,"max_delay_ms":N,"max_wait_ms":N}}`.
+ * "retry":{"max_retries":N,"base_delay_ms":N,"max_delay_ms":N,"max_wait_ms":N},
+ * "cache":{"max_bytes":N}}`. With `cache.max_bytes` set, temperature-0 requests are answered
+ * from an LRU cache when the same request was answered before (off by default).
  * Only `name`, `provider` and `base_url` are required; a known `model` (or `preset`) fills in
  * the context window, output limit and prices. The API key is read from the named environment
  * variable now, kept in memory only, and never appears in errors, events or logs.
@@ -843,8 +849,10 @@ void agentos_request_free(agentos_request *req);
  * "send_message"],"priority":5,"max_steps":8,"temperature":0,"max_tokens":256,"stream":true,
  * "preemptible":true,"stream_events":false,"context_limit":4096,"inbox_capacity":1024,
  * "tool_timeout_ms":30000,"budget":{"tokens":100000,"cost_usd":1.0,"tool_calls":20},
- * "model":"override"}`. Only `name` and `endpoint` are required. `send_message` is the
- * built-in tool for messaging another agent by name.
+ * "model":"override","tool_first":false,"max_history_bytes":0,"context":{...policies...}}`.
+ * Only `name` and `endpoint` are required. `send_message` is the built-in tool for messaging
+ * another agent by name; `recall` is offered when compaction hides a tool result.
+ * `tool_first` requires a tool call in each turn's first model call (helps small models).
  *
  * On success `*out` receives the agent's handle (free it with `agentos_agent_free`, or let
  * `agentos_runtime_free` free every agent).

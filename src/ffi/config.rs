@@ -36,8 +36,12 @@ pub unsafe extern "C" fn agentos_config_new(out: *mut *mut agentos_config) -> ag
 
 /// Applies the keys of a JSON object to `cfg`, leaving keys it does not mention unchanged.
 ///
-/// Keys: `"workers"` (integer 0..=1024; 0 = one per available core) and `"thread_name"` (string,
-/// 1..=10 bytes, the prefix of the runtime's thread names).
+/// Keys: `"workers"` (integer 0..=1024; 0 = one per available core), `"thread_name"` (string,
+/// 1..=10 bytes, the prefix of the runtime's thread names), `"deterministic"` (boolean: one
+/// worker, fixed order, tools run in turn — for reproducible tests), `"event_capacity"` (events
+/// kept for `agentos_runtime_next_event`, default 65536), `"max_agents"` (default 1000000),
+/// `"starvation_ms"` (a job waiting this long runs next whatever its priority; 0 = never; default
+/// 2000) and `"max_history_bytes"` (all agents' history together; 0 = no limit).
 ///
 /// The document is validated as a whole before anything changes: on any error `cfg` is exactly
 /// as before. Returns `AGENTOS_STATUS_OK`; `AGENTOS_STATUS_NULL_ARGUMENT` (NULL `cfg` or

@@ -67,7 +67,9 @@ pub unsafe extern "C" fn agentos_runtime_worker_count(
 /// "prices":{"input_per_mtok","output_per_mtok","cached_input_per_mtok","cache_write_per_mtok"},
 /// "limits":{"rpm":N,"tpm":N,"concurrency":N},
 /// "timeouts_ms":{"connect":N,"first_byte":N,"idle":N,"total":N},
-/// "retry":{"max_retries":N,"base_delay_ms":N,"max_delay_ms":N,"max_wait_ms":N}}`.
+/// "retry":{"max_retries":N,"base_delay_ms":N,"max_delay_ms":N,"max_wait_ms":N},
+/// "cache":{"max_bytes":N}}`. With `cache.max_bytes` set, temperature-0 requests are answered
+/// from an LRU cache when the same request was answered before (off by default).
 /// Only `name`, `provider` and `base_url` are required; a known `model` (or `preset`) fills in
 /// the context window, output limit and prices. The API key is read from the named environment
 /// variable now, kept in memory only, and never appears in errors, events or logs.
