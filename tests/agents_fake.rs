@@ -500,3 +500,39 @@ fn freeing_a_busy_agent_drops_its_work_and_the_runtime_goes_idle() {
         "queued messages were dropped, not run"
     );
 }
+
+#[test]
+fn request_bodies_are_rendered_in_a_turn_arena_that_is_reset_when_the_turn_ends() {
+    let srv = FakeServer::start();
+    let rt = runtime("");
+    endpoint(&rt, &srv, "");
+    add_tool(&rt, "weather", CITY, |inv| {
+        inv.complete(ToolOutcome::Ok("sunny".into()));
+    });
+    let h = agent(
+        &rt,
+        r#"{"name":"a","endpoint":"fake","system":"sys","tools":["weather"],"stream":false}"#,
+    );
+    srv.push(Reply::openai_tool_call(
+        "c1",
+        "weather",
+        r#"{"city":"Paris"}"#,
+    ));
+    srv.push(Reply::openai_text("done"));
+    send(&rt, h, "weather?");
+    assert_eq!(turn_end(&rt, h).status, Status::Ok);
+    let st = rt.shared().agent(h).unwrap().stats();
+    assert_eq!(st.arena_in_use, 0, "the arena is reset when the turn ends");
+    assert!(st.arena_high_water > 0, "bodies were rendered in the arena");
+    // The bodies the server got are the arena-rendered ones: valid JSON with the whole turn.
+    let second: serde_json::Value = serde_json::from_str(&srv.requests()[1].json()).unwrap();
+    assert_eq!(second["messages"][0]["content"], "sys");
+    assert_eq!(
+        second["messages"][2]["tool_calls"][0]["function"]["arguments"],
+        r#"{"city":"Paris"}"#
+    );
+    assert_eq!(second["messages"][3]["tool_call_id"], "c1");
+    assert_eq!(second["tools"][0]["function"]["name"], "weather");
+    let rt_stats = rt.shared().stats_json();
+    assert!(rt_stats["arena_high_water_total"].as_u64().unwrap() > 0);
+}

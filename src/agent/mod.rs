@@ -141,6 +141,12 @@ struct Inner {
     force_compaction: bool,
     /// Bytes of text in `history`, kept current after every step.
     history_bytes: usize,
+    /// The turn's arena: request bodies are rendered here; reset when the turn ends.
+    arena: bumpalo::Bump,
+    /// Bytes rendered into the arena this turn (0 between turns).
+    arena_in_use: usize,
+    /// The most the arena ever held in one turn (capacity of its chunks).
+    arena_high_water: usize,
 }
 
 /// An agent.
@@ -175,6 +181,10 @@ pub struct AgentStats {
     pub last_view: ViewStats,
     /// The learned ratio between the provider's token counts and the estimates.
     pub calibration: f64,
+    /// Bytes in the turn arena now (0 between turns: it is reset when a turn ends).
+    pub arena_in_use: usize,
+    /// The largest the turn arena has been.
+    pub arena_high_water: usize,
 }
 
 enum Action {
@@ -228,6 +238,9 @@ impl Agent {
                 policy,
                 force_compaction: false,
                 history_bytes: 0,
+                arena: bumpalo::Bump::new(),
+                arena_in_use: 0,
+                arena_high_water: 0,
             }),
             scheduled: AtomicBool::new(false),
             shared: Arc::downgrade(shared),
@@ -305,6 +318,8 @@ impl Agent {
             tokens_sent_total: g.tokens_sent_total,
             last_view: g.last_view,
             calibration: g.calibration.ratio(),
+            arena_in_use: g.arena_in_use,
+            arena_high_water: g.arena_high_water,
         }
     }
 
@@ -424,6 +439,7 @@ impl Agent {
             "usage": st.usage.to_json(), "history_len": st.history_len, "history_bytes": st.history_bytes,
             "tokens_full_total": st.tokens_full_total, "tokens_sent_total": st.tokens_sent_total,
             "calibration": st.calibration,
+            "arena_in_use": st.arena_in_use, "arena_high_water": st.arena_high_water,
             "last_request": {"tokens_full": v.tokens_full, "tokens_sent": v.tokens_sent, "masked": v.masked,
                              "truncated": v.truncated, "deduped": v.deduped, "minified": v.minified,
                              "dropped": v.dropped, "summarized": v.summarized},
@@ -610,6 +626,9 @@ impl Agent {
     ) {
         let Some(turn) = g.turn.take() else { return };
         g.last_status = status;
+        // The turn's scratch memory goes in one step.
+        g.arena.reset();
+        g.arena_in_use = 0;
         actions.push(Action::Emit(
             self.event(EventKind::TurnEnd, turn.number)
                 .status(status)
@@ -754,12 +773,14 @@ impl Agent {
                         continue;
                     }
                     let request = self.build_request(g, shared);
+                    let body = self.render_body(g, shared, &request);
                     let view = g.last_view;
                     let opts = CallOptions {
                         priority: self.config.priority,
                         service: g.service,
                         preemptible: self.config.preemptible,
                         observer: Some(Box::new(AgentObserver(Arc::downgrade(self)))),
+                        body,
                     };
                     let n_messages = request.messages.len();
                     match shared
@@ -1082,6 +1103,29 @@ impl Agent {
         self.schedule(&shared);
     }
 
+    /// Renders an OpenAI request body in the turn arena (no JSON tree, no per-message heap
+    /// allocation) and hands the call one copy of it. Other providers build their own body.
+    fn render_body(
+        &self,
+        g: &mut Inner,
+        shared: &Shared,
+        request: &ChatRequest,
+    ) -> Option<Vec<u8>> {
+        let ep = shared.models().endpoint(&self.config.endpoint).ok()?;
+        if ep.config.provider != crate::model::endpoint::Provider::OpenAi {
+            return None;
+        }
+        let bytes = {
+            let mut buf = bumpalo::collections::Vec::new_in(&g.arena);
+            crate::model::openai::write_body(request, &ep.config, &mut ArenaWriter(&mut buf))
+                .ok()?;
+            g.arena_in_use += buf.len();
+            buf.as_slice().to_vec()
+        };
+        g.arena_high_water = g.arena_high_water.max(g.arena.allocated_bytes());
+        Some(bytes)
+    }
+
     /// Whether the agent gets the built-in `recall` tool (masking or cutting can hide text).
     fn has_recall(&self, g: &Inner) -> bool {
         let p = &g.policy;
@@ -1250,6 +1294,19 @@ enum Resolved {
     Now(ToolOutcome, Option<(String, String)>),
     Run(Arc<Tool>),
     Recall(String),
+}
+
+/// `io::Write` into an arena vector.
+struct ArenaWriter<'a, 'b>(&'a mut bumpalo::collections::Vec<'b, u8>);
+
+impl std::io::Write for ArenaWriter<'_, '_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn recall_schema() -> Value {

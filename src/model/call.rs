@@ -48,6 +48,8 @@ pub struct CallOptions {
     pub preemptible: bool,
     /// Hooks.
     pub observer: Option<Box<dyn CallObserver>>,
+    /// A request body rendered by the caller (used as is, except when continuing a snapshot).
+    pub body: Option<Vec<u8>>,
 }
 
 /// Where a call is in its life.
@@ -93,6 +95,8 @@ pub struct CallInner {
     observer: Option<Box<dyn CallObserver>>,
     /// The response-cache key, for deterministic requests to a caching endpoint.
     pub cache_key: Option<Vec<u8>>,
+    /// A body rendered by the caller.
+    pub body: Option<Vec<u8>>,
     /// When the call was created.
     pub created: Instant,
 }
@@ -147,6 +151,7 @@ impl CallInner {
             cancel: AtomicBool::new(false),
             observer: opts.observer,
             cache_key,
+            body: opts.body,
             created: Instant::now(),
         }
     }

@@ -594,9 +594,12 @@ impl IoLoop {
             }
             None => &call.request,
         };
-        let body = match ep.provider {
-            Provider::OpenAi => openai::build_body(request, ep),
-            Provider::Anthropic => anthropic::build_body(request, ep),
+        let body: std::borrow::Cow<[u8]> = match (&call.body, &snapshot) {
+            (Some(b), None) => std::borrow::Cow::Borrowed(b.as_slice()),
+            _ => std::borrow::Cow::Owned(match ep.provider {
+                Provider::OpenAi => openai::build_body(request, ep),
+                Provider::Anthropic => anthropic::build_body(request, ep),
+            }),
         };
         let easy = match build_easy(&call, ep, stream, &body) {
             Ok(e) => e,

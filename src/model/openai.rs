@@ -60,6 +60,105 @@ fn usage_from(u: &Value) -> Usage {
     }
 }
 
+/// Writes the JSON body for a request straight into `out`, from the request's own fields: no
+/// intermediate JSON tree, so rendering into an arena allocates nothing on the heap. Same
+/// content as [`build_body`].
+pub fn write_body<W: std::io::Write>(
+    req: &ChatRequest,
+    ep: &Endpoint,
+    out: &mut W,
+) -> std::io::Result<()> {
+    fn s<W: std::io::Write>(out: &mut W, v: &str) -> std::io::Result<()> {
+        serde_json::to_writer(&mut *out, v).map_err(std::io::Error::other)
+    }
+    fn v<W: std::io::Write>(out: &mut W, x: &Value) -> std::io::Result<()> {
+        serde_json::to_writer(&mut *out, x).map_err(std::io::Error::other)
+    }
+    out.write_all(b"{")?;
+    let model = req.model.as_deref().unwrap_or(&ep.model);
+    if !model.is_empty() {
+        out.write_all(b"\"model\":")?;
+        s(out, model)?;
+        out.write_all(b",")?;
+    }
+    out.write_all(b"\"messages\":[")?;
+    for (i, m) in req.messages.iter().enumerate() {
+        if i > 0 {
+            out.write_all(b",")?;
+        }
+        out.write_all(b"{\"role\":")?;
+        s(out, m.role.as_str())?;
+        out.write_all(b",\"content\":")?;
+        if m.role == crate::model::types::Role::Assistant
+            && !m.tool_calls.is_empty()
+            && m.content.is_empty()
+        {
+            out.write_all(b"null")?;
+        } else {
+            s(out, &m.content)?;
+        }
+        if !m.tool_calls.is_empty() {
+            out.write_all(b",\"tool_calls\":[")?;
+            for (j, c) in m.tool_calls.iter().enumerate() {
+                if j > 0 {
+                    out.write_all(b",")?;
+                }
+                out.write_all(b"{\"id\":")?;
+                s(out, &c.id)?;
+                out.write_all(b",\"type\":\"function\",\"function\":{\"name\":")?;
+                s(out, &c.name)?;
+                out.write_all(b",\"arguments\":")?;
+                s(out, &c.arguments)?;
+                out.write_all(b"}}")?;
+            }
+            out.write_all(b"]")?;
+        }
+        if let Some(id) = &m.tool_call_id {
+            out.write_all(b",\"tool_call_id\":")?;
+            s(out, id)?;
+        }
+        out.write_all(b"}")?;
+    }
+    out.write_all(b"]")?;
+    if !req.tools.is_empty() {
+        out.write_all(b",\"tools\":[")?;
+        for (i, t) in req.tools.iter().enumerate() {
+            if i > 0 {
+                out.write_all(b",")?;
+            }
+            out.write_all(b"{\"type\":\"function\",\"function\":{\"name\":")?;
+            s(out, &t.name)?;
+            out.write_all(b",\"description\":")?;
+            s(out, &t.description)?;
+            out.write_all(b",\"parameters\":")?;
+            v(out, &t.parameters)?;
+            out.write_all(b"}}")?;
+        }
+        out.write_all(b"]")?;
+    }
+    if let Some(t) = req.temperature {
+        write!(out, ",\"temperature\":")?;
+        v(out, &json!(t))?;
+    }
+    write!(
+        out,
+        ",\"max_tokens\":{}",
+        req.max_tokens.unwrap_or(ep.max_output_tokens)
+    )?;
+    if let Some(rf) = &req.response_format {
+        out.write_all(b",\"response_format\":")?;
+        v(out, rf)?;
+    }
+    if let Some(tc) = &req.tool_choice {
+        out.write_all(b",\"tool_choice\":")?;
+        v(out, tc)?;
+    }
+    if req.stream {
+        out.write_all(b",\"stream\":true,\"stream_options\":{\"include_usage\":true}")?;
+    }
+    out.write_all(b"}")
+}
+
 /// Parses a complete (non-streamed) response.
 pub fn parse_response(body: &[u8]) -> Result<ChatResponse, String> {
     let v: Value =
@@ -195,6 +294,27 @@ mod tests {
         assert_eq!(v["model"], "m");
         assert_eq!(v["stream_options"]["include_usage"], true);
         assert_eq!(v["tools"][0]["function"]["name"], "f");
+    }
+
+    #[test]
+    fn written_body_equals_built_body() {
+        let ep = Endpoint::from_json(
+            r#"{"name":"a","provider":"openai","base_url":"http://x/v1","model":"m"}"#,
+        )
+        .unwrap();
+        let req = ChatRequest::from_json(
+            r#"{"temperature":0,"max_tokens":9,"stream":true,"tool_choice":"auto","response_format":{"type":"json_object"},
+                "messages":[{"role":"system","content":"s \"q\" \n"},{"role":"user","content":"hi ünï"},
+                {"role":"assistant","content":null,"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}}]},
+                {"role":"tool","tool_call_id":"c","content":"r"}],
+                "tools":[{"type":"function","function":{"name":"f","description":"d","parameters":{"type":"object"}}}]}"#,
+        )
+        .unwrap();
+        let mut written = Vec::new();
+        write_body(&req, &ep, &mut written).unwrap();
+        let a: Value = serde_json::from_slice(&written).unwrap();
+        let b: Value = serde_json::from_slice(&build_body(&req, &ep)).unwrap();
+        assert_eq!(a, b);
     }
 
     #[test]

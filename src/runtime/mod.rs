@@ -297,12 +297,15 @@ impl Shared {
     /// Runtime-wide counters as JSON (see `agentos_runtime_stats_json`).
     pub fn stats_json(&self) -> serde_json::Value {
         let agents = self.agents.snapshot();
-        let history_bytes: usize = agents.iter().map(|(_, a)| a.stats().history_bytes).sum();
+        let stats: Vec<_> = agents.iter().map(|(_, a)| a.stats()).collect();
+        let history_bytes: usize = stats.iter().map(|s| s.history_bytes).sum();
+        let arena_high_water: usize = stats.iter().map(|s| s.arena_high_water).sum();
         serde_json::json!({
             "agents": agents.len(),
             "busy_agents": *self.busy_agents.lock(),
             "history_bytes": history_bytes,
             "max_history_bytes": self.config.max_history_bytes,
+            "arena_high_water_total": arena_high_water,
             "mailboxes": self.mailboxes.len(),
             "events_queued": self.events.len(),
             "jobs_run": self.jobs_run(),
