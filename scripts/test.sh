@@ -21,4 +21,5 @@ echo "== cargo fmt --check";            cargo fmt --check
 echo "== cargo clippy -D warnings";     cargo clippy --locked --all-targets -- -D warnings
 echo "== header freshness";             scripts/gen-header.sh --check
 echo "== cargo test";                   cargo test --locked
+echo "== exact token counts (feature)"; cargo test --locked --features exact-tokens --lib context::tokens
 echo "== C programs (ASan, valgrind)";  scripts/test-c.sh

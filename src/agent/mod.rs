@@ -496,6 +496,13 @@ impl Agent {
             "tokens_estimated": st.tokens_sent,
             "tokens_full": st.tokens_full,
             "tools_tokens": tokens::tools_tokens(&tools),
+            "tokens_exact": tokens::EXACT_AVAILABLE.then(|| {
+                let model = self.config.model.clone().unwrap_or_else(|| {
+                    shared.models().endpoint(&self.config.endpoint).map(|e| e.config.model.clone()).unwrap_or_default()
+                });
+                let text: String = view.messages.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n");
+                tokens::exact(&model, &text)
+            }).flatten(),
             "calibration": g.calibration.ratio(),
             "stats": {"masked": st.masked, "truncated": st.truncated, "deduped": st.deduped,
                       "minified": st.minified, "dropped": st.dropped, "summarized": st.summarized},

@@ -68,6 +68,30 @@ pub fn estimate(text: &str) -> u64 {
     tokens
 }
 
+/// The exact token count of `text` for an OpenAI-family `model` (o200k for gpt-4o, gpt-4.1,
+/// o-series; cl100k for gpt-4 and gpt-3.5), when the library is built with the `exact-tokens`
+/// feature; `None` otherwise, or for other models.
+pub fn exact(model: &str, text: &str) -> Option<u64> {
+    #[cfg(feature = "exact-tokens")]
+    {
+        let bpe = tiktoken_rs::bpe_for_model(model).ok()?;
+        Some(bpe.encode_ordinary(text).len() as u64)
+    }
+    #[cfg(not(feature = "exact-tokens"))]
+    {
+        let _ = (model, text);
+        None
+    }
+}
+
+/// Exact tokens where available (see [`exact`]), else the estimate.
+pub fn count(model: &str, text: &str) -> u64 {
+    exact(model, text).unwrap_or_else(|| estimate(text))
+}
+
+/// Whether exact counting is compiled in.
+pub const EXACT_AVAILABLE: bool = cfg!(feature = "exact-tokens");
+
 /// Estimated tokens of one message, tool calls included.
 pub fn message_tokens(m: &ChatMessage) -> u64 {
     let mut t = MESSAGE_OVERHEAD + estimate(&m.content);
@@ -142,6 +166,33 @@ mod tests {
         let prose = "The quick brown fox jumps over the lazy dog while the cat sleeps in the sun.";
         let t = estimate(prose);
         assert!((14..=24).contains(&t), "{t}");
+    }
+
+    #[test]
+    #[cfg(feature = "exact-tokens")]
+    fn exact_counts_match_the_reference_encodings() {
+        // Reference counts from OpenAI's tiktoken.
+        assert_eq!(exact("gpt-4", "hello world"), Some(2));
+        assert_eq!(exact("gpt-4", "tiktoken is great!"), Some(6));
+        assert_eq!(exact("gpt-4o", "hello world"), Some(2));
+        assert_eq!(exact("qwen2.5", "hello world"), None, "not an OpenAI model");
+        // The estimate stays within a reasonable band of the real count on prose.
+        let prose = "The quick brown fox jumps over the lazy dog while the cat sleeps in the sun.";
+        let real = exact("gpt-4o", prose).unwrap() as f64;
+        let est = estimate(prose) as f64;
+        assert!(
+            (est / real - 1.0).abs() < 0.35,
+            "estimate {est} vs exact {real}"
+        );
+    }
+
+    #[test]
+    fn count_falls_back_to_the_estimate() {
+        assert_eq!(
+            count("some-local-model", "hello world"),
+            estimate("hello world")
+        );
+        assert_eq!(EXACT_AVAILABLE, exact("gpt-4", "x").is_some());
     }
 
     #[test]
