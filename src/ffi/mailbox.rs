@@ -110,8 +110,10 @@ pub unsafe extern "C" fn agentos_mailbox_recv(
     ffi_boundary!(err = std::ptr::null_mut(), {
         let rt = as_ref(rt, "rt")?;
         non_null(out, "out")?;
-        let mb = rt.inner.shared().mailbox(Handle::from_raw(mailbox))?;
-        let m = mb.recv(wait(timeout_ms))?;
+        let m = rt
+            .inner
+            .shared()
+            .with_mailbox(Handle::from_raw(mailbox), |mb| mb.recv(wait(timeout_ms)))?;
         write_out(out, agentos_message::wrap(m));
         Ok(())
     })

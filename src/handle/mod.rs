@@ -58,7 +58,11 @@ struct Slots<T> {
 pub struct Registry<T> {
     inner: RwLock<Slots<T>>,
     capacity: usize,
+    uid: u64,
+    epoch: std::sync::atomic::AtomicU64,
 }
+
+static NEXT_REGISTRY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Why a handle could not be resolved or inserted.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,6 +83,8 @@ impl<T> Registry<T> {
                 live: 0,
             }),
             capacity: capacity.min(u32::MAX as usize),
+            uid: NEXT_REGISTRY.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            epoch: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -113,9 +119,21 @@ impl<T> Registry<T> {
         }
     }
 
+    /// A process-wide unique id of this registry (for caches keyed by registry).
+    pub fn uid(&self) -> u64 {
+        self.uid
+    }
+
+    /// Changes whenever an object is removed: a cached lookup made at the same epoch is still
+    /// valid.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// Removes the object; later lookups of `handle` fail with [`RegistryError::Stale`].
     pub fn remove(&self, handle: Handle) -> Result<Arc<T>, RegistryError> {
         let mut s = self.inner.write();
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let index = handle.index();
         let slot = match s.slots.get_mut(index) {
             Some(slot) if slot.generation == handle.generation() && slot.value.is_some() => slot,
@@ -145,6 +163,7 @@ impl<T> Registry<T> {
     /// Removes and returns every live object (used at shutdown).
     pub fn drain(&self) -> Vec<Arc<T>> {
         let mut s = self.inner.write();
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         let mut out = Vec::with_capacity(s.live);
         let mut freed = Vec::new();
         for (i, slot) in s.slots.iter_mut().enumerate() {

@@ -56,7 +56,12 @@ pub struct Shared {
     workers_started: AtomicU64,
 }
 
+/// The last mailbox this thread looked up: (registry uid, registry epoch, handle, mailbox).
+type MailboxCache = Option<(u64, u64, u64, Arc<Mailbox>)>;
+
 thread_local! {
+    /// A one-entry lookup cache: hot send/receive loops touch no shared lock or count.
+    static MAILBOX_CACHE: std::cell::RefCell<MailboxCache> = const { std::cell::RefCell::new(None) };
     /// The address of the [`Shared`] whose worker the current thread is (0 on other threads).
     /// A plain `Cell` so that asking costs no allocation on threads the library does not own.
     static WORKER_OF: Cell<usize> = const { Cell::new(0) };
@@ -203,6 +208,37 @@ impl Shared {
         })
     }
 
+    /// Runs `f` on a mailbox. Repeated lookups of the same mailbox from one thread are served
+    /// from a thread-local cache, valid while no mailbox of this runtime has been removed since
+    /// (so a freed mailbox is never reached through it).
+    pub fn with_mailbox<R>(&self, h: Handle, f: impl FnOnce(&Mailbox) -> Result<R>) -> Result<R> {
+        let uid = self.mailboxes.uid();
+        let epoch = self.mailboxes.epoch();
+        let mut f = Some(f);
+        // Hit: run `f` on the cached mailbox without touching its reference count. (A nested
+        // call from inside `f`, e.g. a mailbox sink sending on, finds the cache borrowed and
+        // takes the slow path below.)
+        let hit = MAILBOX_CACHE.with(|c| {
+            let Ok(c) = c.try_borrow() else { return None };
+            match &*c {
+                Some((u, e, hh, mb)) if *u == uid && *e == epoch && *hh == h.raw() => {
+                    Some((f.take().expect("f"))(mb))
+                }
+                _ => None,
+            }
+        });
+        if let Some(r) = hit {
+            return r;
+        }
+        let mb = self.mailbox(h)?;
+        MAILBOX_CACHE.with(|c| {
+            if let Ok(mut c) = c.try_borrow_mut() {
+                *c = Some((uid, epoch, h.raw(), mb.clone()));
+            }
+        });
+        (f.take().expect("f"))(&mb)
+    }
+
     /// Closes and removes a mailbox: its waiters wake with `CLOSED`, its handle goes stale.
     pub fn remove_mailbox(&self, h: Handle) -> Result<()> {
         let mb = self.mailboxes.remove(h).map_err(|_| {
@@ -217,9 +253,8 @@ impl Shared {
 
     /// Sends `msg` from mailbox `from` (0 = the host) to mailbox `to`. The payload is shared.
     pub fn send_message(&self, from: u64, to: Handle, msg: &Message, wait: Wait) -> Result<()> {
-        let target = self.mailbox(to)?;
         let h = msg.new_header(from, to.raw(), msg.header().kind, msg.header().correlation);
-        target.put(msg.deliver_as(h), wait)
+        self.with_mailbox(to, |target| target.put(msg.deliver_as(h), wait))
     }
 
     /// Sends a request from mailbox `from` to `to` and waits for the reply.
