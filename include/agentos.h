@@ -1222,7 +1222,8 @@ uint64_t agentos_message_recipient(const agentos_message *msg);
 uint64_t agentos_message_correlation(const agentos_message *msg);
 
 /**
- * When the message (this delivery) was made, in nanoseconds since the Unix epoch (0 for NULL).
+ * When the message (this delivery) was made, in nanoseconds since the Unix epoch, from the
+ * coarse real-time clock (resolution of a few milliseconds); 0 for NULL.
  * Thread safety: any thread.
  */
 uint64_t agentos_message_timestamp_ns(const agentos_message *msg);

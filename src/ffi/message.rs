@@ -203,7 +203,8 @@ pub unsafe extern "C" fn agentos_message_correlation(msg: *const agentos_message
     ffi_boundary!({ msg.as_ref().map_or(0, |m| m.msg.header().correlation) })
 }
 
-/// When the message (this delivery) was made, in nanoseconds since the Unix epoch (0 for NULL).
+/// When the message (this delivery) was made, in nanoseconds since the Unix epoch, from the
+/// coarse real-time clock (resolution of a few milliseconds); 0 for NULL.
 /// Thread safety: any thread.
 #[no_mangle]
 pub unsafe extern "C" fn agentos_message_timestamp_ns(msg: *const agentos_message) -> u64 {

@@ -42,7 +42,8 @@ pub struct Header {
     pub kind: u32,
     /// Links a reply to its request (0 = none).
     pub correlation: u64,
-    /// Nanoseconds since the Unix epoch when the header was made.
+    /// Nanoseconds since the Unix epoch when the header was made (from the coarse real-time
+    /// clock: a few milliseconds of resolution).
     pub timestamp_ns: u64,
 }
 
@@ -71,9 +72,10 @@ fn now_ns() -> u64 {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: clock_gettime writes into the live timespec; CLOCK_REALTIME always exists.
-    // (Direct and cheaper than SystemTime::now().duration_since(), on every message.)
-    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) } == 0 {
+    // SAFETY: clock_gettime writes into the live timespec. The coarse clock (a few ms of
+    // resolution) reads a kernel-updated value without touching the time source: every
+    // delivery gets a timestamp, so it must cost next to nothing.
+    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } == 0 {
         ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
     } else {
         SystemTime::now()
