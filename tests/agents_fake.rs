@@ -333,19 +333,27 @@ fn preemption_between_agents_loses_nothing() {
     let srv = FakeServer::start();
     let rt = runtime("");
     endpoint(&rt, &srv, r#","limits":{"concurrency":1}"#);
-    let low = agent(&rt, r#"{"name":"low","endpoint":"fake","priority":1}"#);
+    let low = agent(
+        &rt,
+        r#"{"name":"low","endpoint":"fake","priority":1,"stream_events":true}"#,
+    );
     let high = agent(&rt, r#"{"name":"high","endpoint":"fake","priority":9}"#);
     srv.push(Reply::openai_stream(&["The ", "long ", "story"]).stall_after_events(3));
     srv.push(Reply::openai_stream(&["urgent"]));
     srv.push(Reply::openai_stream(&["goes ", "on."]));
     send(&rt, low, "tell a story");
-    // Wait for the low agent's stream to be producing.
-    assert!(srv.wait_for_requests(1, Duration::from_secs(10)));
-    std::thread::sleep(Duration::from_millis(100));
+    // Wait until the low agent's stream has delivered "The long " (its stream events).
+    let mut events = Vec::new();
+    let mut streamed = String::new();
+    while streamed != "The long " {
+        let mut batch = until(&rt, |e| e.kind == EventKind::StreamDelta);
+        streamed.push_str(&batch.last().unwrap().text);
+        events.append(&mut batch);
+    }
     send(&rt, high, "urgent question");
-    let events = until(&rt, |e| {
+    events.extend(until(&rt, |e| {
         e.kind == EventKind::TurnEnd && e.agent == low.raw()
-    });
+    }));
     let kinds: Vec<(EventKind, String)> = events
         .iter()
         .map(|e| (e.kind, e.agent_name.clone()))
