@@ -6,6 +6,10 @@
 //!
 //!   cargo bench --bench context_eval [-- WINDOW_TOKENS]
 //!
+//! Diagnostics: `EVAL_DEBUG=1` shows, for each lost fact, where it nearly survived and whether
+//! the digest of the message that introduced it holds it; `DIGEST_STATS=1` prints, per
+//! conversation, the tokens of tool outputs against the tokens of their digests.
+//!
 //! Every assistant message in a conversation is a model call; its prompt is everything before
 //! it. Tokens are the library's estimates (the same for every policy, so ratios compare).
 
