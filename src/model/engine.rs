@@ -846,19 +846,7 @@ impl IoLoop {
         match parsed {
             Ok(mut r) => {
                 // A non-streamed answer is delivered as one delta too, so pullers see it.
-                let mut deltas = Vec::new();
-                if !r.content.is_empty() {
-                    deltas.push(StreamDelta::Text(r.content.clone()));
-                }
-                for (i, tc) in r.tool_calls.iter().enumerate() {
-                    deltas.push(StreamDelta::ToolCall {
-                        index: i as u32,
-                        id: Some(tc.id.clone()),
-                        name: Some(tc.name.clone()),
-                        arguments: tc.arguments.clone(),
-                    });
-                }
-                call.push_deltas(&mut deltas);
+                call.push_deltas(&mut super::stream::response_deltas(&r));
                 self.succeed(call, key, &mut r);
             }
             Err(e) => {

@@ -177,19 +177,7 @@ impl ModelHub {
             if let Some(mut r) = cache.get(key) {
                 // Served from memory: no tokens spent, nothing billed.
                 r.usage = super::types::Usage::default();
-                let mut deltas = Vec::new();
-                if !r.content.is_empty() {
-                    deltas.push(super::stream::StreamDelta::Text(r.content.clone()));
-                }
-                for (i, tc) in r.tool_calls.iter().enumerate() {
-                    deltas.push(super::stream::StreamDelta::ToolCall {
-                        index: i as u32,
-                        id: Some(tc.id.clone()),
-                        name: Some(tc.name.clone()),
-                        arguments: tc.arguments.clone(),
-                    });
-                }
-                call.push_deltas(&mut deltas);
+                call.push_deltas(&mut super::stream::response_deltas(&r));
                 call.endpoint.record(&r.usage, true, 0);
                 call.finish(Ok(r));
                 return Ok(());

@@ -21,6 +21,24 @@ pub enum StreamDelta {
     },
 }
 
+/// The pieces a whole (non-streamed or cached) answer is delivered as: its text, then one piece
+/// per tool call.
+pub fn response_deltas(r: &ChatResponse) -> Vec<StreamDelta> {
+    let mut deltas = Vec::with_capacity(1 + r.tool_calls.len());
+    if !r.content.is_empty() {
+        deltas.push(StreamDelta::Text(r.content.clone()));
+    }
+    for (i, tc) in r.tool_calls.iter().enumerate() {
+        deltas.push(StreamDelta::ToolCall {
+            index: i as u32,
+            id: Some(tc.id.clone()),
+            name: Some(tc.name.clone()),
+            arguments: tc.arguments.clone(),
+        });
+    }
+    deltas
+}
+
 /// Rebuilds a [`ChatResponse`] from deltas and stream metadata.
 #[derive(Clone, Debug, Default)]
 pub struct StreamAccumulator {
