@@ -313,7 +313,7 @@ impl Agent {
             tool_calls: g.tool_calls,
             turns: g.turns,
             history_len: g.history.len(),
-            history_bytes: history_bytes(&g.history),
+            history_bytes: g.history_bytes,
             tokens_full_total: g.tokens_full_total,
             tokens_sent_total: g.tokens_sent_total,
             last_view: g.last_view,
@@ -476,19 +476,13 @@ impl Agent {
             return Value::Null;
         };
         let g = self.inner.lock();
-        let tools: Vec<ToolSpec> = self
-            .config
-            .tools
-            .iter()
-            .filter_map(|n| shared.tools().get(n))
-            .map(|t| ToolSpec {
-                name: t.name.clone(),
-                description: t.description.clone(),
-                parameters: t.parameters.clone(),
-            })
-            .collect();
-        let limit = self.message_limit(&g, &shared, &tools);
-        let view = build_view(&g.history, &g.policy, limit, g.compact_level);
+        let (tools, limit) = self.request_plan(&g, &shared);
+        let level = if g.force_compaction {
+            2
+        } else {
+            g.compact_level
+        };
+        let view = build_view(&g.history, &g.policy, limit, level);
         let st = view.stats;
         json!({
             "limit_tokens": limit,
@@ -748,7 +742,11 @@ impl Agent {
             match phase {
                 Phase::NeedModel => {
                     let limit = self.config.max_history_bytes;
-                    let now = history_bytes(&g.history) as u64;
+                    let now = if limit > 0 {
+                        history_bytes(&g.history) as u64
+                    } else {
+                        0
+                    };
                     if limit > 0 && now > limit {
                         let why =
                             format!("history holds {now} bytes, over max_history_bytes ({limit})");
@@ -1159,7 +1157,10 @@ impl Agent {
             .saturating_sub(tokens::tools_tokens(tools))
     }
 
-    fn build_request(&self, g: &mut Inner, shared: &Shared) -> ChatRequest {
+    /// The tools a request offers (before `recall`, which is added only when the view hides
+    /// something) and the token limit for the view's messages. Shared by requests and by
+    /// [`Agent::context_json`], so the context reported is the context sent.
+    fn request_plan(&self, g: &Inner, shared: &Shared) -> (Vec<ToolSpec>, u64) {
         let mut tools: Vec<ToolSpec> = self
             .config
             .tools
@@ -1184,10 +1185,15 @@ impl Agent {
         if sel.enabled {
             select_tools(&mut tools, &g.history, sel.max_tools, sel.max_description);
         }
-        // Room for the recall tool's definition, offered below only when it is needed.
+        // Room for the recall tool's definition.
         let limit = self.message_limit(g, shared, &tools).saturating_sub(64);
         // The calibration scales the estimate; compaction works in estimated tokens.
         let limit = (limit as f64 / g.calibration.ratio().max(0.25)) as u64;
+        (tools, limit)
+    }
+
+    fn build_request(&self, g: &mut Inner, shared: &Shared) -> ChatRequest {
+        let (mut tools, limit) = self.request_plan(g, shared);
         let level = if std::mem::take(&mut g.force_compaction) {
             2
         } else {
