@@ -86,27 +86,32 @@ impl Status {
     }
 
     /// The C constant name, e.g. `"AGENTOS_STATUS_NOT_FOUND"`.
-    pub const fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
+        self.c_name().to_str().unwrap_or("AGENTOS_STATUS_UNKNOWN")
+    }
+
+    /// The same name, NUL-terminated (what `agentos_status_str` returns).
+    pub const fn c_name(self) -> &'static std::ffi::CStr {
         match self {
-            Status::Ok => "AGENTOS_STATUS_OK",
-            Status::InvalidArgument => "AGENTOS_STATUS_INVALID_ARGUMENT",
-            Status::NullArgument => "AGENTOS_STATUS_NULL_ARGUMENT",
-            Status::StaleHandle => "AGENTOS_STATUS_STALE_HANDLE",
-            Status::InvalidUtf8 => "AGENTOS_STATUS_INVALID_UTF8",
-            Status::InvalidJson => "AGENTOS_STATUS_INVALID_JSON",
-            Status::NotFound => "AGENTOS_STATUS_NOT_FOUND",
-            Status::Busy => "AGENTOS_STATUS_BUSY",
-            Status::Timeout => "AGENTOS_STATUS_TIMEOUT",
-            Status::Cancelled => "AGENTOS_STATUS_CANCELLED",
-            Status::LimitExceeded => "AGENTOS_STATUS_LIMIT_EXCEEDED",
-            Status::Io => "AGENTOS_STATUS_IO",
-            Status::Http => "AGENTOS_STATUS_HTTP",
-            Status::Provider => "AGENTOS_STATUS_PROVIDER",
-            Status::Shutdown => "AGENTOS_STATUS_SHUTDOWN",
-            Status::Panic => "AGENTOS_STATUS_PANIC",
-            Status::Internal => "AGENTOS_STATUS_INTERNAL",
-            Status::Closed => "AGENTOS_STATUS_CLOSED",
-            Status::PeerGone => "AGENTOS_STATUS_PEER_GONE",
+            Status::Ok => c"AGENTOS_STATUS_OK",
+            Status::InvalidArgument => c"AGENTOS_STATUS_INVALID_ARGUMENT",
+            Status::NullArgument => c"AGENTOS_STATUS_NULL_ARGUMENT",
+            Status::StaleHandle => c"AGENTOS_STATUS_STALE_HANDLE",
+            Status::InvalidUtf8 => c"AGENTOS_STATUS_INVALID_UTF8",
+            Status::InvalidJson => c"AGENTOS_STATUS_INVALID_JSON",
+            Status::NotFound => c"AGENTOS_STATUS_NOT_FOUND",
+            Status::Busy => c"AGENTOS_STATUS_BUSY",
+            Status::Timeout => c"AGENTOS_STATUS_TIMEOUT",
+            Status::Cancelled => c"AGENTOS_STATUS_CANCELLED",
+            Status::LimitExceeded => c"AGENTOS_STATUS_LIMIT_EXCEEDED",
+            Status::Io => c"AGENTOS_STATUS_IO",
+            Status::Http => c"AGENTOS_STATUS_HTTP",
+            Status::Provider => c"AGENTOS_STATUS_PROVIDER",
+            Status::Shutdown => c"AGENTOS_STATUS_SHUTDOWN",
+            Status::Panic => c"AGENTOS_STATUS_PANIC",
+            Status::Internal => c"AGENTOS_STATUS_INTERNAL",
+            Status::Closed => c"AGENTOS_STATUS_CLOSED",
+            Status::PeerGone => c"AGENTOS_STATUS_PEER_GONE",
         }
     }
 }

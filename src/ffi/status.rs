@@ -56,32 +56,11 @@ pub const AGENTOS_STATUS_PEER_GONE: agentos_status = 18;
 /// Thread safety: callable from any thread at any time, even without a runtime.
 #[no_mangle]
 pub extern "C" fn agentos_status_str(status: i32) -> *const c_char {
-    ffi_boundary!({ status_cstr(status).as_ptr() as *const c_char })
+    ffi_boundary!({ status_cstr(status).as_ptr() })
 }
 
-fn status_cstr(status: i32) -> &'static [u8] {
-    match Status::from_code(status) {
-        Some(Status::Ok) => b"AGENTOS_STATUS_OK\0",
-        Some(Status::InvalidArgument) => b"AGENTOS_STATUS_INVALID_ARGUMENT\0",
-        Some(Status::NullArgument) => b"AGENTOS_STATUS_NULL_ARGUMENT\0",
-        Some(Status::StaleHandle) => b"AGENTOS_STATUS_STALE_HANDLE\0",
-        Some(Status::InvalidUtf8) => b"AGENTOS_STATUS_INVALID_UTF8\0",
-        Some(Status::InvalidJson) => b"AGENTOS_STATUS_INVALID_JSON\0",
-        Some(Status::NotFound) => b"AGENTOS_STATUS_NOT_FOUND\0",
-        Some(Status::Busy) => b"AGENTOS_STATUS_BUSY\0",
-        Some(Status::Timeout) => b"AGENTOS_STATUS_TIMEOUT\0",
-        Some(Status::Cancelled) => b"AGENTOS_STATUS_CANCELLED\0",
-        Some(Status::LimitExceeded) => b"AGENTOS_STATUS_LIMIT_EXCEEDED\0",
-        Some(Status::Io) => b"AGENTOS_STATUS_IO\0",
-        Some(Status::Http) => b"AGENTOS_STATUS_HTTP\0",
-        Some(Status::Provider) => b"AGENTOS_STATUS_PROVIDER\0",
-        Some(Status::Shutdown) => b"AGENTOS_STATUS_SHUTDOWN\0",
-        Some(Status::Panic) => b"AGENTOS_STATUS_PANIC\0",
-        Some(Status::Internal) => b"AGENTOS_STATUS_INTERNAL\0",
-        Some(Status::Closed) => b"AGENTOS_STATUS_CLOSED\0",
-        Some(Status::PeerGone) => b"AGENTOS_STATUS_PEER_GONE\0",
-        None => b"AGENTOS_STATUS_UNKNOWN\0",
-    }
+fn status_cstr(status: i32) -> &'static std::ffi::CStr {
+    Status::from_code(status).map_or(c"AGENTOS_STATUS_UNKNOWN", Status::c_name)
 }
 
 #[cfg(test)]
