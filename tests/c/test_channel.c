@@ -6,21 +6,14 @@
 #define _POSIX_C_SOURCE 200809L
 #include <agentos.h>
 
+#include "check.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-static int checks = 0;
-#define CHECK(cond)                                                                   \
-    do {                                                                              \
-        checks++;                                                                     \
-        if (!(cond)) {                                                                \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);  \
-            exit(1);                                                                  \
-        }                                                                             \
-    } while (0)
 
 int main(void) {
     agentos_channel *ch = NULL, *other = NULL;

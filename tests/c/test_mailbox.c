@@ -6,21 +6,14 @@
 #define _POSIX_C_SOURCE 200809L
 #include <agentos.h>
 
+#include "check.h"
+
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-static int checks = 0;
-#define CHECK(cond)                                                                   \
-    do {                                                                              \
-        checks++;                                                                     \
-        if (!(cond)) {                                                                \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);  \
-            exit(1);                                                                  \
-        }                                                                             \
-    } while (0)
 
 static agentos_runtime *rt;
 static agentos_mailbox_id inbox;

@@ -6,37 +6,13 @@
 #define _POSIX_C_SOURCE 200809L
 #include <agentos.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
+#include "check.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
-static int checks = 0;
-#define CHECK(cond)                                                                   \
-    do {                                                                              \
-        checks++;                                                                     \
-        if (!(cond)) {                                                                \
-            fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);  \
-            exit(1);                                                                  \
-        }                                                                             \
-    } while (0)
-
-/* A port on 127.0.0.1 with nothing listening (bound, then closed). */
-static int dead_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bind(fd, (struct sockaddr *)&a, sizeof a);
-    socklen_t n = sizeof a;
-    getsockname(fd, (struct sockaddr *)&a, &n);
-    close(fd);
-    return ntohs(a.sin_port);
-}
 
 static void expect_status(agentos_status got, agentos_status want, agentos_error *err, const char *mention) {
     checks++;
