@@ -803,6 +803,8 @@ agentos_status agentos_request_cancel(const agentos_request *req);
 
 /**
  * Reads the request's usage: final once finished, else what the provider reported so far.
+ * While a stream arrives and the provider has not reported its output count yet,
+ * `completion_tokens` is a running estimate counted from the output received.
  * `out->struct_size` must be set by the caller (at least `offsetof(cost_usd)+sizeof(double)`
  * of the first version); only fields within it are written.
  *

@@ -31,4 +31,7 @@ pub mod version;
 
 pub mod ffi;
 
+#[cfg(test)]
+mod test_alloc;
+
 pub use error::{Error, Result, Status};

@@ -6,7 +6,7 @@ mod fake_server;
 
 use agentos::config::RuntimeConfig;
 use agentos::model::call::{CallInner, Pull};
-use agentos::model::stream::StreamDelta;
+use agentos::model::stream::{DeltaBuf, StreamDelta};
 use agentos::model::types::ChatRequest;
 use agentos::runtime::Runtime;
 use agentos::Status;
@@ -91,10 +91,13 @@ fn streamed_openai_answer_pulls_every_piece_and_reuses_the_connection() {
     for _ in 0..3 {
         let call = rt.shared().models().start("oa", request(true), 0).unwrap();
         let mut text = String::new();
+        let mut buf = DeltaBuf::new();
         loop {
-            match call.next_delta(Some(Instant::now() + Duration::from_secs(20))) {
-                Pull::Delta(StreamDelta::Text(t)) => text.push_str(&t),
-                Pull::Delta(other) => panic!("unexpected {other:?}"),
+            match call.next_delta(Some(Instant::now() + Duration::from_secs(20)), &mut buf) {
+                Pull::Delta => match buf.delta() {
+                    StreamDelta::Text(t) => text.push_str(t),
+                    other => panic!("unexpected {other:?}"),
+                },
                 Pull::End => break,
                 Pull::Timeout => panic!("timeout"),
             }
@@ -297,8 +300,11 @@ fn reset_mid_stream_keeps_partial_output_and_is_not_replayed() {
     );
     // Everything delivered is still pullable.
     let mut text = String::new();
-    while let Pull::Delta(StreamDelta::Text(t)) = call.next_delta(Some(Instant::now())) {
-        text.push_str(&t);
+    let mut buf = DeltaBuf::new();
+    while let Pull::Delta = call.next_delta(Some(Instant::now()), &mut buf) {
+        if let StreamDelta::Text(t) = buf.delta() {
+            text.push_str(t);
+        }
     }
     assert_eq!(text, "one two ");
 }
@@ -434,8 +440,11 @@ fn cancel_in_flight_and_queued_calls() {
     let queued = models.start("oa", request(true), 0).unwrap();
     // Wait until the first has produced output.
     assert!(matches!(
-        first.next_delta(Some(Instant::now() + Duration::from_secs(10))),
-        Pull::Delta(_)
+        first.next_delta(
+            Some(Instant::now() + Duration::from_secs(10)),
+            &mut DeltaBuf::new()
+        ),
+        Pull::Delta
     ));
     models.cancel(&queued);
     let e = wait(&queued).unwrap_err();
@@ -494,8 +503,11 @@ fn shutdown_completes_calls_in_flight() {
     srv.push(Reply::openai_stream(&["x"]).stall_after_events(2));
     let call: Arc<CallInner> = rt.shared().models().start("oa", request(true), 0).unwrap();
     assert!(matches!(
-        call.next_delta(Some(Instant::now() + Duration::from_secs(10))),
-        Pull::Delta(_)
+        call.next_delta(
+            Some(Instant::now() + Duration::from_secs(10)),
+            &mut DeltaBuf::new()
+        ),
+        Pull::Delta
     ));
     drop(rt);
     let e = wait(&call).unwrap_err();
@@ -561,9 +573,13 @@ fn urgent_call_preempts_a_streaming_call_which_resumes_from_its_snapshot() {
     models.submit(low.clone()).unwrap();
     // Wait until the low-priority stream has produced "Once upon ".
     let mut seen = String::new();
+    let mut buf = DeltaBuf::new();
     while seen != "Once upon " {
-        match low.next_delta(Some(Instant::now() + Duration::from_secs(10))) {
-            Pull::Delta(StreamDelta::Text(t)) => seen.push_str(&t),
+        match low.next_delta(Some(Instant::now() + Duration::from_secs(10)), &mut buf) {
+            Pull::Delta => match buf.delta() {
+                StreamDelta::Text(t) => seen.push_str(t),
+                other => panic!("unexpected {other:?}"),
+            },
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -593,8 +609,10 @@ fn urgent_call_preempts_a_streaming_call_which_resumes_from_its_snapshot() {
     assert_eq!(msgs.last().unwrap()["content"], "Once upon ");
     // Every delta is pulled exactly once: the rest of the low call's output.
     let mut rest = String::new();
-    while let Pull::Delta(StreamDelta::Text(t)) = low.next_delta(Some(Instant::now())) {
-        rest.push_str(&t);
+    while let Pull::Delta = low.next_delta(Some(Instant::now()), &mut buf) {
+        if let StreamDelta::Text(t) = buf.delta() {
+            rest.push_str(t);
+        }
     }
     assert_eq!(seen + &rest, "Once upon a time.");
 }

@@ -6,7 +6,7 @@
 
 use agentos::config::RuntimeConfig;
 use agentos::model::call::Pull;
-use agentos::model::stream::StreamDelta;
+use agentos::model::stream::{DeltaBuf, StreamDelta};
 use agentos::model::types::ChatRequest;
 use agentos::runtime::Runtime;
 use std::time::{Duration, Instant};
@@ -59,10 +59,13 @@ fn local_model_streamed_answer() {
     .unwrap();
     let call = rt.shared().models().start("local", req, 0).unwrap();
     let mut pieces = Vec::new();
+    let mut buf = DeltaBuf::new();
     loop {
-        match call.next_delta(deadline()) {
-            Pull::Delta(StreamDelta::Text(t)) => pieces.push(t),
-            Pull::Delta(other) => panic!("unexpected {other:?}"),
+        match call.next_delta(deadline(), &mut buf) {
+            Pull::Delta => match buf.delta() {
+                StreamDelta::Text(t) => pieces.push(t.to_string()),
+                other => panic!("unexpected {other:?}"),
+            },
             Pull::End => break,
             Pull::Timeout => panic!("timed out"),
         }

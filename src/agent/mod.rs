@@ -1108,22 +1108,26 @@ impl Agent {
         self.schedule(&shared);
     }
 
-    /// Renders an OpenAI request body in the turn arena (no JSON tree, no per-message heap
-    /// allocation) and hands the call one copy of it. Other providers build their own body.
+    /// Renders the request body in the turn arena, in the endpoint's wire format (no JSON
+    /// tree, no per-message heap allocation), and hands the call one copy of it.
     fn render_body(
         &self,
         g: &mut Inner,
         shared: &Shared,
         request: &ChatRequest,
     ) -> Option<Vec<u8>> {
+        use crate::model::endpoint::Provider;
         let ep = shared.models().endpoint(&self.config.endpoint).ok()?;
-        if ep.config.provider != crate::model::endpoint::Provider::OpenAi {
-            return None;
-        }
         let bytes = {
             let mut buf = bumpalo::collections::Vec::new_in(&g.arena);
-            crate::model::openai::write_body(request, &ep.config, &mut ArenaWriter(&mut buf))
-                .ok()?;
+            let mut w = ArenaWriter(&mut buf);
+            match ep.config.provider {
+                Provider::OpenAi => crate::model::openai::write_body(request, &ep.config, &mut w),
+                Provider::Anthropic => {
+                    crate::model::anthropic::write_body(request, &ep.config, &mut w)
+                }
+            }
+            .ok()?;
             g.arena_in_use += buf.len();
             buf.as_slice().to_vec()
         };
@@ -1429,7 +1433,7 @@ fn run_tool(shared: &Arc<Shared>, agent: &Arc<Agent>, tool: Arc<Tool>, inv: Arc<
 struct AgentObserver(Weak<Agent>);
 
 impl CallObserver for AgentObserver {
-    fn on_delta(&self, call: &CallInner, delta: &StreamDelta) {
+    fn on_delta(&self, call: &CallInner, delta: StreamDelta<'_>) {
         let Some(agent) = self.0.upgrade() else {
             return;
         };
@@ -1441,7 +1445,7 @@ impl CallObserver for AgentObserver {
             shared.events().emit(
                 agent
                     .event(EventKind::StreamDelta, turn)
-                    .text(t.clone())
+                    .text(t)
                     .detail(json!({"call": call.id})),
             );
         }

@@ -7,7 +7,7 @@ use super::string::into_c_string;
 use super::{as_mut, as_ref, non_null, str_arg, write_out};
 use crate::error::{Error, Status};
 use crate::model::call::{CallInner, CallObserver, CallOptions, DeltaFn, Pull};
-use crate::model::stream::StreamDelta;
+use crate::model::stream::{DeltaBuf, StreamDelta};
 use crate::model::types::ChatRequest;
 use crate::runtime::Shared;
 use serde_json::json;
@@ -79,14 +79,51 @@ pub struct agentos_request {
     call: Option<Arc<CallInner>>,
     /// The last pulled delta, NUL-terminated; borrowed by the caller until the next pull.
     delta_buf: Vec<u8>,
+    /// The last pulled delta (reused).
+    pulled: DeltaBuf,
 }
 
 fn timeout_deadline(timeout_ms: i32) -> Option<Instant> {
     (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64))
 }
 
-fn tool_delta_json(index: u32, id: &Option<String>, name: &Option<String>, args: &str) -> String {
-    json!({"index": index, "id": id, "name": name, "arguments": args}).to_string()
+/// Writes a delta as C sees it into `out` (cleared first, NUL-terminated, the NUL not counted
+/// in the returned length) and returns its kind: text bytes, or for a tool-call piece the JSON
+/// `{"index":N,"id":...,"name":...,"arguments":"..."}` (id and name null after the first piece).
+/// Reuses `out`'s capacity: no allocation once it has grown.
+fn encode_delta(d: StreamDelta<'_>, out: &mut Vec<u8>) -> (i32, usize) {
+    fn opt(out: &mut Vec<u8>, v: Option<&str>) {
+        match v {
+            Some(v) => serde_json::to_writer(&mut *out, v).expect("writing to a Vec"),
+            None => out.extend_from_slice(b"null"),
+        }
+    }
+    out.clear();
+    let kind = match d {
+        StreamDelta::Text(t) => {
+            out.extend_from_slice(t.as_bytes());
+            AGENTOS_DELTA_TEXT
+        }
+        StreamDelta::ToolCall {
+            index,
+            id,
+            name,
+            arguments,
+        } => {
+            use std::io::Write;
+            let _ = write!(out, "{{\"index\":{index},\"id\":");
+            opt(out, id);
+            out.extend_from_slice(b",\"name\":");
+            opt(out, name);
+            out.extend_from_slice(b",\"arguments\":");
+            opt(out, Some(arguments));
+            out.push(b'}');
+            AGENTOS_DELTA_TOOL_CALL
+        }
+    };
+    let len = out.len();
+    out.push(0);
+    (kind, len)
 }
 
 fn not_started() -> Error {
@@ -135,6 +172,7 @@ pub unsafe extern "C" fn agentos_request_new(
             }),
             call: None,
             delta_buf: Vec::new(),
+            pulled: DeltaBuf::new(),
         };
         write_out(out, Box::into_raw(Box::new(req)));
         Ok(())
@@ -183,21 +221,12 @@ pub unsafe extern "C" fn agentos_request_set_delta_callback(
             .as_mut()
             .ok_or_else(|| Error::new(Status::Busy, "the request was already started"))?;
         let user = user_data as usize; // the caller vouches that user_data may cross threads
-        p.callback = Some(Box::new(DeltaFn(Box::new(move |d: &StreamDelta| {
-            let (kind, mut text) = match d {
-                StreamDelta::Text(t) => (AGENTOS_DELTA_TEXT, t.clone().into_bytes()),
-                StreamDelta::ToolCall {
-                    index,
-                    id,
-                    name,
-                    arguments,
-                } => (
-                    AGENTOS_DELTA_TOOL_CALL,
-                    tool_delta_json(*index, id, name, arguments).into_bytes(),
-                ),
-            };
-            let len = text.len();
-            text.push(0);
+                                       // One buffer per request, reused for every piece (the callback runs on the I/O thread
+                                       // only, so the lock is never contended).
+        let buf = parking_lot::Mutex::new(Vec::<u8>::new());
+        p.callback = Some(Box::new(DeltaFn(Box::new(move |d: StreamDelta<'_>| {
+            let mut text = buf.lock();
+            let (kind, len) = encode_delta(d, &mut text);
             // SAFETY: the C callback's contract is documented on agentos_delta_fn.
             unsafe {
                 f(
@@ -311,29 +340,20 @@ pub unsafe extern "C" fn agentos_request_next_delta(
         non_null(data, "data")?;
         non_null(len, "len")?;
         let call = req.call.as_ref().ok_or_else(not_started)?;
-        let (k, bytes) = match call.next_delta(timeout_deadline(timeout_ms)) {
+        let (k, n) = match call.next_delta(timeout_deadline(timeout_ms), &mut req.pulled) {
             Pull::Timeout => {
                 return Err(Error::new(
                     Status::Timeout,
                     "no streamed piece arrived in time",
                 ))
             }
-            Pull::End => (AGENTOS_DELTA_END, Vec::new()),
-            Pull::Delta(StreamDelta::Text(t)) => (AGENTOS_DELTA_TEXT, t.into_bytes()),
-            Pull::Delta(StreamDelta::ToolCall {
-                index,
-                id,
-                name,
-                arguments,
-            }) => (
-                AGENTOS_DELTA_TOOL_CALL,
-                tool_delta_json(index, &id, &name, &arguments).into_bytes(),
-            ),
+            Pull::End => {
+                req.delta_buf.clear();
+                req.delta_buf.push(0);
+                (AGENTOS_DELTA_END, 0)
+            }
+            Pull::Delta => encode_delta(req.pulled.delta(), &mut req.delta_buf),
         };
-        req.delta_buf.clear();
-        req.delta_buf.extend_from_slice(&bytes);
-        let n = req.delta_buf.len();
-        req.delta_buf.push(0);
         write_out(kind, k);
         write_out(data, req.delta_buf.as_ptr() as *const c_char);
         write_out(len, n);
@@ -359,6 +379,8 @@ pub unsafe extern "C" fn agentos_request_cancel(req: *const agentos_request) -> 
 }
 
 /// Reads the request's usage: final once finished, else what the provider reported so far.
+/// While a stream arrives and the provider has not reported its output count yet,
+/// `completion_tokens` is a running estimate counted from the output received.
 /// `out->struct_size` must be set by the caller (at least `offsetof(cost_usd)+sizeof(double)`
 /// of the first version); only fields within it are written.
 ///

@@ -1,106 +1,194 @@
 //! The Anthropic Messages wire format.
 
 use super::endpoint::Endpoint;
+use super::json_text::Str;
 use super::sse::SseEvent;
-use super::stream::{StreamAccumulator, StreamDelta};
+use super::stream::{DeltaBatch, Piece, StreamDelta, StreamMeta};
 use super::types::{ChatRequest, ChatResponse, Role, ToolCall, Usage};
-use serde_json::{json, Map, Value};
+use serde::de::IgnoredAny;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+use std::io::Write;
 
-/// The JSON body for a request. System messages become the top-level `system`; tool calls and
-/// results become `tool_use` / `tool_result` blocks; consecutive same-role messages are merged,
-/// as the API requires alternating roles.
+/// The JSON body for a request (see [`write_body`]).
 pub fn build_body(req: &ChatRequest, ep: &Endpoint) -> Vec<u8> {
-    let mut system = String::new();
-    let mut messages: Vec<Value> = Vec::new();
-    for msg in &req.messages {
-        let (role, blocks) = match msg.role {
-            Role::System => {
-                if !system.is_empty() {
-                    system.push_str("\n\n");
-                }
-                system.push_str(&msg.content);
-                continue;
+    let mut out = Vec::with_capacity(256);
+    write_body(req, ep, &mut out).expect("writing to a Vec cannot fail");
+    out
+}
+
+fn s<W: Write>(out: &mut W, v: &str) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *out, v).map_err(std::io::Error::other)
+}
+
+fn v<W: Write>(out: &mut W, x: &Value) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *out, x).map_err(std::io::Error::other)
+}
+
+/// Tool-call arguments as a `tool_use` input: the JSON object as sent, or `{}` when the model
+/// produced something that is not a JSON object.
+fn tool_input(arguments: &str) -> &str {
+    let t = arguments.trim();
+    if t.starts_with('{') && serde_json::from_str::<IgnoredAny>(t).is_ok() {
+        t
+    } else {
+        "{}"
+    }
+}
+
+/// Writes the JSON body for a request straight into `out`, with no intermediate JSON tree (so
+/// rendering into an arena allocates nothing on the heap). System messages become the
+/// top-level `system`; tool calls and results become `tool_use` / `tool_result` blocks;
+/// consecutive same-role messages are merged, as the API requires alternating roles.
+pub fn write_body<W: Write>(req: &ChatRequest, ep: &Endpoint, out: &mut W) -> std::io::Result<()> {
+    out.write_all(b"{\"model\":")?;
+    s(out, req.model.as_deref().unwrap_or(&ep.model))?;
+    write!(
+        out,
+        ",\"max_tokens\":{}",
+        req.max_tokens.unwrap_or(ep.max_output_tokens)
+    )?;
+    let mut systems = req
+        .messages
+        .iter()
+        .filter(|m| m.role == Role::System && !m.content.is_empty());
+    if let Some(first) = systems.next() {
+        out.write_all(b",\"system\":")?;
+        match systems.next() {
+            None => s(out, &first.content)?,
+            Some(_) => {
+                // Several system messages (rare): joined by blank lines.
+                let joined: Vec<&str> = req
+                    .messages
+                    .iter()
+                    .filter(|m| m.role == Role::System && !m.content.is_empty())
+                    .map(|m| m.content.as_str())
+                    .collect();
+                s(out, &joined.join("\n\n"))?;
             }
-            Role::User => ("user", vec![json!({"type": "text", "text": msg.content})]),
-            Role::Tool => (
-                "user",
-                vec![json!({"type": "tool_result",
-                            "tool_use_id": msg.tool_call_id.clone().unwrap_or_default(),
-                            "content": msg.content})],
-            ),
+        }
+    }
+    out.write_all(b",\"messages\":[")?;
+    let mut open: Option<&str> = None;
+    let mut first_block = true;
+    for msg in &req.messages {
+        let role = match msg.role {
+            Role::System => continue,
+            Role::User | Role::Tool => "user",
+            Role::Assistant => "assistant",
+        };
+        if open != Some(role) {
+            if open.is_some() {
+                out.write_all(b"]},")?;
+            }
+            write!(out, "{{\"role\":\"{role}\",\"content\":[")?;
+            open = Some(role);
+            first_block = true;
+        }
+        let mut block = |out: &mut W| -> std::io::Result<()> {
+            if !std::mem::replace(&mut first_block, false) {
+                out.write_all(b",")?;
+            }
+            Ok(())
+        };
+        match msg.role {
+            Role::System => {}
+            Role::User => {
+                block(out)?;
+                out.write_all(b"{\"type\":\"text\",\"text\":")?;
+                s(out, &msg.content)?;
+                out.write_all(b"}")?;
+            }
+            Role::Tool => {
+                block(out)?;
+                out.write_all(b"{\"type\":\"tool_result\",\"tool_use_id\":")?;
+                s(out, msg.tool_call_id.as_deref().unwrap_or_default())?;
+                out.write_all(b",\"content\":")?;
+                s(out, &msg.content)?;
+                out.write_all(b"}")?;
+            }
             Role::Assistant => {
-                let mut b = Vec::new();
                 if !msg.content.is_empty() {
-                    b.push(json!({"type": "text", "text": msg.content}));
+                    block(out)?;
+                    out.write_all(b"{\"type\":\"text\",\"text\":")?;
+                    s(out, &msg.content)?;
+                    out.write_all(b"}")?;
                 }
                 for c in &msg.tool_calls {
-                    let input: Value =
-                        serde_json::from_str(&c.arguments).unwrap_or_else(|_| json!({}));
-                    b.push(json!({"type": "tool_use", "id": c.id, "name": c.name, "input": input}));
-                }
-                ("assistant", b)
-            }
-        };
-        match messages.last_mut() {
-            Some(last) if last["role"] == role => {
-                if let Some(arr) = last["content"].as_array_mut() {
-                    arr.extend(blocks);
+                    block(out)?;
+                    out.write_all(b"{\"type\":\"tool_use\",\"id\":")?;
+                    s(out, &c.id)?;
+                    out.write_all(b",\"name\":")?;
+                    s(out, &c.name)?;
+                    out.write_all(b",\"input\":")?;
+                    out.write_all(tool_input(&c.arguments).as_bytes())?;
+                    out.write_all(b"}")?;
                 }
             }
-            _ => messages.push(json!({"role": role, "content": blocks})),
         }
     }
-    let mut m = Map::new();
-    m.insert(
-        "model".into(),
-        json!(req.model.as_deref().unwrap_or(&ep.model)),
-    );
-    m.insert(
-        "max_tokens".into(),
-        json!(req.max_tokens.unwrap_or(ep.max_output_tokens)),
-    );
-    if !system.is_empty() {
-        m.insert("system".into(), json!(system));
+    if open.is_some() {
+        out.write_all(b"]}")?;
     }
-    m.insert("messages".into(), Value::Array(messages));
+    out.write_all(b"]")?;
     if !req.tools.is_empty() {
-        let tools: Vec<Value> = req
-            .tools
-            .iter()
-            .map(|t| json!({"name": t.name, "description": t.description, "input_schema": t.parameters}))
-            .collect();
-        m.insert("tools".into(), Value::Array(tools));
+        out.write_all(b",\"tools\":[")?;
+        for (i, t) in req.tools.iter().enumerate() {
+            if i > 0 {
+                out.write_all(b",")?;
+            }
+            out.write_all(b"{\"name\":")?;
+            s(out, &t.name)?;
+            out.write_all(b",\"description\":")?;
+            s(out, &t.description)?;
+            out.write_all(b",\"input_schema\":")?;
+            v(out, &t.parameters)?;
+            out.write_all(b"}")?;
+        }
+        out.write_all(b"]")?;
     }
     if let Some(t) = req.temperature {
-        m.insert("temperature".into(), json!(t));
+        out.write_all(b",\"temperature\":")?;
+        v(out, &serde_json::json!(t))?;
     }
     if req.stream {
-        m.insert("stream".into(), json!(true));
+        out.write_all(b",\"stream\":true")?;
     }
-    serde_json::to_vec(&Value::Object(m)).unwrap_or_default()
+    out.write_all(b"}")
 }
 
-fn usage_from(u: &Value, into: &mut Usage) {
-    let set = |field: &mut u64, v: &Value| {
-        if let Some(n) = v.as_u64() {
-            *field = n;
+/// Token counts as Anthropic reports them.
+#[derive(Deserialize, Default)]
+struct WireUsage {
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+    cache_read_input_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
+}
+
+impl WireUsage {
+    /// Merges what this report says into `into` (streams report input and output separately).
+    fn merge_into(&self, into: &mut Usage) {
+        if let Some(input) = self.input_tokens {
+            // Anthropic's input_tokens excludes cached tokens; ours includes them.
+            into.prompt_tokens = input
+                + self.cache_read_input_tokens.unwrap_or(0)
+                + self.cache_creation_input_tokens.unwrap_or(0);
         }
-    };
-    let cache_read = u["cache_read_input_tokens"].as_u64();
-    let cache_write = u["cache_creation_input_tokens"].as_u64();
-    if let Some(input) = u["input_tokens"].as_u64() {
-        // Anthropic's input_tokens excludes cached tokens; ours includes them.
-        into.prompt_tokens = input + cache_read.unwrap_or(0) + cache_write.unwrap_or(0);
+        if let Some(n) = self.output_tokens {
+            into.completion_tokens = n;
+        }
+        if let Some(n) = self.cache_read_input_tokens {
+            into.cached_tokens = n;
+        }
+        if let Some(n) = self.cache_creation_input_tokens {
+            into.cache_creation_tokens = n;
+        }
     }
-    set(&mut into.completion_tokens, &u["output_tokens"]);
-    set(&mut into.cached_tokens, &u["cache_read_input_tokens"]);
-    set(
-        &mut into.cache_creation_tokens,
-        &u["cache_creation_input_tokens"],
-    );
 }
 
-fn finish_reason(stop: &str) -> String {
+fn finish_reason(stop: &str) -> &str {
     match stop {
         "end_turn" | "stop_sequence" => "stop",
         "max_tokens" => "length",
@@ -108,98 +196,214 @@ fn finish_reason(stop: &str) -> String {
         "refusal" => "content_filter",
         other => other,
     }
-    .to_string()
+}
+
+/// A content block (complete, or announced by `content_block_start`).
+#[derive(Deserialize)]
+struct Block<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Str<'a>>,
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    name: Option<&'a RawValue>,
+    #[serde(borrow)]
+    text: Option<&'a RawValue>,
+    #[serde(borrow)]
+    input: Option<&'a RawValue>,
+}
+
+/// A complete (non-streamed) response, borrowed from the body.
+#[derive(Deserialize)]
+struct Response<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Str<'a>>,
+    #[serde(borrow)]
+    model: Option<Str<'a>>,
+    #[serde(borrow)]
+    content: Option<Vec<Block<'a>>>,
+    #[serde(borrow)]
+    stop_reason: Option<Str<'a>>,
+    usage: Option<WireUsage>,
+    error: Option<IgnoredAny>,
+}
+
+/// A string literal or `null` as a delta piece.
+fn piece(v: Option<&RawValue>) -> Option<Piece<'_>> {
+    let raw = v?.get();
+    raw.starts_with('"').then_some(Piece::Json(raw))
+}
+
+/// The error text of a body that failed to deserialize or is an error.
+fn error_of(text: &str) -> Option<String> {
+    error_text(&serde_json::from_str::<Value>(text).ok()?)
 }
 
 /// Parses a complete (non-streamed) response.
 pub fn parse_response(body: &[u8]) -> Result<ChatResponse, String> {
-    let v: Value =
-        serde_json::from_slice(body).map_err(|e| format!("response is not valid JSON: {e}"))?;
-    if let Some(msg) = error_text(&v) {
-        return Err(msg);
-    }
-    let blocks = v["content"]
-        .as_array()
-        .ok_or_else(|| "response has no content".to_string())?;
-    let mut r = ChatResponse {
-        model: v["model"].as_str().unwrap_or_default().to_string(),
-        finish_reason: finish_reason(v["stop_reason"].as_str().unwrap_or("end_turn")),
-        ..Default::default()
+    let text =
+        std::str::from_utf8(body).map_err(|e| format!("response is not valid UTF-8: {e}"))?;
+    let v: Response = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            return Err(error_of(text).unwrap_or_else(|| super::json_text::describe("response", &e)))
+        }
     };
-    for b in blocks {
-        match b["type"].as_str() {
-            Some("text") => r.content.push_str(b["text"].as_str().unwrap_or_default()),
-            Some("tool_use") => r.tool_calls.push(ToolCall {
-                id: b["id"].as_str().unwrap_or_default().to_string(),
-                name: b["name"].as_str().unwrap_or_default().to_string(),
-                arguments: b["input"].to_string(),
-            }),
+    if v.error.is_some() || v.kind.as_deref() == Some("error") {
+        if let Some(msg) = error_of(text) {
+            return Err(msg);
+        }
+    }
+    let blocks = v
+        .content
+        .ok_or_else(|| "response has no content".to_string())?;
+    let mut batch = DeltaBatch::new();
+    for b in &blocks {
+        match b.kind.as_deref() {
+            Some("text") => {
+                if let Some(p) = piece(b.text) {
+                    batch.push_text(p);
+                }
+            }
+            Some("tool_use") => batch.push_tool_call(
+                0,
+                piece(b.id),
+                piece(b.name),
+                Some(Piece::Plain(b.input.map_or("{}", RawValue::get))),
+            ),
             _ => {} // thinking and other blocks are not surfaced
         }
     }
-    usage_from(&v["usage"], &mut r.usage);
+    let mut r = ChatResponse {
+        model: v.model.as_deref().unwrap_or_default().to_string(),
+        finish_reason: finish_reason(v.stop_reason.as_deref().unwrap_or("end_turn")).to_string(),
+        ..Default::default()
+    };
+    for d in batch.iter() {
+        match d {
+            StreamDelta::Text(t) => r.content.push_str(t),
+            StreamDelta::ToolCall {
+                id,
+                name,
+                arguments,
+                ..
+            } => r.tool_calls.push(ToolCall {
+                id: id.unwrap_or_default().to_string(),
+                name: name.unwrap_or_default().to_string(),
+                arguments: arguments.to_string(),
+            }),
+        }
+    }
+    if let Some(u) = &v.usage {
+        u.merge_into(&mut r.usage);
+    }
     Ok(r)
 }
 
-/// Applies one SSE event to the accumulator, pushing the deltas it carries to `out`.
+/// One streamed event, borrowed from its data.
+#[derive(Deserialize)]
+struct Event<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Str<'a>>,
+    #[serde(borrow)]
+    message: Option<MessageInfo<'a>>,
+    #[serde(borrow)]
+    content_block: Option<Block<'a>>,
+    #[serde(borrow)]
+    delta: Option<EventDelta<'a>>,
+    usage: Option<WireUsage>,
+    error: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct MessageInfo<'a> {
+    #[serde(borrow)]
+    model: Option<Str<'a>>,
+    usage: Option<WireUsage>,
+}
+
+#[derive(Deserialize)]
+struct EventDelta<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<Str<'a>>,
+    #[serde(borrow)]
+    text: Option<&'a RawValue>,
+    #[serde(borrow)]
+    partial_json: Option<&'a RawValue>,
+    #[serde(borrow)]
+    stop_reason: Option<Str<'a>>,
+}
+
+/// Applies one SSE event: metadata to `meta`, the deltas it carries to `out`. Allocates
+/// nothing once the buffers are warm.
 pub fn apply_event(
-    ev: &SseEvent,
-    acc: &mut StreamAccumulator,
-    out: &mut Vec<StreamDelta>,
+    ev: &SseEvent<'_>,
+    meta: &mut StreamMeta,
+    out: &mut DeltaBatch,
 ) -> Result<(), String> {
-    let v: Value = serde_json::from_str(&ev.data)
-        .map_err(|e| format!("stream event is not valid JSON: {e}"))?;
-    if let Some(msg) = error_text(&v) {
-        return Err(msg);
+    let v: Event = match serde_json::from_str(ev.data) {
+        Ok(v) => v,
+        Err(e) => {
+            return Err(
+                error_of(ev.data).unwrap_or_else(|| super::json_text::describe("stream event", &e))
+            )
+        }
+    };
+    if v.error.is_some() || v.kind.as_deref() == Some("error") {
+        if let Some(msg) = error_of(ev.data) {
+            return Err(msg);
+        }
     }
-    match v["type"].as_str().unwrap_or(ev.event.as_str()) {
+    let before = out.len();
+    match v.kind.as_deref().unwrap_or(ev.event) {
         "message_start" => {
-            let m = &v["message"];
-            acc.model = m["model"].as_str().unwrap_or_default().to_string();
-            usage_from(&m["usage"], &mut acc.usage);
+            if let Some(m) = &v.message {
+                if let Some(model) = &m.model {
+                    meta.set_model(model);
+                }
+                if let Some(u) = &m.usage {
+                    u.merge_into(&mut meta.usage);
+                }
+            }
         }
         "content_block_start" => {
-            let b = &v["content_block"];
-            if b["type"] == "tool_use" {
-                let index = acc.tool_calls.len() as u32;
-                out.push(StreamDelta::ToolCall {
-                    index,
-                    id: b["id"].as_str().map(str::to_string),
-                    name: b["name"].as_str().map(str::to_string),
-                    arguments: String::new(),
-                });
+            if let Some(b) = &v.content_block {
+                if b.kind.as_deref() == Some("tool_use") {
+                    out.push_tool_call(meta.tool_calls, piece(b.id), piece(b.name), None);
+                    meta.tool_calls += 1;
+                }
             }
         }
         "content_block_delta" => {
-            let d = &v["delta"];
-            match d["type"].as_str() {
-                Some("text_delta") => {
-                    let t = d["text"].as_str().unwrap_or_default();
-                    if !t.is_empty() {
-                        out.push(StreamDelta::Text(t.to_string()));
+            if let Some(d) = &v.delta {
+                match d.kind.as_deref() {
+                    Some("text_delta") => {
+                        if let Some(p) = piece(d.text) {
+                            out.push_text(p);
+                        }
                     }
+                    Some("input_json_delta") => out.push_tool_call(
+                        meta.tool_calls.saturating_sub(1),
+                        None,
+                        None,
+                        piece(d.partial_json),
+                    ),
+                    _ => {}
                 }
-                Some("input_json_delta") => {
-                    let index = acc.tool_calls.len().saturating_sub(1) as u32;
-                    out.push(StreamDelta::ToolCall {
-                        index,
-                        id: None,
-                        name: None,
-                        arguments: d["partial_json"].as_str().unwrap_or_default().to_string(),
-                    });
-                }
-                _ => {}
             }
         }
         "message_delta" => {
-            if let Some(s) = v["delta"]["stop_reason"].as_str() {
-                acc.finish_reason = Some(finish_reason(s));
+            if let Some(r) = v.delta.as_ref().and_then(|d| d.stop_reason.as_deref()) {
+                meta.set_finish_reason(finish_reason(r));
             }
-            usage_from(&v["usage"], &mut acc.usage);
+            if let Some(u) = &v.usage {
+                u.merge_into(&mut meta.usage);
+            }
         }
-        "message_stop" => acc.done = true,
+        "message_stop" => meta.done = true,
         _ => {} // ping, content_block_stop
     }
+    meta.deltas += (out.len() - before) as u64;
     Ok(())
 }
 
@@ -214,6 +418,7 @@ pub fn error_text(v: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::stream::StreamAccumulator;
     use crate::model::types::ChatMessage;
 
     #[test]
@@ -254,6 +459,39 @@ mod tests {
     }
 
     #[test]
+    fn written_body_is_exact() {
+        let ep = Endpoint::from_json(
+            r#"{"name":"a","provider":"anthropic","base_url":"http://x","model":"claude"}"#,
+        )
+        .unwrap();
+        let req = ChatRequest::from_json(
+            r#"{"temperature":0.5,"max_tokens":9,"stream":true,
+                "messages":[{"role":"system","content":"one"},{"role":"system","content":"two \"q\""},
+                {"role":"user","content":"hi"},{"role":"user","content":"again"},
+                {"role":"assistant","content":"let me see","tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"not json"}}]},
+                {"role":"tool","tool_call_id":"c","content":"r"}],
+                "tools":[{"type":"function","function":{"name":"f","description":"d","parameters":{"type":"object"}}}]}"#,
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&build_body(&req, &ep)).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({
+                "model": "claude", "max_tokens": 9, "system": "one\n\ntwo \"q\"",
+                "messages": [
+                    {"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "text", "text": "again"}]},
+                    {"role": "assistant", "content": [{"type": "text", "text": "let me see"},
+                        {"type": "tool_use", "id": "c", "name": "f", "input": {}}]},
+                    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "c", "content": "r"}]}
+                ],
+                "tools": [{"name": "f", "description": "d", "input_schema": {"type": "object"}}],
+                "temperature": 0.5,
+                "stream": true
+            })
+        );
+    }
+
+    #[test]
     fn parses_response_and_stream_with_cache_usage() {
         let r = parse_response(br#"{"type":"message","model":"c","content":[{"type":"text","text":"hi"},{"type":"tool_use","id":"t","name":"f","input":{"x":1}}],"stop_reason":"tool_use","usage":{"input_tokens":10,"output_tokens":5,"cache_read_input_tokens":20,"cache_creation_input_tokens":2}}"#).unwrap();
         assert_eq!(r.content, "hi");
@@ -264,6 +502,8 @@ mod tests {
         assert_eq!(r.usage.cache_creation_tokens, 2);
 
         let mut acc = StreamAccumulator::default();
+        let mut meta = StreamMeta::default();
+        let mut out = DeltaBatch::new();
         for (name, data) in [
             (
                 "message_start",
@@ -295,37 +535,26 @@ mod tests {
             ),
             ("message_stop", r#"{"type":"message_stop"}"#),
         ] {
-            let mut out = Vec::new();
-            apply_event(
-                &SseEvent {
-                    event: name.into(),
-                    data: data.into(),
-                },
-                &mut acc,
-                &mut out,
-            )
-            .unwrap();
-            for d in &out {
+            apply_event(&SseEvent { event: name, data }, &mut meta, &mut out).unwrap();
+            for d in out.iter() {
                 acc.apply(d);
             }
+            out.clear();
         }
-        let r = acc.response();
-        assert!(acc.done);
+        let r = acc.response(&meta);
+        assert!(meta.done);
         assert_eq!(r.content, "Hi");
         assert_eq!(r.tool_calls[0].id, "tu");
         assert_eq!(r.tool_calls[0].arguments, "{\"x\":2}");
         assert_eq!(r.usage.completion_tokens, 7);
         assert_eq!(r.usage.prompt_tokens, 14);
         assert_eq!(r.finish_reason, "tool_calls");
-        let mut out = Vec::new();
         let e = apply_event(
             &SseEvent {
-                event: "error".into(),
-                data:
-                    r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#
-                        .into(),
+                event: "error",
+                data: r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
             },
-            &mut acc,
+            &mut meta,
             &mut out,
         );
         assert_eq!(e.unwrap_err(), "overloaded_error: Overloaded");

@@ -5,19 +5,21 @@
 //! result loses nothing, and one that pulls sees every piece exactly once.
 
 use super::hub::EndpointState;
-use super::stream::{StreamAccumulator, StreamDelta};
+use super::stream::{
+    DeltaBatch, DeltaBuf, PendingQueue, StreamAccumulator, StreamDelta, StreamMeta,
+};
 use super::types::{ChatRequest, ChatResponse, Usage};
 use crate::error::{Error, Status};
 use parking_lot::{Condvar, Mutex};
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 /// Hooks into a call's life, all invoked on the I/O thread. They must not block.
 pub trait CallObserver: Send + Sync {
-    /// A streamed piece arrived (before it is queued for pulling).
-    fn on_delta(&self, _call: &CallInner, _delta: &StreamDelta) {}
+    /// A streamed piece arrived (before it is queued for pulling). The piece is borrowed for
+    /// the duration of the hook.
+    fn on_delta(&self, _call: &CallInner, _delta: StreamDelta<'_>) {}
     /// The call's stream was cancelled to make room for a more urgent call; `snapshot` is the
     /// output kept, from which the call will continue.
     fn on_preempted(&self, _call: &CallInner, _snapshot: &str) {}
@@ -28,10 +30,10 @@ pub trait CallObserver: Send + Sync {
 }
 
 /// Calls a closure for every delta.
-pub struct DeltaFn(pub Box<dyn Fn(&StreamDelta) + Send + Sync>);
+pub struct DeltaFn(pub Box<dyn Fn(StreamDelta<'_>) + Send + Sync>);
 
 impl CallObserver for DeltaFn {
-    fn on_delta(&self, _call: &CallInner, delta: &StreamDelta) {
+    fn on_delta(&self, _call: &CallInner, delta: StreamDelta<'_>) {
         (self.0)(delta)
     }
 }
@@ -65,8 +67,12 @@ pub enum Phase {
 
 pub(crate) struct CallState {
     pub(crate) phase: Phase,
-    pub(crate) pending: VecDeque<StreamDelta>,
+    /// Deltas not pulled yet, as ranges into `acc`.
+    pub(crate) pending: PendingQueue,
+    /// Every piece across attempts (a preempted stream's snapshot plus its continuation).
     pub(crate) acc: StreamAccumulator,
+    /// Model, usage and finish reason as reported so far.
+    pub(crate) meta: StreamMeta,
     pub(crate) result: Option<Result<ChatResponse, Error>>,
     pub(crate) attempts: u32,
     pub(crate) retries: u32,
@@ -102,10 +108,10 @@ pub struct CallInner {
 }
 
 /// What pulling a delta gave.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pull {
-    /// The next piece.
-    Delta(StreamDelta),
+    /// The next piece, now in the caller's buffer.
+    Delta,
     /// The call is finished and every delta has been pulled.
     End,
     /// Nothing arrived before the deadline.
@@ -139,8 +145,9 @@ impl CallInner {
             preemptible,
             state: Mutex::new(CallState {
                 phase: Phase::Queued,
-                pending: VecDeque::new(),
+                pending: PendingQueue::new(),
                 acc: StreamAccumulator::default(),
+                meta: StreamMeta::default(),
                 result: None,
                 attempts: 0,
                 retries: 0,
@@ -168,9 +175,11 @@ impl CallInner {
         self.cancel.load(Ordering::Acquire)
     }
 
-    /// Called by the I/O thread for each new delta.
-    pub(crate) fn push_deltas(&self, deltas: &mut Vec<StreamDelta>) {
-        if deltas.is_empty() {
+    /// Called by the I/O thread with the deltas of one read (and the usage reported so far):
+    /// the observer sees each, then they are appended to the accumulator and queued for
+    /// pulling. Allocates nothing once the call's buffers have grown to the answer's size.
+    pub(crate) fn push_deltas(&self, deltas: &DeltaBatch, usage: Option<&super::types::Usage>) {
+        if deltas.is_empty() && usage.is_none() {
             return;
         }
         if let Some(o) = &self.observer {
@@ -178,13 +187,20 @@ impl CallInner {
                 o.on_delta(self, d);
             }
         }
-        let mut s = self.state.lock();
-        for d in deltas.drain(..) {
-            s.acc.apply(&d);
-            s.pending.push_back(d);
+        {
+            let mut g = self.state.lock();
+            let s = &mut *g;
+            for d in deltas.iter() {
+                let p = s.acc.apply(d);
+                s.pending.push_back(p);
+            }
+            if let Some(u) = usage {
+                s.meta.usage = *u;
+            }
         }
-        drop(s);
-        self.cond.notify_all();
+        if !deltas.is_empty() {
+            self.cond.notify_all();
+        }
     }
 
     /// Called by the I/O thread once, with the outcome.
@@ -241,12 +257,14 @@ impl CallInner {
         !self.state.lock().acc.tool_calls.is_empty()
     }
 
-    /// Pulls the next delta, waiting until `deadline` (`None` = forever).
-    pub fn next_delta(&self, deadline: Option<Instant>) -> Pull {
+    /// Pulls the next delta into `out`, waiting until `deadline` (`None` = forever). `out`
+    /// is only written on [`Pull::Delta`].
+    pub fn next_delta(&self, deadline: Option<Instant>, out: &mut DeltaBuf) -> Pull {
         let mut s = self.state.lock();
         loop {
-            if let Some(d) = s.pending.pop_front() {
-                return Pull::Delta(d);
+            if let Some(p) = s.pending.pop_front() {
+                out.set(s.acc.view(&p));
+                return Pull::Delta;
             }
             if s.phase == Phase::Done {
                 return Pull::End;
@@ -255,7 +273,10 @@ impl CallInner {
                 Some(d) => {
                     if self.cond.wait_until(&mut s, d).timed_out() {
                         return match s.pending.pop_front() {
-                            Some(d) => Pull::Delta(d),
+                            Some(p) => {
+                                out.set(s.acc.view(&p));
+                                Pull::Delta
+                            }
                             None if s.phase == Phase::Done => Pull::End,
                             None => Pull::Timeout,
                         };
@@ -292,7 +313,8 @@ impl CallInner {
     /// Everything received so far (the full answer once finished successfully; the partial
     /// output after a failure or cancellation).
     pub fn partial(&self) -> ChatResponse {
-        self.state.lock().acc.response()
+        let s = self.state.lock();
+        s.acc.response(&s.meta)
     }
 
     /// The current phase.
@@ -310,12 +332,25 @@ impl CallInner {
     }
 
     /// Usage of the call: the final usage once finished, else what has been reported so far.
+    /// While a stream arrives and the provider has not reported its output count yet,
+    /// `completion_tokens` is the running estimate counted from the output received.
     pub fn usage(&self) -> Usage {
         let s = self.state.lock();
         match &s.result {
             Some(Ok(r)) => r.usage,
-            _ => s.acc.usage,
+            _ => {
+                let mut u = s.meta.usage;
+                if u.completion_tokens == 0 {
+                    u.completion_tokens = s.acc.estimated_tokens;
+                }
+                u
+            }
         }
+    }
+
+    /// Estimated tokens of the output received so far, kept up to date while a stream arrives.
+    pub fn streamed_tokens(&self) -> u64 {
+        self.state.lock().acc.estimated_tokens
     }
 }
 

@@ -14,7 +14,7 @@ use super::openai;
 use super::poller::{Poller, Ready, Waker};
 use super::retry::{classify, rate_limit_info, FailureClass};
 use super::sse::{SseEvent, SseParser};
-use super::stream::{StreamAccumulator, StreamDelta};
+use super::stream::{DeltaBatch, StreamMeta};
 use super::types::ChatResponse;
 use crate::error::{Error, Result, Status};
 use crossbeam_channel::{Receiver, Sender};
@@ -138,8 +138,10 @@ struct Collector {
     body: Vec<u8>,
     sse: SseParser,
     sse_mode: Option<bool>,
-    acc: StreamAccumulator,
-    scratch: Vec<StreamDelta>,
+    /// What this attempt's stream said about itself.
+    meta: StreamMeta,
+    /// The deltas decoded from the current read, handed to the call after each read.
+    batch: DeltaBatch,
     stream_error: Option<String>,
     first_byte: Option<Instant>,
     last_byte: Instant,
@@ -157,8 +159,8 @@ impl Collector {
             body: Vec::new(),
             sse: SseParser::new(),
             sse_mode: None,
-            acc: StreamAccumulator::default(),
-            scratch: Vec::new(),
+            meta: StreamMeta::default(),
+            batch: DeltaBatch::new(),
             stream_error: None,
             first_byte: None,
             last_byte: Instant::now(),
@@ -166,13 +168,13 @@ impl Collector {
         }
     }
 
-    fn on_event(&mut self, ev: SseEvent) {
+    fn on_event(&mut self, ev: SseEvent<'_>) {
         if self.stream_error.is_some() {
             return;
         }
         let r = match self.provider {
-            Provider::OpenAi => openai::apply_event(&ev, &mut self.acc, &mut self.scratch),
-            Provider::Anthropic => anthropic::apply_event(&ev, &mut self.acc, &mut self.scratch),
+            Provider::OpenAi => openai::apply_event(&ev, &mut self.meta, &mut self.batch),
+            Provider::Anthropic => anthropic::apply_event(&ev, &mut self.meta, &mut self.batch),
         };
         if let Err(e) = r {
             self.stream_error = Some(e);
@@ -212,14 +214,17 @@ impl Handler for Collector {
                     .any(|(k, v)| k == "content-type" && v.starts_with("text/event-stream"))
         });
         if sse {
+            // The parser is moved out so events can borrow its buffers while `self` is
+            // updated; moving it allocates nothing.
+            let usage_before = self.meta.usage;
             let mut parser = std::mem::take(&mut self.sse);
             parser.feed(data, |ev| self.on_event(ev));
             self.sse = parser;
-            if !self.scratch.is_empty() {
-                for d in &self.scratch {
-                    self.acc.apply(d);
-                }
-                self.call.push_deltas(&mut self.scratch);
+            let usage_changed = self.meta.usage != usage_before;
+            if !self.batch.is_empty() || usage_changed {
+                self.call
+                    .push_deltas(&self.batch, usage_changed.then_some(&self.meta.usage));
+                self.batch.clear();
             }
         } else {
             if self.body.len() + data.len() > MAX_BODY {
@@ -686,7 +691,7 @@ impl IoLoop {
             return;
         };
         self.release(key, call.id, None);
-        let err = err.unwrap_or_else(|| cancelled_error(&call.endpoint.config.name, c.acc.deltas));
+        let err = err.unwrap_or_else(|| cancelled_error(&call.endpoint.config.name, c.meta.deltas));
         finish_call(&call, Err(err));
     }
 
@@ -820,7 +825,7 @@ impl IoLoop {
                 self.after_failed_attempt(call, key, c, err, true);
                 return;
             }
-            if !c.acc.done || c.sse.has_partial() {
+            if !c.meta.done || c.sse.has_partial() {
                 let err = Error::new(
                     Status::Http,
                     format!("endpoint \"{name}\": stream ended before its end marker"),
@@ -828,14 +833,9 @@ impl IoLoop {
                 self.after_failed_attempt(call, key, c, err, true);
                 return;
             }
-            let mut r = c.acc.response();
-            {
-                // The call's own accumulator holds every piece across attempts: a snapshot kept
-                // at preemption plus its continuation.
-                let s = call.state.lock();
-                r.content.clone_from(&s.acc.content);
-                r.tool_calls.clone_from(&s.acc.tool_calls);
-            }
+            // The call's own accumulator holds every piece across attempts: a snapshot kept
+            // at preemption plus its continuation.
+            let mut r = call.state.lock().acc.response(&c.meta);
             self.succeed(call, key, &mut r);
             return;
         }
@@ -846,7 +846,7 @@ impl IoLoop {
         match parsed {
             Ok(mut r) => {
                 // A non-streamed answer is delivered as one delta too, so pullers see it.
-                call.push_deltas(&mut super::stream::response_deltas(&r));
+                call.push_deltas(&DeltaBatch::from_response(&r), Some(&r.usage));
                 self.succeed(call, key, &mut r);
             }
             Err(e) => {
@@ -868,13 +868,9 @@ impl IoLoop {
         r.usage.cost_usd = ep.prices.cost(&r.usage);
         {
             let mut s = call.state.lock();
-            s.acc.usage = r.usage;
-            if s.acc.finish_reason.is_none() {
-                s.acc.finish_reason = Some(r.finish_reason.clone());
-            }
-            if s.acc.model.is_empty() {
-                s.acc.model.clone_from(&r.model);
-            }
+            s.meta.usage = r.usage;
+            s.meta.set_finish_reason(&r.finish_reason);
+            s.meta.set_model(&r.model);
         }
         let actual = r.usage.prompt_tokens + r.usage.completion_tokens;
         self.release(key, call.id, (actual > 0).then_some(actual));
@@ -896,12 +892,12 @@ impl IoLoop {
         err: Error,
         retryable: bool,
     ) {
-        if c.acc.has_output() {
+        if c.meta.has_output() {
             self.release(key, call.id, None);
             let msg = format!(
                 "{} after {} streamed pieces; not replayed, the partial output is kept",
                 err.message(),
-                c.acc.deltas
+                c.meta.deltas
             );
             finish_call(&call, Err(Error::new(err.status(), msg)));
         } else if retryable {
@@ -993,7 +989,7 @@ impl IoLoop {
 fn finish_call(call: &CallInner, result: Result<ChatResponse>) {
     let (usage, ok) = match &result {
         Ok(r) => (r.usage, true),
-        Err(_) => (call.state.lock().acc.usage, false),
+        Err(_) => (call.state.lock().meta.usage, false),
     };
     let retries = call.state.lock().retries;
     call.endpoint.record(&usage, ok, retries);
@@ -1060,4 +1056,137 @@ fn build_easy(
         easy.timeout(ep.timeouts.total)?;
     }
     Ok(easy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::call::{CallOptions, DeltaFn, Pull};
+    use crate::model::hub::ModelHub;
+    use crate::model::stream::{DeltaBuf, StreamDelta};
+    use crate::model::types::ChatRequest;
+    use crate::test_alloc::allocations;
+
+    /// A collector for a streamed call whose observer reads every delta, as the C callback
+    /// and agents do.
+    fn collector(provider: &str) -> (Collector, Arc<CallInner>) {
+        let hub = ModelHub::new("t");
+        hub.add_endpoint_json(
+            &format!(r#"{{"name":"e","provider":"{provider}","base_url":"http://127.0.0.1:9/v1","model":"m"}}"#),
+            false,
+        )
+        .unwrap();
+        let seen = std::sync::atomic::AtomicUsize::new(0);
+        let opts = CallOptions {
+            observer: Some(Box::new(DeltaFn(Box::new(move |d: StreamDelta<'_>| {
+                if let StreamDelta::Text(t) = d {
+                    seen.fetch_add(t.len(), Ordering::Relaxed);
+                }
+            })))),
+            ..Default::default()
+        };
+        let req = ChatRequest::from_json(
+            r#"{"stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .unwrap();
+        let call = hub.new_call("e", req, opts).unwrap();
+        let p = call.endpoint.config.provider;
+        let mut c = Collector::new(call.clone(), p, true);
+        assert!(c.header(b"HTTP/1.1 200 OK\r\n"));
+        assert!(c.header(b"content-type: text/event-stream\r\n"));
+        (c, call)
+    }
+
+    /// Feeds `events` (each split across two reads, to exercise buffering), pulling every
+    /// delta after each read; returns the allocations made per event after the first `warm`.
+    fn allocations_per_event(
+        c: &mut Collector,
+        call: &CallInner,
+        events: &[String],
+        warm: usize,
+    ) -> f64 {
+        let mut buf = DeltaBuf::new();
+        let mut pulled = 0usize;
+        let mut start = 0;
+        for (i, ev) in events.iter().enumerate() {
+            if i == warm {
+                start = allocations();
+            }
+            let (a, b) = ev.as_bytes().split_at(ev.len() / 2);
+            c.write(a).unwrap();
+            c.write(b).unwrap();
+            while call.next_delta(Some(Instant::now()), &mut buf) == Pull::Delta {
+                pulled += usize::from(buf.delta() != StreamDelta::Text(""));
+            }
+        }
+        let n = allocations() - start;
+        assert!(
+            pulled > events.len() / 2,
+            "deltas were delivered ({pulled})"
+        );
+        n as f64 / (events.len() - warm) as f64
+    }
+
+    #[test]
+    fn openai_stream_allocates_nothing_per_token() {
+        let (mut c, call) = collector("openai");
+        let mut events = vec![
+            "data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":null},\"logprobs\":null,\"finish_reason\":null}]}\n\n".to_string(),
+        ];
+        for i in 0..4000 {
+            let piece = match i % 4 {
+                0 => format!("word{i} "),
+                1 => "line\\n\\t\\\"quoted\\\" ".to_string(),
+                2 => "caf\\u00e9 \\ud83d\\ude00 ".to_string(),
+                _ => "é中 ".to_string(),
+            };
+            events.push(format!("data: {{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"system_fingerprint\":\"b1\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{piece}\"}},\"logprobs\":null,\"finish_reason\":null}}]}}\n\n"));
+        }
+        events.push("data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"\"}}]}}]}\n\n".into());
+        for _ in 0..2000 {
+            events.push("data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"k\\\": 1}\"}}]}}]}\n\n".into());
+        }
+        let per_event = allocations_per_event(&mut c, &call, &events, 200);
+        // Buffers double as the answer grows: a handful of reallocations in 6000 events.
+        assert!(
+            per_event < 0.01,
+            "{per_event} allocations per streamed event"
+        );
+        let s = call.state.lock();
+        assert_eq!(
+            s.acc.tool_calls[0].arguments.len(),
+            2000 * "{\"k\": 1}".len()
+        );
+        assert!(s
+            .acc
+            .content
+            .contains("line\n\t\"quoted\" caf\u{e9} \u{1f600} é中 "));
+        assert!(s.acc.estimated_tokens > 8000);
+    }
+
+    #[test]
+    fn anthropic_stream_allocates_nothing_per_token() {
+        let (mut c, call) = collector("anthropic");
+        let mut events = vec![
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude\",\"content\":[],\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}\n\n".to_string(),
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n".to_string(),
+        ];
+        for i in 0..4000 {
+            let piece = if i % 2 == 0 {
+                "tok\\n\\\"x\\\" "
+            } else {
+                "caf\\u00e9 "
+            };
+            events.push(format!("event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"{piece}\"}}}}\n\n"));
+            if i % 50 == 0 {
+                events.push("event: ping\ndata: {\"type\": \"ping\"}\n\n".into());
+            }
+        }
+        let per_event = allocations_per_event(&mut c, &call, &events, 200);
+        assert!(
+            per_event < 0.01,
+            "{per_event} allocations per streamed event"
+        );
+        assert!(call.state.lock().acc.content.ends_with("caf\u{e9} "));
+    }
 }

@@ -177,7 +177,7 @@ impl ModelHub {
             if let Some(mut r) = cache.get(key) {
                 // Served from memory: no tokens spent, nothing billed.
                 r.usage = super::types::Usage::default();
-                call.push_deltas(&mut super::stream::response_deltas(&r));
+                call.push_deltas(&super::stream::DeltaBatch::from_response(&r), None);
                 call.endpoint.record(&r.usage, true, 0);
                 call.finish(Ok(r));
                 return Ok(());

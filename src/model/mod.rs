@@ -3,7 +3,8 @@
 //! - [`types`]: provider-neutral messages, requests, responses, usage.
 //! - [`endpoint`] and [`presets`]: endpoints described as data, built-in model presets.
 //! - [`openai`] and [`anthropic`]: the two wire formats.
-//! - [`sse`] and [`stream`]: the incremental SSE parser and the stream accumulator.
+//! - [`sse`], [`json_text`] and [`stream`]: the incremental SSE parser, JSON string decoding,
+//!   deltas and the stream accumulator (no allocation per token).
 //! - [`retry`] and [`limiter`]: failure classification, backoff, rate-limit headers, the
 //!   per-endpoint RPM/TPM/concurrency limiter.
 //! - [`engine`]: the single I/O thread driving a curl multi handle.
@@ -14,6 +15,7 @@ pub mod call;
 pub mod endpoint;
 pub mod engine;
 pub mod hub;
+pub mod json_text;
 pub mod limiter;
 pub mod openai;
 pub mod poller;

@@ -1,68 +1,24 @@
 //! The OpenAI Chat Completions wire format.
 
 use super::endpoint::Endpoint;
+use super::json_text::{First, Str};
 use super::sse::SseEvent;
-use super::stream::{StreamAccumulator, StreamDelta};
+use super::stream::{DeltaBatch, Piece, StreamDelta, StreamMeta};
 use super::types::{ChatRequest, ChatResponse, ToolCall, Usage};
-use serde_json::{json, Map, Value};
+use serde::de::{Deserializer, IgnoredAny, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
 
-/// The JSON body for a request.
+/// The JSON body for a request (see [`write_body`]).
 pub fn build_body(req: &ChatRequest, ep: &Endpoint) -> Vec<u8> {
-    let mut m = Map::new();
-    let model = req.model.as_deref().unwrap_or(&ep.model);
-    if !model.is_empty() {
-        m.insert("model".into(), json!(model));
-    }
-    m.insert(
-        "messages".into(),
-        Value::Array(req.messages.iter().map(|x| x.to_openai_json()).collect()),
-    );
-    if !req.tools.is_empty() {
-        let tools: Vec<Value> = req
-            .tools
-            .iter()
-            .map(|t| {
-                json!({"type": "function", "function": {
-                    "name": t.name, "description": t.description, "parameters": t.parameters}})
-            })
-            .collect();
-        m.insert("tools".into(), Value::Array(tools));
-    }
-    if let Some(t) = req.temperature {
-        m.insert("temperature".into(), json!(t));
-    }
-    m.insert(
-        "max_tokens".into(),
-        json!(req.max_tokens.unwrap_or(ep.max_output_tokens)),
-    );
-    if let Some(rf) = &req.response_format {
-        m.insert("response_format".into(), rf.clone());
-    }
-    if let Some(tc) = &req.tool_choice {
-        m.insert("tool_choice".into(), tc.clone());
-    }
-    if req.stream {
-        m.insert("stream".into(), json!(true));
-        m.insert("stream_options".into(), json!({"include_usage": true}));
-    }
-    serde_json::to_vec(&Value::Object(m)).unwrap_or_default()
-}
-
-fn usage_from(u: &Value) -> Usage {
-    let n = |v: &Value| v.as_u64().unwrap_or(0);
-    Usage {
-        prompt_tokens: n(&u["prompt_tokens"]),
-        completion_tokens: n(&u["completion_tokens"]),
-        cached_tokens: n(&u["prompt_tokens_details"]["cached_tokens"]),
-        cache_creation_tokens: 0,
-        reasoning_tokens: n(&u["completion_tokens_details"]["reasoning_tokens"]),
-        cost_usd: 0.0,
-    }
+    let mut out = Vec::with_capacity(256);
+    write_body(req, ep, &mut out).expect("writing to a Vec cannot fail");
+    out
 }
 
 /// Writes the JSON body for a request straight into `out`, from the request's own fields: no
-/// intermediate JSON tree, so rendering into an arena allocates nothing on the heap. Same
-/// content as [`build_body`].
+/// intermediate JSON tree, so rendering into an arena allocates nothing on the heap.
 pub fn write_body<W: std::io::Write>(
     req: &ChatRequest,
     ep: &Endpoint,
@@ -159,93 +115,278 @@ pub fn write_body<W: std::io::Write>(
     out.write_all(b"}")
 }
 
-/// Parses a complete (non-streamed) response.
-pub fn parse_response(body: &[u8]) -> Result<ChatResponse, String> {
-    let v: Value =
-        serde_json::from_slice(body).map_err(|e| format!("response is not valid JSON: {e}"))?;
-    if let Some(msg) = error_text(&v) {
-        return Err(msg);
-    }
-    let choice = v["choices"]
-        .get(0)
-        .ok_or_else(|| "response has no choices".to_string())?;
-    let msg = &choice["message"];
-    let mut tool_calls = Vec::new();
-    if let Some(calls) = msg["tool_calls"].as_array() {
-        for c in calls {
-            let args = &c["function"]["arguments"];
-            tool_calls.push(ToolCall {
-                id: c["id"].as_str().unwrap_or_default().to_string(),
-                name: c["function"]["name"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                arguments: match args {
-                    Value::String(s) => s.clone(),
-                    Value::Null => "{}".to_string(),
-                    other => other.to_string(),
-                },
-            });
-        }
-    }
-    Ok(ChatResponse {
-        content: msg["content"].as_str().unwrap_or_default().to_string(),
-        tool_calls,
-        finish_reason: choice["finish_reason"]
-            .as_str()
-            .unwrap_or("stop")
-            .to_string(),
-        model: v["model"].as_str().unwrap_or_default().to_string(),
-        usage: usage_from(&v["usage"]),
-    })
+/// Token counts as OpenAI reports them (every field optional: servers differ).
+#[derive(Deserialize, Default)]
+struct WireUsage {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    prompt_tokens_details: Option<PromptDetails>,
+    completion_tokens_details: Option<CompletionDetails>,
 }
 
-/// Applies one SSE event to the accumulator, pushing the deltas it carries to `out`.
-/// Returns the provider's error text when the event is an error.
+#[derive(Deserialize, Default)]
+struct PromptDetails {
+    cached_tokens: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+struct CompletionDetails {
+    reasoning_tokens: Option<u64>,
+}
+
+impl WireUsage {
+    fn usage(&self) -> Usage {
+        Usage {
+            prompt_tokens: self.prompt_tokens.unwrap_or(0),
+            completion_tokens: self.completion_tokens.unwrap_or(0),
+            cached_tokens: self
+                .prompt_tokens_details
+                .as_ref()
+                .and_then(|d| d.cached_tokens)
+                .unwrap_or(0),
+            cache_creation_tokens: 0,
+            reasoning_tokens: self
+                .completion_tokens_details
+                .as_ref()
+                .and_then(|d| d.reasoning_tokens)
+                .unwrap_or(0),
+            cost_usd: 0.0,
+        }
+    }
+}
+
+/// A complete response, borrowed from the body.
+#[derive(Deserialize)]
+struct Response<'a> {
+    #[serde(borrow)]
+    model: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    choices: First<Choice<'a>>,
+    usage: Option<WireUsage>,
+    error: Option<IgnoredAny>,
+}
+
+#[derive(Deserialize)]
+struct Choice<'a> {
+    #[serde(borrow)]
+    message: Option<Message<'a>>,
+    #[serde(borrow)]
+    delta: Option<Message<'a>>,
+    #[serde(borrow)]
+    finish_reason: Option<Str<'a>>,
+}
+
+/// A message (complete) or a delta (streamed): the text and tool calls as raw JSON, decoded
+/// into the caller's buffers.
+#[derive(Deserialize)]
+struct Message<'a> {
+    #[serde(borrow)]
+    content: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    tool_calls: ToolCalls<'a>,
+}
+
+#[derive(Deserialize)]
+struct WireToolCall<'a> {
+    index: Option<u32>,
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    function: Option<WireFunction<'a>>,
+}
+
+#[derive(Deserialize)]
+struct WireFunction<'a> {
+    #[serde(borrow)]
+    name: Option<&'a RawValue>,
+    #[serde(borrow)]
+    arguments: Option<&'a RawValue>,
+}
+
+/// A raw JSON value as a delta piece: string literals are decoded, `null` is absent, any
+/// other value (arguments sent as an object) is taken as its JSON text.
+fn piece(v: Option<&RawValue>) -> Option<Piece<'_>> {
+    let raw = v?.get();
+    match raw.as_bytes().first() {
+        Some(b'"') => Some(Piece::Json(raw)),
+        Some(b'n') => None,
+        _ => Some(Piece::Plain(raw)),
+    }
+}
+
+/// A `tool_calls` array, deserialized in place: the first calls inline, any further ones in a
+/// vector (streams send one call per chunk, so the vector is only used by whole answers with
+/// many parallel calls). Borrowing the array as raw JSON instead would make serde_json
+/// allocate a nesting stack for every chunk.
+#[derive(Default)]
+struct ToolCalls<'a> {
+    inline: [Option<WireToolCall<'a>>; 2],
+    more: Vec<WireToolCall<'a>>,
+}
+
+impl<'a> ToolCalls<'a> {
+    fn iter(&self) -> impl Iterator<Item = &WireToolCall<'a>> {
+        self.inline.iter().flatten().chain(self.more.iter())
+    }
+
+    /// Adds every call to `batch`, as one piece each.
+    fn push_into(&self, batch: &mut DeltaBatch) {
+        for (n, c) in self.iter().enumerate() {
+            let f = c.function.as_ref();
+            batch.push_tool_call(
+                c.index.unwrap_or(n as u32),
+                piece(c.id),
+                piece(f.and_then(|f| f.name)),
+                piece(f.and_then(|f| f.arguments)),
+            );
+        }
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for ToolCalls<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ToolCalls<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an array of tool calls")
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(ToolCalls::default())
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut calls = ToolCalls::default();
+                let mut n = 0;
+                while let Some(c) = seq.next_element::<WireToolCall<'de>>()? {
+                    match calls.inline.get_mut(n) {
+                        Some(slot) => *slot = Some(c),
+                        None => calls.more.push(c),
+                    }
+                    n += 1;
+                }
+                Ok(calls)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The error text of a body that failed to deserialize or carries an `error` object.
+fn error_of(text: &str) -> Option<String> {
+    error_text(&serde_json::from_str::<Value>(text).ok()?)
+}
+
+/// Parses a complete (non-streamed) response.
+pub fn parse_response(body: &[u8]) -> Result<ChatResponse, String> {
+    let text =
+        std::str::from_utf8(body).map_err(|e| format!("response is not valid UTF-8: {e}"))?;
+    let v: Response = match serde_json::from_str(text) {
+        Ok(v) => v,
+        Err(e) => {
+            return Err(error_of(text).unwrap_or_else(|| super::json_text::describe("response", &e)))
+        }
+    };
+    if v.error.is_some() {
+        if let Some(msg) = error_of(text) {
+            return Err(msg);
+        }
+    }
+    let choice = v
+        .choices
+        .0
+        .ok_or_else(|| "response has no choices".to_string())?;
+    let mut batch = DeltaBatch::new();
+    if let Some(m) = choice.message.as_ref().or(choice.delta.as_ref()) {
+        if let Some(p) = piece(m.content) {
+            batch.push_text(p);
+        }
+        m.tool_calls.push_into(&mut batch);
+    }
+    let mut r = ChatResponse {
+        finish_reason: choice
+            .finish_reason
+            .as_deref()
+            .unwrap_or("stop")
+            .to_string(),
+        model: v.model.as_deref().unwrap_or_default().to_string(),
+        usage: v.usage.as_ref().map(WireUsage::usage).unwrap_or_default(),
+        ..Default::default()
+    };
+    for d in batch.iter() {
+        match d {
+            StreamDelta::Text(t) => r.content.push_str(t),
+            StreamDelta::ToolCall {
+                id,
+                name,
+                arguments,
+                ..
+            } => r.tool_calls.push(ToolCall {
+                id: id.unwrap_or_default().to_string(),
+                name: name.unwrap_or_default().to_string(),
+                arguments: if arguments.is_empty() {
+                    "{}".to_string()
+                } else {
+                    arguments.to_string()
+                },
+            }),
+        }
+    }
+    Ok(r)
+}
+
+/// One streamed chunk, borrowed from the event's data.
+#[derive(Deserialize)]
+struct Chunk<'a> {
+    #[serde(borrow)]
+    model: Option<Str<'a>>,
+    #[serde(borrow, default)]
+    choices: First<Choice<'a>>,
+    usage: Option<WireUsage>,
+    error: Option<IgnoredAny>,
+}
+
+/// Applies one SSE event: metadata to `meta`, the deltas it carries to `out`. Allocates
+/// nothing once the buffers are warm. Returns the provider's error text when the event is an
+/// error.
 pub fn apply_event(
-    ev: &SseEvent,
-    acc: &mut StreamAccumulator,
-    out: &mut Vec<StreamDelta>,
+    ev: &SseEvent<'_>,
+    meta: &mut StreamMeta,
+    out: &mut DeltaBatch,
 ) -> Result<(), String> {
     if ev.data == "[DONE]" {
-        acc.done = true;
+        meta.done = true;
         return Ok(());
     }
-    let v: Value = serde_json::from_str(&ev.data)
-        .map_err(|e| format!("stream event is not valid JSON: {e}"))?;
-    if let Some(msg) = error_text(&v) {
-        return Err(msg);
-    }
-    if let Some(m) = v["model"].as_str() {
-        if acc.model.is_empty() {
-            acc.model = m.to_string();
+    let v: Chunk = match serde_json::from_str(ev.data) {
+        Ok(v) => v,
+        Err(e) => {
+            return Err(
+                error_of(ev.data).unwrap_or_else(|| super::json_text::describe("stream event", &e))
+            )
+        }
+    };
+    if v.error.is_some() {
+        if let Some(msg) = error_of(ev.data) {
+            return Err(msg);
         }
     }
-    if v["usage"].is_object() {
-        acc.usage = usage_from(&v["usage"]);
+    if let Some(m) = &v.model {
+        meta.set_model(m);
     }
-    if let Some(choice) = v["choices"].get(0) {
-        let delta = &choice["delta"];
-        if let Some(t) = delta["content"].as_str() {
-            if !t.is_empty() {
-                out.push(StreamDelta::Text(t.to_string()));
+    if let Some(u) = &v.usage {
+        meta.usage = u.usage();
+    }
+    if let Some(choice) = v.choices.0 {
+        let before = out.len();
+        if let Some(d) = choice.delta.as_ref().or(choice.message.as_ref()) {
+            if let Some(p) = piece(d.content) {
+                out.push_text(p);
             }
+            d.tool_calls.push_into(out);
         }
-        if let Some(calls) = delta["tool_calls"].as_array() {
-            for c in calls {
-                out.push(StreamDelta::ToolCall {
-                    index: c["index"].as_u64().unwrap_or(0) as u32,
-                    id: c["id"].as_str().map(str::to_string),
-                    name: c["function"]["name"].as_str().map(str::to_string),
-                    arguments: c["function"]["arguments"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string(),
-                });
-            }
-        }
-        if let Some(f) = choice["finish_reason"].as_str() {
-            acc.finish_reason = Some(f.to_string());
+        meta.deltas += (out.len() - before) as u64;
+        if let Some(f) = &choice.finish_reason {
+            meta.set_finish_reason(f);
         }
     }
     Ok(())
@@ -272,6 +413,7 @@ pub fn error_text(v: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::stream::StreamAccumulator;
     use crate::model::types::{ChatMessage, Role};
 
     #[test]
@@ -297,7 +439,7 @@ mod tests {
     }
 
     #[test]
-    fn written_body_equals_built_body() {
+    fn written_body_has_every_field() {
         let ep = Endpoint::from_json(
             r#"{"name":"a","provider":"openai","base_url":"http://x/v1","model":"m"}"#,
         )
@@ -310,11 +452,28 @@ mod tests {
                 "tools":[{"type":"function","function":{"name":"f","description":"d","parameters":{"type":"object"}}}]}"#,
         )
         .unwrap();
-        let mut written = Vec::new();
-        write_body(&req, &ep, &mut written).unwrap();
-        let a: Value = serde_json::from_slice(&written).unwrap();
-        let b: Value = serde_json::from_slice(&build_body(&req, &ep)).unwrap();
-        assert_eq!(a, b);
+        let v: Value = serde_json::from_slice(&build_body(&req, &ep)).unwrap();
+        assert_eq!(
+            v,
+            json!({
+                "model": "m",
+                "messages": [
+                    {"role": "system", "content": "s \"q\" \n"},
+                    {"role": "user", "content": "hi ünï"},
+                    {"role": "assistant", "content": null, "tool_calls": [
+                        {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{\"a\":1}"}}]},
+                    {"role": "tool", "content": "r", "tool_call_id": "c"}
+                ],
+                "tools": [{"type": "function", "function": {"name": "f", "description": "d",
+                           "parameters": {"type": "object"}}}],
+                "temperature": 0.0,
+                "max_tokens": 9,
+                "response_format": {"type": "json_object"},
+                "tool_choice": "auto",
+                "stream": true,
+                "stream_options": {"include_usage": true}
+            })
+        );
     }
 
     #[test]
@@ -331,51 +490,62 @@ mod tests {
         assert!(parse_response(b"{not json").is_err());
     }
 
-    #[test]
-    fn stream_accumulates_text_tool_calls_usage() {
+    /// Feeds events through the provider into an accumulator, as the engine does.
+    fn replay(events: &[&str]) -> (StreamAccumulator, StreamMeta, Vec<Result<(), String>>) {
         let mut acc = StreamAccumulator::default();
-        let events = [
-            r#"{"model":"m","choices":[{"delta":{"role":"assistant","content":null}}]}"#,
-            r#"{"choices":[{"delta":{"content":"Hel"}}]}"#,
-            r#"{"choices":[{"delta":{"content":"lo"}}]}"#,
-            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c1","type":"function","function":{"name":"f","arguments":"{\"a\""}}]}}]}"#,
-            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":":1}"}}]}}]}"#,
-            r#"{"choices":[{"delta":{},"finish_reason":"tool_calls"}]}"#,
-            r#"{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":4}}"#,
-            "[DONE]",
-        ];
+        let mut meta = StreamMeta::default();
+        let mut batch = DeltaBatch::new();
+        let mut results = Vec::new();
         for e in events {
-            let mut out = Vec::new();
-            apply_event(
-                &SseEvent {
-                    event: String::new(),
-                    data: e.into(),
-                },
-                &mut acc,
-                &mut out,
-            )
-            .unwrap();
-            for d in &out {
+            let ev = SseEvent { event: "", data: e };
+            results.push(apply_event(&ev, &mut meta, &mut batch));
+            for d in batch.iter() {
                 acc.apply(d);
             }
+            batch.clear();
         }
-        let r = acc.response();
-        assert!(acc.done);
-        assert_eq!(r.content, "Hello");
+        (acc, meta, results)
+    }
+
+    #[test]
+    fn stream_accumulates_text_tool_calls_usage() {
+        let (acc, meta, results) = replay(&[
+            r#"{"model":"m","choices":[{"delta":{"role":"assistant","content":null}}]}"#,
+            r#"{"choices":[{"delta":{"content":"Hel"}}]}"#,
+            r#"{"choices":[{"index":0,"delta":{"content":"lo\n\u00e9\"q\""},"logprobs":null,"finish_reason":null}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c1","type":"function","function":{"name":"f","arguments":"{\"a\""}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":":1}"}}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":1,"id":"c2","function":{"name":"g","arguments":""}},{"index":2,"id":"c3","function":{"name":"h","arguments":"{}"}}]}}]}"#,
+            r#"{"choices":[{"delta":{},"finish_reason":"tool_calls"}]}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":4,"prompt_tokens_details":null},"timings":{"a":1}}"#,
+            "[DONE]",
+        ]);
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        let r = acc.response(&meta);
+        assert!(meta.done);
+        assert_eq!(meta.deltas, 6);
+        assert_eq!(r.content, "Hello\n\u{e9}\"q\"");
+        assert_eq!(r.tool_calls.len(), 3);
         assert_eq!(r.tool_calls[0].arguments, "{\"a\":1}");
         assert_eq!(r.tool_calls[0].id, "c1");
+        assert_eq!(r.tool_calls[2].name, "h");
         assert_eq!(r.finish_reason, "tool_calls");
         assert_eq!(r.usage.prompt_tokens, 9);
         assert_eq!(r.model, "m");
-        let mut out = Vec::new();
-        let err = apply_event(
-            &SseEvent {
-                event: String::new(),
-                data: r#"{"error":{"code":500,"message":"boom","type":"server_error"}}"#.into(),
-            },
-            &mut acc,
-            &mut out,
-        );
-        assert_eq!(err.unwrap_err(), "server_error: boom");
+    }
+
+    #[test]
+    fn stream_errors_are_reported() {
+        let (_, _, results) = replay(&[
+            r#"{"error":{"code":500,"message":"boom","type":"server_error"}}"#,
+            r#"{"choices":[{"delta":{"content":"x"}}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":"zero"}]}}]}"#,
+        ]);
+        assert_eq!(results[0].as_ref().unwrap_err(), "server_error: boom");
+        assert!(results[1].as_ref().unwrap_err().contains("not valid JSON"));
+        assert!(results[2]
+            .as_ref()
+            .unwrap_err()
+            .contains("unexpected shape"));
     }
 }

@@ -4,14 +4,17 @@
 //! byte. The parser buffers raw bytes and only decodes a complete event (terminated by a blank
 //! line), so a split never corrupts text. Comment lines (`:`) are skipped; `data:` lines are
 //! joined with `\n`, as the specification says.
+//!
+//! Events are handed out as borrowed views into the parser's own buffers, which keep their
+//! capacity from event to event: once warmed up, parsing a stream allocates nothing.
 
-/// One complete event.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SseEvent {
+/// One complete event, borrowed from the parser until the callback returns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SseEvent<'a> {
     /// The `event:` field, or empty for the default `message` type.
-    pub event: String,
+    pub event: &'a str,
     /// The `data:` lines, joined with `\n`.
-    pub data: String,
+    pub data: &'a str,
 }
 
 /// Parser state; reuse one per stream.
@@ -32,7 +35,7 @@ impl SseParser {
     }
 
     /// Feeds bytes, calling `on_event` for every event completed by them.
-    pub fn feed(&mut self, bytes: &[u8], mut on_event: impl FnMut(SseEvent)) {
+    pub fn feed(&mut self, bytes: &[u8], mut on_event: impl FnMut(SseEvent<'_>)) {
         // The buffer is taken out of `self` so lines can be borrowed from it while the field
         // state is updated; no per-line allocation.
         let mut buf = std::mem::take(&mut self.buf);
@@ -54,8 +57,13 @@ impl SseParser {
             } else {
                 i + 1
             };
-            if let Some(ev) = self.line(&buf[start..i]) {
-                on_event(ev);
+            if self.line(&buf[start..i]) {
+                on_event(SseEvent {
+                    event: &self.event,
+                    data: &self.data,
+                });
+                self.event.clear();
+                self.data.clear();
             }
             start = next;
             i = next;
@@ -70,20 +78,19 @@ impl SseParser {
         !self.buf.is_empty() || self.has_data || !self.event.is_empty()
     }
 
-    fn line(&mut self, line: &[u8]) -> Option<SseEvent> {
+    /// Takes one line into the field state; true when it completed an event (then `event`
+    /// and `data` hold it until the caller clears them).
+    fn line(&mut self, line: &[u8]) -> bool {
         if line.is_empty() {
             if !self.has_data {
                 self.event.clear();
-                return None;
+                return false;
             }
             self.has_data = false;
-            return Some(SseEvent {
-                event: std::mem::take(&mut self.event),
-                data: std::mem::take(&mut self.data),
-            });
+            return true;
         }
         if line[0] == b':' {
-            return None;
+            return false;
         }
         let (field, value) = match line.iter().position(|&c| c == b':') {
             Some(p) => {
@@ -101,10 +108,13 @@ impl SseParser {
                 self.data.push_str(&value);
                 self.has_data = true;
             }
-            b"event" => self.event = value.into_owned(),
+            b"event" => {
+                self.event.clear();
+                self.event.push_str(&value);
+            }
             _ => {} // id, retry and unknown fields are not used by model providers
         }
-        None
+        false
     }
 }
 
@@ -112,11 +122,18 @@ impl SseParser {
 mod tests {
     use super::*;
 
-    fn parse_in_pieces(input: &[u8], piece: usize) -> Vec<SseEvent> {
+    /// Owned copies of events, for comparison.
+    type Owned = Vec<(String, String)>;
+
+    fn own(out: &mut Owned) -> impl FnMut(SseEvent<'_>) + '_ {
+        |e| out.push((e.event.to_string(), e.data.to_string()))
+    }
+
+    fn parse_in_pieces(input: &[u8], piece: usize) -> Owned {
         let mut p = SseParser::new();
         let mut out = Vec::new();
         for chunk in input.chunks(piece) {
-            p.feed(chunk, |e| out.push(e));
+            p.feed(chunk, own(&mut out));
         }
         out
     }
@@ -126,10 +143,10 @@ mod tests {
         let input = "event: message_start\ndata: {\"a\":\"h\u{e9}llo \u{1f600}\"}\n\n: keep-alive\n\ndata: line1\r\ndata: line2\r\n\r\ndata: [DONE]\n\n";
         let whole = parse_in_pieces(input.as_bytes(), input.len());
         assert_eq!(whole.len(), 3);
-        assert_eq!(whole[0].event, "message_start");
-        assert_eq!(whole[0].data, "{\"a\":\"h\u{e9}llo \u{1f600}\"}");
-        assert_eq!(whole[1].data, "line1\nline2");
-        assert_eq!(whole[2].data, "[DONE]");
+        assert_eq!(whole[0].0, "message_start");
+        assert_eq!(whole[0].1, "{\"a\":\"h\u{e9}llo \u{1f600}\"}");
+        assert_eq!(whole[1], (String::new(), "line1\nline2".to_string()));
+        assert_eq!(whole[2].1, "[DONE]");
         for piece in 1..input.len() {
             assert_eq!(
                 parse_in_pieces(input.as_bytes(), piece),
@@ -141,8 +158,8 @@ mod tests {
         for cut in 0..input.len() {
             let mut p = SseParser::new();
             let mut out = Vec::new();
-            p.feed(&input.as_bytes()[..cut], |e| out.push(e));
-            p.feed(&input.as_bytes()[cut..], |e| out.push(e));
+            p.feed(&input.as_bytes()[..cut], own(&mut out));
+            p.feed(&input.as_bytes()[cut..], own(&mut out));
             assert_eq!(out, whole, "cut at {cut}");
         }
     }

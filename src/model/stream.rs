@@ -1,51 +1,174 @@
-//! What a streamed answer is made of, and the accumulator that rebuilds the full answer.
+//! What a streamed answer is made of: deltas, the batches providers decode them into, the
+//! accumulator that rebuilds the full answer, and the buffer a caller pulls a delta into.
+//!
+//! Nothing here allocates per token. A provider decodes the pieces of one network read into a
+//! [`DeltaBatch`] (one text buffer, reused); the call appends them to its
+//! [`StreamAccumulator`] and queues [`PendingDelta`] ranges into it; a puller copies the next
+//! one into its own reusable [`DeltaBuf`]. Buffers grow to the size of the answer and keep
+//! their capacity.
 
+use super::json_text::unescape_into;
 use super::types::{ChatResponse, ToolCall, Usage};
+use std::collections::VecDeque;
 
-/// One piece of a streamed answer, as given to callers.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StreamDelta {
+/// One piece of a streamed answer, borrowed from the buffer that holds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamDelta<'a> {
     /// More text.
-    Text(String),
+    Text(&'a str),
     /// A piece of a tool call: the id and name arrive with the first piece of each call, the
     /// arguments in pieces.
     ToolCall {
         /// Which call (0-based, in order of appearance).
         index: u32,
         /// The call id, on the first piece.
-        id: Option<String>,
+        id: Option<&'a str>,
         /// The tool name, on the first piece.
-        name: Option<String>,
+        name: Option<&'a str>,
         /// A piece of the JSON arguments.
-        arguments: String,
+        arguments: &'a str,
     },
 }
 
-/// The pieces a whole (non-streamed or cached) answer is delivered as: its text, then one piece
-/// per tool call.
-pub fn response_deltas(r: &ChatResponse) -> Vec<StreamDelta> {
-    let mut deltas = Vec::with_capacity(1 + r.tool_calls.len());
-    if !r.content.is_empty() {
-        deltas.push(StreamDelta::Text(r.content.clone()));
-    }
-    for (i, tc) in r.tool_calls.iter().enumerate() {
-        deltas.push(StreamDelta::ToolCall {
-            index: i as u32,
-            id: Some(tc.id.clone()),
-            name: Some(tc.name.clone()),
-            arguments: tc.arguments.clone(),
-        });
-    }
-    deltas
+type Span = (u32, u32);
+
+#[derive(Clone, Copy, Debug)]
+enum Item {
+    Text(Span),
+    ToolCall {
+        index: u32,
+        id: Option<Span>,
+        name: Option<Span>,
+        arguments: Span,
+    },
 }
 
-/// Rebuilds a [`ChatResponse`] from deltas and stream metadata.
+/// Deltas decoded from one read of the network, in reusable buffers: one text buffer all pieces
+/// are decoded into, and the spans that cut it into deltas.
+#[derive(Debug, Default)]
+pub struct DeltaBatch {
+    text: String,
+    items: Vec<Item>,
+}
+
+/// Where a string of a delta comes from.
+#[derive(Clone, Copy)]
+pub enum Piece<'a> {
+    /// Plain text.
+    Plain(&'a str),
+    /// A JSON string literal, quotes included, decoded on the way in.
+    Json(&'a str),
+}
+
+impl DeltaBatch {
+    /// An empty batch.
+    pub fn new() -> DeltaBatch {
+        DeltaBatch::default()
+    }
+
+    fn put(&mut self, p: Piece<'_>) -> Option<Span> {
+        let start = self.text.len();
+        match p {
+            Piece::Plain(s) => self.text.push_str(s),
+            Piece::Json(raw) => {
+                if !unescape_into(raw, &mut self.text) {
+                    return None;
+                }
+            }
+        }
+        Some((start as u32, self.text.len() as u32))
+    }
+
+    fn get(&self, s: Span) -> &str {
+        &self.text[s.0 as usize..s.1 as usize]
+    }
+
+    /// Adds text; empty text adds nothing. A `Json` piece that is not a string literal (null,
+    /// a number) adds nothing either.
+    pub fn push_text(&mut self, text: Piece<'_>) {
+        if let Some(span) = self.put(text) {
+            if span.1 > span.0 {
+                self.items.push(Item::Text(span));
+            }
+        }
+    }
+
+    /// Adds a piece of a tool call. Pieces that are not string literals count as absent (the
+    /// arguments as empty).
+    pub fn push_tool_call(
+        &mut self,
+        index: u32,
+        id: Option<Piece<'_>>,
+        name: Option<Piece<'_>>,
+        arguments: Option<Piece<'_>>,
+    ) {
+        let id = id.and_then(|p| self.put(p));
+        let name = name.and_then(|p| self.put(p));
+        let at = self.text.len() as u32;
+        let arguments = arguments.and_then(|p| self.put(p)).unwrap_or((at, at));
+        self.items.push(Item::ToolCall {
+            index,
+            id,
+            name,
+            arguments,
+        });
+    }
+
+    /// Number of deltas.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Empties the batch, keeping its buffers.
+    pub fn clear(&mut self) {
+        self.text.clear();
+        self.items.clear();
+    }
+
+    /// The deltas, in order.
+    pub fn iter(&self) -> impl Iterator<Item = StreamDelta<'_>> + '_ {
+        self.items.iter().map(move |it| match *it {
+            Item::Text(s) => StreamDelta::Text(self.get(s)),
+            Item::ToolCall {
+                index,
+                id,
+                name,
+                arguments,
+            } => StreamDelta::ToolCall {
+                index,
+                id: id.map(|s| self.get(s)),
+                name: name.map(|s| self.get(s)),
+                arguments: self.get(arguments),
+            },
+        })
+    }
+
+    /// The pieces a whole (non-streamed or cached) answer is delivered as: its text, then one
+    /// piece per tool call.
+    pub fn from_response(r: &ChatResponse) -> DeltaBatch {
+        let mut b = DeltaBatch::default();
+        b.push_text(Piece::Plain(&r.content));
+        for (i, tc) in r.tool_calls.iter().enumerate() {
+            b.push_tool_call(
+                i as u32,
+                Some(Piece::Plain(&tc.id)),
+                Some(Piece::Plain(&tc.name)),
+                Some(Piece::Plain(&tc.arguments)),
+            );
+        }
+        b
+    }
+}
+
+/// What a stream has said about itself (everything but the deltas): model, usage, finish
+/// reason, whether its end marker arrived, how many deltas it carried.
 #[derive(Clone, Debug, Default)]
-pub struct StreamAccumulator {
-    /// Text so far.
-    pub content: String,
-    /// Tool calls so far.
-    pub tool_calls: Vec<ToolCall>,
+pub struct StreamMeta {
     /// Finish reason, once known.
     pub finish_reason: Option<String>,
     /// Model name, once known.
@@ -54,34 +177,134 @@ pub struct StreamAccumulator {
     pub usage: Usage,
     /// Whether the provider signalled the end of the stream.
     pub done: bool,
-    /// Number of deltas applied.
+    /// Deltas seen.
     pub deltas: u64,
+    /// Tool calls started (Anthropic numbers its blocks itself; this gives calls their index).
+    pub tool_calls: u32,
+}
+
+impl StreamMeta {
+    /// Whether any output (text or tool call) has arrived.
+    pub fn has_output(&self) -> bool {
+        self.deltas > 0
+    }
+
+    /// Records the model name the first time one is seen.
+    pub fn set_model(&mut self, model: &str) {
+        if self.model.is_empty() {
+            self.model.push_str(model);
+        }
+    }
+
+    /// Records the finish reason.
+    pub fn set_finish_reason(&mut self, reason: &str) {
+        match &mut self.finish_reason {
+            Some(f) if f == reason => {}
+            Some(f) => {
+                f.clear();
+                f.push_str(reason);
+            }
+            None => self.finish_reason = Some(reason.to_string()),
+        }
+    }
+}
+
+/// A delta waiting to be pulled: ranges into the call's [`StreamAccumulator`], which only
+/// grows, so the ranges stay valid.
+#[derive(Clone, Copy, Debug)]
+pub enum PendingDelta {
+    /// A range of the accumulated text.
+    Text(usize, usize),
+    /// A piece of tool call `index`: whether it carried the id, the range of the name added,
+    /// the range of the arguments added.
+    ToolCall {
+        /// The call.
+        index: u32,
+        /// Whether this piece carried the id.
+        id: bool,
+        /// The part of the name it added, if it carried one.
+        name: Option<(usize, usize)>,
+        /// The part of the arguments it added.
+        arguments: (usize, usize),
+    },
+}
+
+/// Rebuilds the answer from deltas across attempts (a preempted stream's snapshot plus its
+/// continuation), and keeps a running token estimate of it.
+#[derive(Clone, Debug, Default)]
+pub struct StreamAccumulator {
+    /// Text so far.
+    pub content: String,
+    /// Tool calls so far.
+    pub tool_calls: Vec<ToolCall>,
+    /// Deltas applied.
+    pub deltas: u64,
+    /// Estimated tokens of the output so far (text and tool-call arguments), updated with every
+    /// delta while the stream arrives.
+    pub estimated_tokens: u64,
 }
 
 impl StreamAccumulator {
-    /// Applies one delta.
-    pub fn apply(&mut self, d: &StreamDelta) {
+    /// Applies one delta, returning where it landed.
+    pub fn apply(&mut self, d: StreamDelta<'_>) -> PendingDelta {
         self.deltas += 1;
         match d {
-            StreamDelta::Text(t) => self.content.push_str(t),
+            StreamDelta::Text(t) => {
+                let start = self.content.len();
+                self.content.push_str(t);
+                self.estimated_tokens += crate::context::tokens::estimate(t);
+                PendingDelta::Text(start, self.content.len())
+            }
             StreamDelta::ToolCall {
                 index,
                 id,
                 name,
                 arguments,
             } => {
-                let i = *index as usize;
+                let i = index as usize;
                 while self.tool_calls.len() <= i {
                     self.tool_calls.push(ToolCall::default());
                 }
                 let call = &mut self.tool_calls[i];
                 if let Some(id) = id {
-                    call.id.clone_from(id);
+                    call.id.clear();
+                    call.id.push_str(id);
                 }
-                if let Some(name) = name {
-                    call.name.push_str(name);
-                }
+                let name = name.map(|n| {
+                    let start = call.name.len();
+                    call.name.push_str(n);
+                    (start, call.name.len())
+                });
+                let start = call.arguments.len();
                 call.arguments.push_str(arguments);
+                self.estimated_tokens += crate::context::tokens::estimate(arguments);
+                PendingDelta::ToolCall {
+                    index,
+                    id: id.is_some(),
+                    name,
+                    arguments: (start, call.arguments.len()),
+                }
+            }
+        }
+    }
+
+    /// The delta a pending record refers to.
+    pub fn view(&self, p: &PendingDelta) -> StreamDelta<'_> {
+        match *p {
+            PendingDelta::Text(a, b) => StreamDelta::Text(&self.content[a..b]),
+            PendingDelta::ToolCall {
+                index,
+                id,
+                name,
+                arguments,
+            } => {
+                let call = &self.tool_calls[index as usize];
+                StreamDelta::ToolCall {
+                    index,
+                    id: id.then_some(call.id.as_str()),
+                    name: name.map(|(a, b)| &call.name[a..b]),
+                    arguments: &call.arguments[arguments.0..arguments.1],
+                }
             }
         }
     }
@@ -91,14 +314,149 @@ impl StreamAccumulator {
         self.deltas > 0
     }
 
-    /// The answer so far.
-    pub fn response(&self) -> ChatResponse {
+    /// The answer so far, with the stream's metadata.
+    pub fn response(&self, meta: &StreamMeta) -> ChatResponse {
         ChatResponse {
             content: self.content.clone(),
             tool_calls: self.tool_calls.clone(),
-            finish_reason: self.finish_reason.clone().unwrap_or_default(),
-            model: self.model.clone(),
-            usage: self.usage,
+            finish_reason: meta.finish_reason.clone().unwrap_or_default(),
+            model: meta.model.clone(),
+            usage: meta.usage,
         }
+    }
+}
+
+/// Deltas queued for pulling, as ranges into an accumulator.
+pub type PendingQueue = VecDeque<PendingDelta>;
+
+/// A reusable buffer one pulled delta is copied into.
+#[derive(Clone, Debug, Default)]
+pub struct DeltaBuf {
+    tool: bool,
+    index: u32,
+    text: String,
+    id: String,
+    has_id: bool,
+    name: String,
+    has_name: bool,
+}
+
+impl DeltaBuf {
+    /// An empty buffer.
+    pub fn new() -> DeltaBuf {
+        DeltaBuf::default()
+    }
+
+    /// Copies `d` in, reusing the buffer's capacity.
+    pub fn set(&mut self, d: StreamDelta<'_>) {
+        self.text.clear();
+        self.id.clear();
+        self.name.clear();
+        match d {
+            StreamDelta::Text(t) => {
+                self.tool = false;
+                self.index = 0;
+                self.text.push_str(t);
+                self.has_id = false;
+                self.has_name = false;
+            }
+            StreamDelta::ToolCall {
+                index,
+                id,
+                name,
+                arguments,
+            } => {
+                self.tool = true;
+                self.index = index;
+                self.text.push_str(arguments);
+                self.has_id = id.is_some();
+                self.id.push_str(id.unwrap_or_default());
+                self.has_name = name.is_some();
+                self.name.push_str(name.unwrap_or_default());
+            }
+        }
+    }
+
+    /// The delta held.
+    pub fn delta(&self) -> StreamDelta<'_> {
+        if self.tool {
+            StreamDelta::ToolCall {
+                index: self.index,
+                id: self.has_id.then_some(self.id.as_str()),
+                name: self.has_name.then_some(self.name.as_str()),
+                arguments: &self.text,
+            }
+        } else {
+            StreamDelta::Text(&self.text)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_decodes_and_accumulator_keeps_ranges() {
+        let mut b = DeltaBatch::new();
+        b.push_text(Piece::Json(r#""Hel\nlo""#));
+        b.push_text(Piece::Json("null"));
+        b.push_text(Piece::Plain(""));
+        b.push_tool_call(
+            0,
+            Some(Piece::Json(r#""c1""#)),
+            Some(Piece::Plain("f")),
+            Some(Piece::Json(r#""{\"a\"""#)),
+        );
+        b.push_tool_call(0, None, None, Some(Piece::Plain(":1}")));
+        let got: Vec<_> = b.iter().collect();
+        assert_eq!(
+            got,
+            vec![
+                StreamDelta::Text("Hel\nlo"),
+                StreamDelta::ToolCall {
+                    index: 0,
+                    id: Some("c1"),
+                    name: Some("f"),
+                    arguments: "{\"a\""
+                },
+                StreamDelta::ToolCall {
+                    index: 0,
+                    id: None,
+                    name: None,
+                    arguments: ":1}"
+                },
+            ]
+        );
+        let mut acc = StreamAccumulator::default();
+        let pending: Vec<_> = b.iter().map(|d| acc.apply(d)).collect();
+        let views: Vec<_> = pending.iter().map(|p| acc.view(p)).collect();
+        assert_eq!(views, got);
+        assert_eq!(acc.content, "Hel\nlo");
+        assert_eq!(acc.tool_calls[0].arguments, "{\"a\":1}");
+        assert!(acc.estimated_tokens > 0);
+        let mut buf = DeltaBuf::new();
+        for d in &got {
+            buf.set(*d);
+            assert_eq!(buf.delta(), *d);
+        }
+        b.clear();
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn whole_response_as_batch() {
+        let r = ChatResponse {
+            content: "hi".into(),
+            tool_calls: vec![ToolCall {
+                id: "c".into(),
+                name: "f".into(),
+                arguments: "{}".into(),
+            }],
+            ..Default::default()
+        };
+        let b = DeltaBatch::from_response(&r);
+        assert_eq!(b.len(), 2);
+        assert_eq!(b.iter().next(), Some(StreamDelta::Text("hi")));
     }
 }

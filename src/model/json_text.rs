@@ -1,0 +1,227 @@
+//! Small JSON helpers for the response path: decoding string literals into reused buffers, and
+//! taking only the first element of an array without collecting it.
+//!
+//! Streamed text arrives as JSON string literals, usually with escapes (`\n`, `\"`, `\u00e9`).
+//! Deserializing them into owned strings would allocate per token; instead the fields are
+//! borrowed as raw JSON ([`serde_json::value::RawValue`]) and decoded here, appending to a buffer
+//! that keeps its capacity.
+
+use serde::de::{Deserialize, Deserializer, IgnoredAny, SeqAccess, Visitor};
+use std::borrow::Cow;
+use std::fmt;
+use std::marker::PhantomData;
+
+/// Appends the decoded contents of the JSON string literal `raw` (quotes included) to `out`.
+/// Returns false, leaving `out` unchanged, when `raw` is not a well-formed string literal.
+/// Lone surrogates in `\u` escapes become U+FFFD.
+pub fn unescape_into(raw: &str, out: &mut String) -> bool {
+    let b = raw.as_bytes();
+    if b.len() < 2 || b[0] != b'"' || b[b.len() - 1] != b'"' {
+        return false;
+    }
+    let start_len = out.len();
+    let body = &raw[1..raw.len() - 1];
+    let bytes = body.as_bytes();
+    let mut i = 0;
+    let mut run = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        out.push_str(&body[run..i]);
+        let Some(&e) = bytes.get(i + 1) else {
+            out.truncate(start_len);
+            return false;
+        };
+        i += 2;
+        let c = match e {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let Some(hi) = hex4(bytes, i) else {
+                    out.truncate(start_len);
+                    return false;
+                };
+                i += 4;
+                if (0xD800..0xDC00).contains(&hi) {
+                    // A high surrogate: a low one must follow as another \u escape.
+                    let lo = if bytes.get(i) == Some(&b'\\') && bytes.get(i + 1) == Some(&b'u') {
+                        hex4(bytes, i + 2).filter(|lo| (0xDC00..0xE000).contains(lo))
+                    } else {
+                        None
+                    };
+                    match lo {
+                        Some(lo) => {
+                            i += 6;
+                            char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))
+                                .unwrap_or('\u{fffd}')
+                        }
+                        None => '\u{fffd}',
+                    }
+                } else {
+                    char::from_u32(hi).unwrap_or('\u{fffd}')
+                }
+            }
+            _ => {
+                out.truncate(start_len);
+                return false;
+            }
+        };
+        out.push(c);
+        run = i;
+    }
+    out.push_str(&body[run..]);
+    true
+}
+
+fn hex4(b: &[u8], at: usize) -> Option<u32> {
+    let digits = b.get(at..at + 4)?;
+    let mut v = 0u32;
+    for &d in digits {
+        v = v * 16 + (d as char).to_digit(16)?;
+    }
+    Some(v)
+}
+
+/// Describes why `what` (a response or stream event) could not be read: not JSON at all, or
+/// JSON of an unexpected shape.
+pub fn describe(what: &str, e: &serde_json::Error) -> String {
+    match e.classify() {
+        serde_json::error::Category::Data => format!("{what} has an unexpected shape: {e}"),
+        _ => format!("{what} is not valid JSON: {e}"),
+    }
+}
+
+/// A string borrowed from the input when it has no escapes (owned otherwise). Unlike
+/// `Option<Cow<str>>`, which serde always deserializes as owned, this borrows inside an
+/// `Option` too: reading a chunk's `model` or an event's `type` allocates nothing.
+#[derive(Debug)]
+pub struct Str<'a>(pub Cow<'a, str>);
+
+impl std::ops::Deref for Str<'_> {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Str<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+                Ok(Str(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+/// The first element of a JSON array (the rest are skipped without being collected); `None`
+/// for an empty array or `null`.
+pub struct First<T>(pub Option<T>);
+
+impl<T> Default for First<T> {
+    fn default() -> Self {
+        First(None)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for First<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = First<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(First(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let first = seq.next_element()?;
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(First(first))
+            }
+        }
+        d.deserialize_any(V(PhantomData))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dec(raw: &str) -> Option<String> {
+        let mut s = String::from("pre:");
+        unescape_into(raw, &mut s).then(|| s[4..].to_string())
+    }
+
+    #[test]
+    fn decodes_like_serde_json() {
+        for lit in [
+            r#""""#,
+            r#""plain""#,
+            r#""a\nb\t\"q\" \\ \/ \b\f\r""#,
+            r#""caf\u00e9 \u4e2d \ud83d\ude00 end""#,
+            "\"raw utf-8: é 😀\"",
+        ] {
+            let want: String = serde_json::from_str(lit).unwrap();
+            assert_eq!(dec(lit).as_deref(), Some(want.as_str()), "{lit}");
+        }
+    }
+
+    #[test]
+    fn rejects_non_strings_and_keeps_buffer() {
+        for bad in ["1", "null", "\"abc", r#""bad \x""#, r#""\u12""#, ""] {
+            let mut s = String::from("keep");
+            assert!(!unescape_into(bad, &mut s), "{bad}");
+            assert_eq!(s, "keep");
+        }
+        assert_eq!(
+            dec(r#""lone \ud800 x""#).as_deref(),
+            Some("lone \u{fffd} x")
+        );
+    }
+
+    #[test]
+    fn str_borrows_inside_option() {
+        #[derive(serde::Deserialize)]
+        struct T<'a> {
+            #[serde(borrow)]
+            a: Option<Str<'a>>,
+            #[serde(borrow)]
+            b: Option<Str<'a>>,
+        }
+        let t: T = serde_json::from_str(r#"{"a":"plain","b":"esc\n"}"#).unwrap();
+        assert!(matches!(t.a.as_ref().unwrap().0, Cow::Borrowed("plain")));
+        assert_eq!(&*t.b.unwrap(), "esc\n");
+    }
+
+    #[test]
+    fn first_takes_one_element() {
+        let v: First<u32> = serde_json::from_str("[7, {\"x\": [1]}, 9]").unwrap();
+        assert_eq!(v.0, Some(7));
+        let e: First<u32> = serde_json::from_str("[]").unwrap();
+        assert_eq!(e.0, None);
+        let n: First<u32> = serde_json::from_str("null").unwrap();
+        assert_eq!(n.0, None);
+    }
+}
