@@ -89,10 +89,10 @@ pub unsafe extern "C" fn agentos_mailbox_send(
 ) -> agentos_status {
     ffi_boundary!(err = err, {
         let rt = as_ref(rt, "rt")?;
-        let m = as_ref(msg, "msg")?;
+        let m = agentos_message::borrow_arg(msg, "msg")?;
         rt.inner
             .shared()
-            .send_message(from, Handle::from_raw(to), &m.msg, wait(timeout_ms))
+            .send_message(from, Handle::from_raw(to), &m, wait(timeout_ms))
     })
 }
 
@@ -138,12 +138,12 @@ pub unsafe extern "C" fn agentos_mailbox_request(
 ) -> agentos_status {
     ffi_boundary!(err = err, {
         let rt = as_ref(rt, "rt")?;
-        let m = as_ref(msg, "msg")?;
+        let m = agentos_message::borrow_arg(msg, "msg")?;
         non_null(reply, "reply")?;
         let r = rt.inner.shared().request(
             Handle::from_raw(from),
             Handle::from_raw(to),
-            &m.msg,
+            &m,
             wait(timeout_ms),
         )?;
         write_out(reply, agentos_message::wrap(r));
@@ -167,11 +167,9 @@ pub unsafe extern "C" fn agentos_mailbox_reply(
 ) -> agentos_status {
     ffi_boundary!(err = err, {
         let rt = as_ref(rt, "rt")?;
-        let req = as_ref(request, "request")?;
-        let rep = as_ref(reply, "reply")?;
-        rt.inner
-            .shared()
-            .reply(from, &req.msg, &rep.msg, wait(timeout_ms))
+        let req = agentos_message::borrow_arg(request, "request")?;
+        let rep = agentos_message::borrow_arg(reply, "reply")?;
+        rt.inner.shared().reply(from, &req, &rep, wait(timeout_ms))
     })
 }
 
@@ -192,17 +190,17 @@ pub unsafe extern "C" fn agentos_mailbox_reply_to(
 ) -> agentos_status {
     ffi_boundary!(err = err, {
         let rt = as_ref(rt, "rt")?;
-        let req = as_ref(request, "request")?;
-        let rep = as_ref(reply, "reply")?;
+        let req = agentos_message::borrow_arg(request, "request")?;
+        let rep = agentos_message::borrow_arg(reply, "reply")?;
         let shared = rt.inner.shared();
         let target = shared.mailbox(Handle::from_raw(to))?;
-        let h = rep.msg.new_header(
+        let h = rep.new_header(
             from,
             to,
             crate::msg::message::KIND_REPLY,
-            req.msg.header().correlation,
+            req.header().correlation,
         );
-        target.put(rep.msg.deliver_as(h), wait(timeout_ms))
+        target.put(rep.deliver_as(h), wait(timeout_ms))
     })
 }
 
@@ -265,12 +263,12 @@ pub unsafe extern "C" fn agentos_runtime_publish(
     ffi_boundary!(err = err, {
         let rt = as_ref(rt, "rt")?;
         let topic = str_arg(topic, "topic")?;
-        let m = as_ref(msg, "msg")?;
+        let m = agentos_message::borrow_arg(msg, "msg")?;
         let n = rt.inner.shared().topics().publish(
             topic,
             from,
-            m.msg.header().kind,
-            &m.msg,
+            m.header().kind,
+            &m,
             wait(timeout_ms),
         )?;
         if !delivered.is_null() {

@@ -1,10 +1,11 @@
 //! `agentos_message`: an immutable, reference-counted message, read in place.
 
 use super::status::agentos_status;
-use super::{as_mut, as_ref, non_null, write_out};
+use super::{as_mut, non_null, write_out};
 use crate::error::{Error, Status};
 use crate::msg::message::{Message, MessageBuilder};
-use std::ffi::{c_char, CString};
+use std::ffi::c_char;
+use std::mem::ManuallyDrop;
 
 /// A message: immutable bytes plus a header (id, sender, recipient, kind, topic, correlation id,
 /// time). The bytes are shared, never copied, by every clone and every delivery.
@@ -14,16 +15,48 @@ use std::ffi::{c_char, CString};
 /// `agentos_message_free`. A message does not depend on its runtime: it stays valid after the
 /// runtime is freed. Thread safety: immutable; read it from any thread, free it once.
 pub struct agentos_message {
-    pub(crate) msg: Message,
-    topic: Option<CString>,
+    // Opaque: a handle is a message's own reference-counted pointer (no wrapper allocation).
+    _opaque: [u8; 0],
+}
+
+/// A message borrowed from a C handle for the duration of a call.
+pub(crate) struct MessageRef(ManuallyDrop<Message>);
+
+impl std::ops::Deref for MessageRef {
+    type Target = Message;
+    fn deref(&self) -> &Message {
+        &self.0
+    }
 }
 
 impl agentos_message {
+    /// Hands a message to C: the handle is the message's own reference.
     pub(crate) fn wrap(msg: Message) -> *mut agentos_message {
-        let topic = msg
-            .topic()
-            .map(|t| CString::new(t.replace('\0', "")).unwrap_or_default());
-        Box::into_raw(Box::new(agentos_message { msg, topic }))
+        msg.into_raw() as *mut agentos_message
+    }
+
+    /// Borrows the message behind a handle (NULL gives `None`).
+    ///
+    /// # Safety
+    /// A non-NULL `p` must be a live handle from [`agentos_message::wrap`].
+    pub(crate) unsafe fn borrow(p: *const agentos_message) -> Option<MessageRef> {
+        (!p.is_null()).then(|| {
+            MessageRef(ManuallyDrop::new(Message::from_raw(
+                p as *const std::ffi::c_void,
+            )))
+        })
+    }
+
+    /// Borrows the message behind a handle, or fails with `NULL_ARGUMENT` naming `name`.
+    ///
+    /// # Safety
+    /// As [`agentos_message::borrow`].
+    pub(crate) unsafe fn borrow_arg(
+        p: *const agentos_message,
+        name: &str,
+    ) -> crate::Result<MessageRef> {
+        Self::borrow(p)
+            .ok_or_else(|| Error::new(Status::NullArgument, format!("argument `{name}` is NULL")))
     }
 }
 
@@ -140,10 +173,10 @@ pub unsafe extern "C" fn agentos_message_data(
     len: *mut usize,
 ) -> agentos_status {
     ffi_boundary!(err = std::ptr::null_mut(), {
-        let m = as_ref(msg, "msg")?;
+        let m = agentos_message::borrow_arg(msg, "msg")?;
         non_null(data, "data")?;
         non_null(len, "len")?;
-        let p = m.msg.payload();
+        let p = m.payload();
         write_out(
             data,
             if p.is_empty() {
@@ -165,9 +198,9 @@ pub unsafe extern "C" fn agentos_message_clone(
     out: *mut *mut agentos_message,
 ) -> agentos_status {
     ffi_boundary!(err = std::ptr::null_mut(), {
-        let m = as_ref(msg, "msg")?;
+        let m = agentos_message::borrow_arg(msg, "msg")?;
         non_null(out, "out")?;
-        write_out(out, agentos_message::wrap(m.msg.clone()));
+        write_out(out, agentos_message::wrap(Message::clone(&m)));
         Ok(())
     })
 }
@@ -175,32 +208,32 @@ pub unsafe extern "C" fn agentos_message_clone(
 /// The message's kind (0 for NULL). Thread safety: any thread.
 #[no_mangle]
 pub unsafe extern "C" fn agentos_message_kind(msg: *const agentos_message) -> u32 {
-    ffi_boundary!({ msg.as_ref().map_or(0, |m| m.msg.header().kind) })
+    ffi_boundary!({ agentos_message::borrow(msg).map_or(0, |m| m.header().kind) })
 }
 
 /// The message's unique id (0 for NULL). Thread safety: any thread.
 #[no_mangle]
 pub unsafe extern "C" fn agentos_message_id(msg: *const agentos_message) -> u64 {
-    ffi_boundary!({ msg.as_ref().map_or(0, |m| m.msg.header().id) })
+    ffi_boundary!({ agentos_message::borrow(msg).map_or(0, |m| m.header().id) })
 }
 
 /// The sending mailbox (0 for the host, or for NULL). Thread safety: any thread.
 #[no_mangle]
 pub unsafe extern "C" fn agentos_message_sender(msg: *const agentos_message) -> u64 {
-    ffi_boundary!({ msg.as_ref().map_or(0, |m| m.msg.header().sender) })
+    ffi_boundary!({ agentos_message::borrow(msg).map_or(0, |m| m.header().sender) })
 }
 
 /// The receiving mailbox (0 before it was sent, or for NULL). Thread safety: any thread.
 #[no_mangle]
 pub unsafe extern "C" fn agentos_message_recipient(msg: *const agentos_message) -> u64 {
-    ffi_boundary!({ msg.as_ref().map_or(0, |m| m.msg.header().recipient) })
+    ffi_boundary!({ agentos_message::borrow(msg).map_or(0, |m| m.header().recipient) })
 }
 
 /// The correlation id linking a reply to its request (0 for none, or for NULL).
 /// Thread safety: any thread.
 #[no_mangle]
 pub unsafe extern "C" fn agentos_message_correlation(msg: *const agentos_message) -> u64 {
-    ffi_boundary!({ msg.as_ref().map_or(0, |m| m.msg.header().correlation) })
+    ffi_boundary!({ agentos_message::borrow(msg).map_or(0, |m| m.header().correlation) })
 }
 
 /// When the message (this delivery) was made, in nanoseconds since the Unix epoch, from the
@@ -208,7 +241,7 @@ pub unsafe extern "C" fn agentos_message_correlation(msg: *const agentos_message
 /// Thread safety: any thread.
 #[no_mangle]
 pub unsafe extern "C" fn agentos_message_timestamp_ns(msg: *const agentos_message) -> u64 {
-    ffi_boundary!({ msg.as_ref().map_or(0, |m| m.msg.header().timestamp_ns) })
+    ffi_boundary!({ agentos_message::borrow(msg).map_or(0, |m| m.header().timestamp_ns) })
 }
 
 /// The topic a published message came through, borrowed from `msg`; NULL when it was not
@@ -216,9 +249,10 @@ pub unsafe extern "C" fn agentos_message_timestamp_ns(msg: *const agentos_messag
 #[no_mangle]
 pub unsafe extern "C" fn agentos_message_topic(msg: *const agentos_message) -> *const c_char {
     ffi_boundary!({
-        msg.as_ref()
-            .and_then(|m| m.topic.as_ref())
-            .map_or(std::ptr::null(), |t| t.as_ptr())
+        // The name lives in the message's header, which this handle keeps alive.
+        agentos_message::borrow(msg)
+            .and_then(|m| m.header().topic.as_ref().map(|t| t.as_c_ptr()))
+            .unwrap_or(std::ptr::null())
     })
 }
 
@@ -228,7 +262,7 @@ pub unsafe extern "C" fn agentos_message_topic(msg: *const agentos_message) -> *
 pub unsafe extern "C" fn agentos_message_free(msg: *mut agentos_message) {
     ffi_boundary!({
         if !msg.is_null() {
-            drop(Box::from_raw(msg));
+            drop(Message::from_raw(msg as *const std::ffi::c_void));
         }
     })
 }

@@ -37,7 +37,7 @@ pub struct Header {
     /// Receiving mailbox (0 until sent).
     pub recipient: u64,
     /// Topic it was published on, if any.
-    pub topic: Option<Arc<str>>,
+    pub topic: Option<TopicName>,
     /// What the message is (`KIND_*` or an application kind).
     pub kind: u32,
     /// Links a reply to its request (0 = none).
@@ -45,6 +45,37 @@ pub struct Header {
     /// Nanoseconds since the Unix epoch when the header was made (from the coarse real-time
     /// clock: a few milliseconds of resolution).
     pub timestamp_ns: u64,
+}
+
+/// A topic name carried by a delivery, shared by every delivery of one publication and kept
+/// NUL-terminated so C reads it in place.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TopicName(Arc<str>);
+
+impl TopicName {
+    /// A topic name (NUL characters, impossible from C, are dropped).
+    pub fn new(name: &str) -> TopicName {
+        let mut s = String::with_capacity(name.len() + 1);
+        s.extend(name.chars().filter(|&c| c != '\0'));
+        s.push('\0');
+        TopicName(Arc::from(s))
+    }
+
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0[..self.0.len() - 1]
+    }
+
+    /// The name as a NUL-terminated C string, valid while this name lives.
+    pub fn as_c_ptr(&self) -> *const std::ffi::c_char {
+        self.0.as_ptr() as *const std::ffi::c_char
+    }
+}
+
+impl std::fmt::Debug for TopicName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_str().fmt(f)
+    }
 }
 
 struct Inner {
@@ -149,7 +180,23 @@ impl Message {
 
     /// The topic, for published messages.
     pub fn topic(&self) -> Option<&str> {
-        self.inner.header.topic.as_deref()
+        self.inner.header.topic.as_ref().map(TopicName::as_str)
+    }
+
+    /// Gives up this reference as a raw pointer (for a C handle); take it back with
+    /// [`Message::from_raw`] exactly once.
+    pub fn into_raw(self) -> *const std::ffi::c_void {
+        Arc::into_raw(self.inner) as *const std::ffi::c_void
+    }
+
+    /// Takes back a reference given up by [`Message::into_raw`].
+    ///
+    /// # Safety
+    /// `p` must come from `into_raw` and not have been taken back already.
+    pub unsafe fn from_raw(p: *const std::ffi::c_void) -> Message {
+        Message {
+            inner: Arc::from_raw(p as *const Inner),
+        }
     }
 
     /// How many deliveries and clones share the bytes.

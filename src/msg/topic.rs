@@ -55,13 +55,13 @@ impl TopicBus {
                 .map(|l| l.iter().filter_map(Weak::upgrade).collect())
                 .unwrap_or_default()
         };
-        let topic_arc: Arc<str> = Arc::from(topic);
+        let topic_name = crate::msg::message::TopicName::new(topic);
         let mut delivered = 0;
         let mut first_err: Option<Error> = None;
         let mut failed = 0;
         for mb in &targets {
             let mut h = msg.new_header(sender, mb.id(), kind, 0);
-            h.topic = Some(topic_arc.clone());
+            h.topic = Some(topic_name.clone());
             match mb.put(msg.deliver_as(h), wait) {
                 Ok(()) => delivered += 1,
                 Err(e) => {
