@@ -241,6 +241,7 @@ struct Active {
     handle: Easy2Handle<Collector>,
     call: Arc<CallInner>,
     endpoint_key: usize,
+    shard: usize,
     started: Instant,
 }
 
@@ -272,6 +273,25 @@ impl Ord for Queued {
     }
 }
 
+/// What the loop knows about an endpoint's connections: transfers running now, and the most
+/// that ever ran at once (an upper bound on the connections libcurl keeps for it).
+#[derive(Default)]
+struct ConnCount {
+    active: u32,
+    known: u32,
+}
+
+impl ConnCount {
+    /// Whether every connection the endpoint may have is busy, so a new transfer should open a
+    /// fresh one without searching libcurl's connection cache. (libcurl walks every connection
+    /// to the host looking for an idle one: with thousands of HTTP/1.1 requests in flight that
+    /// search made fan-out quadratic.) Only for plain-HTTP endpoints: over TLS the transfer may
+    /// multiplex on an HTTP/2 connection.
+    fn all_busy(&self) -> bool {
+        self.active >= self.known
+    }
+}
+
 /// One endpoint's admission queue and limiter.
 struct EndpointQueue {
     limiter: Limiter,
@@ -282,19 +302,101 @@ struct EndpointQueue {
     blocked_until: Option<Instant>,
 }
 
-struct IoLoop {
+/// Transfers a shard takes before another shard is opened.
+const SHARD_TRANSFERS: usize = 256;
+/// The most curl multi handles the loop drives.
+const MAX_SHARDS: usize = 16;
+/// The epoll tag of the loop's own waker.
+const WAKER_TAG: u32 = u32::MAX;
+
+/// One curl multi handle and its connection cache. libcurl 7.x walks the whole connection
+/// cache for every finished transfer (`curl_multi_remove_handle` looks for the transfer's
+/// connection by id) and for every new one (looking for an idle connection), so with
+/// thousands of connections in one cache a burst of calls costs quadratic time. The loop
+/// therefore spreads transfers over several multi handles, opening another only when every
+/// open one has [`SHARD_TRANSFERS`] transfers, so a lightly loaded runtime keeps one handle
+/// and one warm connection pool.
+struct Shard {
     multi: Multi,
+    /// curl's requested timeout deadline, as nanoseconds since the loop's epoch
+    /// (u64::MAX = none).
+    timer: Arc<std::sync::atomic::AtomicU64>,
+    /// Transfers running on it.
+    active: usize,
+    /// The connection-cache size given to libcurl; grows with the peak number of transfers.
+    max_connects: usize,
+}
+
+impl Shard {
+    fn new(index: u32, epfd: std::os::fd::RawFd, epoch: Instant) -> Shard {
+        let mut multi = Multi::new();
+        // Multiplex on HTTP/2 connections where offered.
+        let _ = multi.pipelining(false, true);
+        let _ = multi.socket_function(move |socket, events, _token| {
+            if events.remove() {
+                Poller::remove(epfd, socket);
+            } else {
+                Poller::set(epfd, socket, index, events.input(), events.output());
+            }
+        });
+        let timer = Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
+        let timer2 = timer.clone();
+        let _ = multi.timer_function(move |t| {
+            let at = t.map_or(u64::MAX, |d| (epoch.elapsed() + d).as_nanos() as u64);
+            timer2.store(at, Ordering::Relaxed);
+            true
+        });
+        Shard {
+            multi,
+            timer,
+            active: 0,
+            max_connects: 0,
+        }
+    }
+
+    /// Whether curl's timeout has passed.
+    fn timer_due(&self, epoch: Instant) -> bool {
+        let at = self.timer.load(Ordering::Relaxed);
+        at != u64::MAX && epoch.elapsed().as_nanos() as u64 >= at
+    }
+
+    /// Lets curl handle a due timeout.
+    fn run_timeout(&mut self, epoch: Instant) -> std::result::Result<(), curl::MultiError> {
+        if !self.timer_due(epoch) {
+            return Ok(());
+        }
+        self.timer.store(u64::MAX, Ordering::Relaxed);
+        self.multi.timeout().map(|_| ())
+    }
+
+    /// Keeps libcurl's connection cache at least twice the peak number of transfers. By
+    /// default libcurl sizes it at four times the transfers *currently* added, so as a burst of
+    /// thousands of calls drained, every finished transfer made it close the oldest idle
+    /// connection, each time scanning every cached connection. Idle connections are instead
+    /// kept for reuse (servers close the ones they no longer want; libcurl drops those when it
+    /// finds them dead).
+    fn grow_connection_cache(&mut self) {
+        let want = (self.active * 2).max(64);
+        if want > self.max_connects && self.multi.set_max_connects(want).is_ok() {
+            self.max_connects = want;
+        }
+    }
+}
+
+struct IoLoop {
+    shards: Vec<Shard>,
     rx: Receiver<Cmd>,
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
     poller: Poller,
-    /// curl's requested timeout deadline, as nanoseconds since `epoch` (u64::MAX = none).
-    timer: Arc<std::sync::atomic::AtomicU64>,
     epoch: Instant,
     slots: Vec<Option<Active>>,
     free_slots: Vec<usize>,
     by_call: HashMap<u64, usize>,
     queues: HashMap<usize, EndpointQueue>,
+    /// Connections per (endpoint, shard), as far as the loop can tell (kept while the
+    /// endpoint idles).
+    conns: HashMap<(usize, usize), ConnCount>,
     seq: u64,
     rng: u64,
     last_tick: Instant,
@@ -308,42 +410,25 @@ fn endpoint_key(call: &CallInner) -> usize {
 
 impl IoLoop {
     fn new(rx: Receiver<Cmd>, stop: Arc<AtomicBool>, waker: Arc<Waker>, poller: Poller) -> IoLoop {
-        let mut multi = Multi::new();
-        // Multiplex on HTTP/2 connections where offered.
-        let _ = multi.pipelining(false, true);
-        let epfd = poller.raw();
-        let _ = multi.socket_function(move |socket, events, _token| {
-            if events.remove() {
-                Poller::remove(epfd, socket);
-            } else {
-                Poller::set(epfd, socket, events.input(), events.output());
-            }
-        });
         let epoch = Instant::now();
-        let timer = Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX));
-        let timer2 = timer.clone();
-        let _ = multi.timer_function(move |t| {
-            let at = t.map_or(u64::MAX, |d| (epoch.elapsed() + d).as_nanos() as u64);
-            timer2.store(at, Ordering::Relaxed);
-            true
-        });
-        Poller::set(epfd, waker.fd(), true, false);
+        let epfd = poller.raw();
+        Poller::set(epfd, waker.fd(), WAKER_TAG, true, false);
         let seed = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0x9e37_79b9_7f4a_7c15);
         IoLoop {
-            multi,
+            shards: vec![Shard::new(0, epfd, epoch)],
             rx,
             stop,
             waker,
             poller,
-            timer,
             epoch,
             slots: Vec::new(),
             free_slots: Vec::new(),
             by_call: HashMap::new(),
             queues: HashMap::new(),
+            conns: HashMap::new(),
             seq: 0,
             rng: seed | 1,
             last_tick: Instant::now(),
@@ -368,19 +453,27 @@ impl IoLoop {
             }
             let wait = self.poll_timeout(Instant::now());
             self.poller.wait(wait, &mut ready);
-            let mut result = Ok(0);
+            // The first multi-level error of each shard.
+            let mut errors: Vec<Option<curl::MultiError>> = Vec::new();
+            errors.resize_with(self.shards.len(), || None);
             for r in &ready {
-                if r.fd == self.waker.fd() {
+                if r.tag == WAKER_TAG {
                     self.waker.drain();
                     continue;
                 }
+                let Some(shard) = self.shards.get_mut(r.tag as usize) else {
+                    continue;
+                };
                 let mut ev = Events::new();
                 ev.input(r.input).output(r.output).error(r.error);
-                result = result.and(self.multi.action(r.fd, &ev));
+                if let Err(e) = shard.multi.action(r.fd, &ev) {
+                    errors[r.tag as usize].get_or_insert(e);
+                }
             }
-            if self.timer_due() {
-                self.timer.store(u64::MAX, Ordering::Relaxed);
-                result = result.and(self.multi.timeout());
+            for (i, shard) in self.shards.iter_mut().enumerate() {
+                if let Err(e) = shard.run_timeout(self.epoch) {
+                    errors[i].get_or_insert(e);
+                }
             }
             while let Ok(cmd) = self.rx.try_recv() {
                 match cmd {
@@ -395,26 +488,32 @@ impl IoLoop {
             }
             self.run_timers(Instant::now());
             self.admit(Instant::now());
-            if self.timer_due() {
+            errors.resize_with(self.shards.len(), || None);
+            for (i, shard) in self.shards.iter_mut().enumerate() {
                 // New transfers ask for an immediate timeout to get started.
-                self.timer.store(u64::MAX, Ordering::Relaxed);
-                result = result.and(self.multi.timeout());
+                if let Err(e) = shard.run_timeout(self.epoch) {
+                    errors[i].get_or_insert(e);
+                }
             }
-            if let Err(e) = result {
-                // A multi-level error is not tied to one transfer; fail everything in flight.
-                let err = Error::new(Status::Internal, format!("curl multi error: {e}"));
-                for slot in 0..self.slots.len() {
-                    if self.slots[slot].is_some() {
-                        self.complete_slot(slot, Some(err.clone()));
+            for (i, e) in errors.iter().enumerate() {
+                if let Some(e) = e {
+                    // A multi-level error is not tied to one transfer; fail the shard's.
+                    let err = Error::new(Status::Internal, format!("curl multi error: {e}"));
+                    for slot in 0..self.slots.len() {
+                        if matches!(&self.slots[slot], Some(a) if a.shard == i) {
+                            self.complete_slot(slot, Some(err.clone()));
+                        }
                     }
                 }
             }
             let mut done = Vec::new();
-            self.multi.messages(|m| {
-                if let (Ok(token), Some(result)) = (m.token(), m.result()) {
-                    done.push((token, result));
-                }
-            });
+            for shard in &self.shards {
+                shard.multi.messages(|m| {
+                    if let (Ok(token), Some(result)) = (m.token(), m.result()) {
+                        done.push((token, result));
+                    }
+                });
+            }
             for (slot, result) in done {
                 self.finish_transfer(slot, result);
             }
@@ -439,9 +538,22 @@ impl IoLoop {
         }
     }
 
-    fn timer_due(&self) -> bool {
-        let at = self.timer.load(Ordering::Relaxed);
-        at != u64::MAX && self.epoch.elapsed().as_nanos() as u64 >= at
+    /// The shard for a new transfer: the least loaded, or a new one when every shard is busy.
+    fn pick_shard(&mut self) -> usize {
+        let (best, load) = self
+            .shards
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (i, s.active))
+            .min_by_key(|&(i, a)| (a, i))
+            .expect("at least one shard");
+        if load >= SHARD_TRANSFERS && self.shards.len() < MAX_SHARDS {
+            let i = self.shards.len();
+            self.shards
+                .push(Shard::new(i as u32, self.poller.raw(), self.epoch));
+            return i;
+        }
+        best
     }
 
     fn poll_timeout(&self, now: Instant) -> Duration {
@@ -452,10 +564,12 @@ impl IoLoop {
         if let Some(std::cmp::Reverse((at, _))) = self.timers.peek() {
             wait = wait.min(at.saturating_duration_since(now));
         }
-        let at = self.timer.load(Ordering::Relaxed);
-        if at != u64::MAX {
-            let elapsed = now.duration_since(self.epoch).as_nanos() as u64;
-            wait = wait.min(Duration::from_nanos(at.saturating_sub(elapsed)));
+        let elapsed = now.duration_since(self.epoch).as_nanos() as u64;
+        for shard in &self.shards {
+            let at = shard.timer.load(Ordering::Relaxed);
+            if at != u64::MAX {
+                wait = wait.min(Duration::from_nanos(at.saturating_sub(elapsed)));
+            }
         }
         for q in self.queues.values() {
             for d in &q.delayed {
@@ -606,7 +720,10 @@ impl IoLoop {
                 Provider::Anthropic => anthropic::build_body(request, ep),
             }),
         };
-        let easy = match build_easy(&call, ep, stream, &body) {
+        let shard = self.pick_shard();
+        let counts = self.conns.entry((key, shard)).or_default();
+        let fresh = ep.base_url.starts_with("http:") && counts.all_busy();
+        let easy = match build_easy(&call, ep, stream, &body, fresh) {
             Ok(e) => e,
             Err(e) => {
                 self.release(key, call.id, None);
@@ -622,7 +739,7 @@ impl IoLoop {
             self.slots.push(None);
             self.slots.len() - 1
         });
-        match self.multi.add2(easy) {
+        match self.shards[shard].multi.add2(easy) {
             Ok(mut handle) => {
                 let _ = handle.set_token(slot);
                 {
@@ -634,10 +751,17 @@ impl IoLoop {
                     call.resumed();
                 }
                 self.by_call.insert(call.id, slot);
+                let counts = self.conns.entry((key, shard)).or_default();
+                counts.active += 1;
+                counts.known = counts.known.max(counts.active);
+                let sh = &mut self.shards[shard];
+                sh.active += 1;
+                sh.grow_connection_cache();
                 self.slots[slot] = Some(Active {
                     handle,
                     call,
                     endpoint_key: key,
+                    shard,
                     started: Instant::now(),
                 });
             }
@@ -668,13 +792,19 @@ impl IoLoop {
         let active = self.slots.get_mut(slot)?.take()?;
         self.free_slots.push(slot);
         self.by_call.remove(&active.call.id);
+        if let Some(c) = self.conns.get_mut(&(active.endpoint_key, active.shard)) {
+            c.active = c.active.saturating_sub(1);
+        }
+        let shard = &mut self.shards[active.shard];
+        shard.active = shard.active.saturating_sub(1);
         let Active {
             handle,
             call,
             endpoint_key,
+            shard,
             ..
         } = active;
-        let collector = match self.multi.remove2(handle) {
+        let collector = match self.shards[shard].multi.remove2(handle) {
             Ok(mut easy) => {
                 let placeholder = Collector::new(call.clone(), Provider::OpenAi, false);
                 std::mem::replace(easy.get_mut(), placeholder)
@@ -1032,6 +1162,7 @@ fn build_easy(
     ep: &Endpoint,
     stream: bool,
     body: &[u8],
+    fresh_connection: bool,
 ) -> std::result::Result<Easy2<Collector>, curl::Error> {
     let mut easy = Easy2::new(Collector::new(call.clone(), ep.provider, stream));
     easy.url(&ep.url())?;
@@ -1046,6 +1177,9 @@ fn build_easy(
     // Over TLS, wait for an HTTP/2 connection to multiplex on rather than opening another.
     if ep.base_url.starts_with("https:") {
         easy.pipewait(true)?;
+    }
+    if fresh_connection {
+        easy.fresh_connect(true)?;
     }
     easy.tcp_nodelay(true)?;
     easy.signal(false)?;

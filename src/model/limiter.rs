@@ -5,7 +5,7 @@
 
 use super::endpoint::Limits;
 use super::retry::RateLimitInfo;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 const WINDOW: Duration = Duration::from_secs(60);
@@ -14,8 +14,15 @@ const WINDOW: Duration = Duration::from_secs(60);
 #[derive(Debug)]
 pub struct Limiter {
     limits: Limits,
-    /// (admitted at, tokens charged, call id) within the last minute.
+    /// (admitted at, tokens charged, call id) within the last minute; kept only when an RPM or
+    /// TPM limit is set.
     window: VecDeque<(Instant, u64, u64)>,
+    /// Tokens charged in the window.
+    used: u64,
+    /// Where each call's latest entry is: entries popped before it plus its position.
+    index: HashMap<u64, u64>,
+    /// Entries popped from the window so far.
+    popped: u64,
     in_flight: u32,
     blocked_until: Option<Instant>,
 }
@@ -26,18 +33,25 @@ impl Limiter {
         Limiter {
             limits,
             window: VecDeque::new(),
+            used: 0,
+            index: HashMap::new(),
+            popped: 0,
             in_flight: 0,
             blocked_until: None,
         }
     }
 
     fn expire(&mut self, now: Instant) {
-        while let Some(&(t, _, _)) = self.window.front() {
-            if now.duration_since(t) >= WINDOW {
-                self.window.pop_front();
-            } else {
+        while let Some(&(t, n, id)) = self.window.front() {
+            if now.duration_since(t) < WINDOW {
                 break;
             }
+            self.window.pop_front();
+            self.used -= n;
+            if self.index.get(&id) == Some(&self.popped) {
+                self.index.remove(&id);
+            }
+            self.popped += 1;
         }
     }
 
@@ -73,7 +87,7 @@ impl Limiter {
             return Err(self.window.front().map(|&(t, _, _)| t + WINDOW));
         }
         if self.limits.tpm > 0 {
-            let used: u64 = self.window.iter().map(|&(_, n, _)| n).sum();
+            let used = self.used;
             // A call larger than the whole budget is admitted alone rather than never.
             if used > 0 && used + tokens > self.limits.tpm {
                 let mut freed = 0;
@@ -87,15 +101,21 @@ impl Limiter {
             }
         }
         self.in_flight += 1;
-        self.window.push_back((now, tokens, call_id));
+        if self.limits.rpm > 0 || self.limits.tpm > 0 {
+            self.index
+                .insert(call_id, self.popped + self.window.len() as u64);
+            self.used += tokens;
+            self.window.push_back((now, tokens, call_id));
+        }
         Ok(())
     }
 
     /// A call finished: frees its slot and replaces its estimate by the real token count.
     pub fn release(&mut self, call_id: u64, actual_tokens: Option<u64>) {
         self.in_flight = self.in_flight.saturating_sub(1);
-        if let Some(actual) = actual_tokens {
-            if let Some(entry) = self.window.iter_mut().rev().find(|e| e.2 == call_id) {
+        if let (Some(actual), Some(&at)) = (actual_tokens, self.index.get(&call_id)) {
+            if let Some(entry) = self.window.get_mut((at - self.popped) as usize) {
+                self.used = self.used - entry.1 + actual;
                 entry.1 = actual;
             }
         }
@@ -136,6 +156,47 @@ mod tests {
         l.release(2, None);
         assert_eq!(l.try_admit(t0, 10, 3), Err(Some(t0 + WINDOW)));
         assert!(l.try_admit(t0 + WINDOW, 10, 3).is_ok());
+    }
+
+    #[test]
+    fn retried_call_is_corrected_after_its_first_entry_expires() {
+        let mut l = Limiter::new(Limits {
+            rpm: 0,
+            tpm: 100,
+            concurrency: 0,
+        });
+        let t0 = Instant::now();
+        assert!(l.try_admit(t0, 40, 1).is_ok());
+        l.release(1, None); // failed attempt, retried later
+        let t1 = t0 + Duration::from_secs(30);
+        assert!(l.try_admit(t1, 40, 1).is_ok());
+        assert!(l.try_admit(t1, 20, 2).is_ok());
+        // The first attempt leaves the window; the retry's entry is still found.
+        let t2 = t0 + WINDOW;
+        assert!(l.try_admit(t2, 30, 3).is_ok());
+        assert_eq!(l.used, 90);
+        l.release(1, Some(5));
+        assert_eq!(l.used, 55);
+        assert!(
+            l.try_admit(t2, 45, 4).is_ok(),
+            "the correction freed budget"
+        );
+        assert_eq!(l.try_admit(t2, 10, 5), Err(Some(t1 + WINDOW)));
+    }
+
+    #[test]
+    fn unlimited_endpoints_keep_no_window() {
+        let mut l = Limiter::new(Limits {
+            rpm: 0,
+            tpm: 0,
+            concurrency: 0,
+        });
+        let t0 = Instant::now();
+        for id in 0..1000 {
+            assert!(l.try_admit(t0, 10, id).is_ok());
+        }
+        assert!(l.window.is_empty() && l.index.is_empty());
+        assert_eq!(l.in_flight(), 1000);
     }
 
     #[test]

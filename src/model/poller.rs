@@ -65,6 +65,8 @@ impl Waker {
 pub struct Ready {
     /// The descriptor.
     pub fd: RawFd,
+    /// The tag it was registered with.
+    pub tag: u32,
     /// Readable (or hung up).
     pub input: bool,
     /// Writable.
@@ -99,8 +101,9 @@ impl Poller {
         self.epfd.as_raw_fd()
     }
 
-    /// Watches `fd` for input and/or output (adds it, or changes its interest).
-    pub fn set(epfd: RawFd, fd: RawFd, input: bool, output: bool) {
+    /// Watches `fd` for input and/or output (adds it, or changes its interest); readiness
+    /// reports carry `tag` (e.g. which curl multi handle owns the socket).
+    pub fn set(epfd: RawFd, fd: RawFd, tag: u32, input: bool, output: bool) {
         let mut flags = 0u32;
         if input {
             flags |= libc::EPOLLIN as u32;
@@ -110,7 +113,7 @@ impl Poller {
         }
         let mut ev = libc::epoll_event {
             events: flags,
-            u64: fd as u64,
+            u64: (tag as u64) << 32 | fd as u32 as u64,
         };
         // SAFETY: `ev` is a live epoll_event; the kernel copies it.
         unsafe {
@@ -146,7 +149,8 @@ impl Poller {
         for ev in self.events.iter().take(n.max(0) as usize) {
             let e = ev.events;
             out.push(Ready {
-                fd: ev.u64 as RawFd,
+                fd: ev.u64 as u32 as RawFd,
+                tag: (ev.u64 >> 32) as u32,
                 input: e & (libc::EPOLLIN | libc::EPOLLHUP | libc::EPOLLRDHUP) as u32 != 0,
                 output: e & libc::EPOLLOUT as u32 != 0,
                 error: e & libc::EPOLLERR as u32 != 0,
@@ -163,7 +167,7 @@ mod tests {
     fn waker_wakes_the_poller() {
         let mut p = Poller::new().unwrap();
         let w = Waker::new().unwrap();
-        Poller::set(p.raw(), w.fd(), true, false);
+        Poller::set(p.raw(), w.fd(), 7, true, false);
         let mut ready = Vec::new();
         p.wait(Duration::from_millis(1), &mut ready);
         assert!(ready.is_empty());
@@ -171,6 +175,7 @@ mod tests {
         p.wait(Duration::from_secs(5), &mut ready);
         assert_eq!(ready.len(), 1);
         assert!(ready[0].input);
+        assert_eq!((ready[0].fd, ready[0].tag), (w.fd(), 7));
         w.drain();
         p.wait(Duration::from_millis(1), &mut ready);
         assert!(ready.is_empty());
