@@ -55,7 +55,7 @@ fn add_tool(
         .add(Tool {
             name: name.into(),
             description: format!("the {name} tool"),
-            parameters: serde_json::from_str(schema).unwrap(),
+            parameters: std::sync::Arc::new(serde_json::from_str(schema).unwrap()),
             timeout: Duration::ZERO,
             handler: Arc::new(FnTool(Box::new(f))),
         })

@@ -42,7 +42,7 @@ fn setup(extra_agent: &str) -> (FakeServer, Runtime, Handle) {
         .add(Tool {
             name: "invoices".into(),
             description: "List invoices".into(),
-            parameters: serde_json::json!({"type": "object"}),
+            parameters: std::sync::Arc::new(serde_json::json!({"type": "object"})),
             timeout: Duration::ZERO,
             handler: Arc::new(Big),
         })

@@ -165,7 +165,7 @@ fn compaction_scenario() -> Result<(), String> {
         .add(Tool {
             name: "get_weather".into(),
             description: "Get the current weather for a city (temperature in Celsius).".into(),
-            parameters: serde_json::json!({"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}),
+            parameters: std::sync::Arc::new(serde_json::json!({"type":"object","properties":{"city":{"type":"string"}},"required":["city"]})),
             timeout: std::time::Duration::ZERO,
             handler: Arc::new(Weather),
         })

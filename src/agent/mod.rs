@@ -1326,8 +1326,11 @@ impl std::io::Write for ArenaWriter<'_, '_> {
     }
 }
 
-fn recall_schema() -> Value {
-    json!({"type": "object", "properties": {"key": {"type": "string", "description": "The key shown in the placeholder"}}, "required": ["key"]})
+fn recall_schema() -> std::sync::Arc<Value> {
+    static SCHEMA: std::sync::OnceLock<std::sync::Arc<Value>> = std::sync::OnceLock::new();
+    SCHEMA
+        .get_or_init(|| std::sync::Arc::new(json!({"type": "object", "properties": {"key": {"type": "string", "description": "The key shown in the placeholder"}}, "required": ["key"]})))
+        .clone()
 }
 
 fn history_bytes(h: &[ChatMessage]) -> usize {

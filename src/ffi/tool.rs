@@ -99,7 +99,7 @@ pub unsafe extern "C" fn agentos_runtime_add_tool(
         rt.inner.shared().tools().add(Tool {
             name: name.to_string(),
             description: description.to_string(),
-            parameters,
+            parameters: std::sync::Arc::new(parameters),
             timeout: Duration::from_millis(timeout_ms as u64),
             handler: Arc::new(CTool {
                 f,

@@ -31,6 +31,8 @@ use std::time::{Duration, Instant, SystemTime};
 pub const MAX_BODY: usize = 64 << 20;
 /// How often in-flight transfers are checked for first-byte and idle timeouts.
 const TIMEOUT_TICK: Duration = Duration::from_millis(20);
+/// libcurl's receive buffer per transfer (its default is 16 KiB).
+const RECEIVE_BUFFER: usize = 4096;
 
 thread_local! {
     /// Set on I/O threads. A plain `Cell` so asking costs no allocation on other threads.
@@ -1182,6 +1184,9 @@ fn build_easy(
         easy.fresh_connect(true)?;
     }
     easy.tcp_nodelay(true)?;
+    // libcurl gives every transfer a 16 KiB receive buffer by default; model answers arrive
+    // in small pieces, and with thousands of calls in flight that buffer dominated memory.
+    easy.buffer_size(RECEIVE_BUFFER)?;
     easy.signal(false)?;
     if !ep.timeouts.connect.is_zero() {
         easy.connect_timeout(ep.timeouts.connect)?;

@@ -430,7 +430,7 @@ mod tests {
         req.tools.push(crate::model::types::ToolSpec {
             name: "f".into(),
             description: "d".into(),
-            parameters: json!({"type":"object"}),
+            parameters: std::sync::Arc::new(json!({"type":"object"})),
         });
         let v: Value = serde_json::from_slice(&build_body(&req, &ep)).unwrap();
         assert_eq!(v["model"], "m");

@@ -111,8 +111,8 @@ pub struct ToolSpec {
     pub name: String,
     /// What it does, for the model.
     pub description: String,
-    /// JSON schema of its parameters.
-    pub parameters: Value,
+    /// JSON schema of its parameters (shared: requests clone tool lists every step).
+    pub parameters: std::sync::Arc<Value>,
 }
 
 /// A chat request, provider-neutral.
@@ -312,10 +312,11 @@ fn parse_tool(i: usize, t: &Value) -> Result<ToolSpec> {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_string(),
-        parameters: f
-            .get("parameters")
-            .cloned()
-            .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+        parameters: std::sync::Arc::new(
+            f.get("parameters")
+                .cloned()
+                .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
+        ),
     })
 }
 

@@ -176,7 +176,7 @@ impl EventQueue {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        {
+        let copy = {
             let mut q = self.q.lock();
             ev.seq = q.next_seq;
             q.next_seq += 1;
@@ -192,11 +192,14 @@ impl EventQueue {
                     ev.dropped_before = 0;
                 }
             }
-            q.events.push_back(ev.clone());
-        }
+            // A copy only for a callback; otherwise the event moves into the queue.
+            let cb = self.callback.lock().clone();
+            let copy = cb.map(|cb| (cb, ev.clone()));
+            q.events.push_back(ev);
+            copy
+        };
         self.cond.notify_all();
-        let cb = self.callback.lock().clone();
-        if let Some(cb) = cb {
+        if let Some((cb, ev)) = copy {
             cb(&ev);
         }
     }

@@ -50,8 +50,8 @@ pub struct Tool {
     pub name: String,
     /// Description for the model.
     pub description: String,
-    /// JSON schema of the arguments.
-    pub parameters: Value,
+    /// JSON schema of the arguments (shared with every request that offers the tool).
+    pub parameters: Arc<Value>,
     /// How long a call may take before it fails with a timeout result.
     pub timeout: Duration,
     /// The implementation.
@@ -170,13 +170,18 @@ impl ToolRegistry {
 }
 
 /// The schema of the built-in `send_message` tool.
-pub fn send_message_schema() -> Value {
-    serde_json::json!({
-        "type": "object",
-        "properties": {
-            "to": {"type": "string", "description": "Name of the agent to message"},
-            "text": {"type": "string", "description": "The message"}
-        },
-        "required": ["to", "text"]
-    })
+pub fn send_message_schema() -> Arc<Value> {
+    static SCHEMA: std::sync::OnceLock<Arc<Value>> = std::sync::OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            Arc::new(serde_json::json!({
+                "type": "object",
+                "properties": {
+                    "to": {"type": "string", "description": "Name of the agent to message"},
+                    "text": {"type": "string", "description": "The message"}
+                },
+                "required": ["to", "text"]
+            }))
+        })
+        .clone()
 }
