@@ -4,7 +4,7 @@
  * answers; then H high-priority agents each ask one question. Prints the high-priority turns'
  * median and p99 latency in both modes.
  *
- *   agent_priority URL [F] [H] [C]   (server streams: fake_openai_server.py --stream-chunks 40
+ *   agent_priority URL [F] [H] [C]   (server streams: fake_openai_server.c --stream-chunks 40
  *                                     --chunk-interval 0.01)
  */
 #include "bench_util.h"

@@ -3,7 +3,7 @@
  * tool), against the floor: a raw libcurl loop making the same two requests over a reused
  * connection. Prints median and p99 per turn and the ratio.
  *
- *   agent_turn URL [TURNS]   (server: fake_openai_server.py --tool-steps 1; see benches/run-agents.sh)
+ *   agent_turn URL [TURNS]   (server: fake_openai_server.c --tool-steps 1; see benches/run-agents.sh)
  */
 #include "bench_util.h"
 #include <agentos.h>

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 static inline double bench_now_us(void) {
@@ -34,6 +35,15 @@ static inline long bench_status_kb(const char *field) {
         if (strncmp(line, field, strlen(field)) == 0) kb = strtol(line + strlen(field) + 1, NULL, 10);
     if (f) fclose(f);
     return kb;
+}
+
+/* CPU seconds (user + system) used by the whole process so far: a steadier figure than wall
+ * time on a small machine where the fake server competes for the same cores. */
+static inline double bench_cpu_s(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
 static inline int bench_threads(void) {

@@ -10,6 +10,11 @@ nanoseconds (CLOCK_REALTIME), so the client can measure chunk-to-caller latency.
 With --tool-steps N, a request whose conversation holds fewer than N tool results gets a
 tool call to "step" back (finish_reason tool_calls), so an agent runs an N-step tool loop.
 Listens on 127.0.0.1 only. Stops on SIGTERM/SIGINT.
+
+The bench scripts (run-model.sh, run-agents.sh) run fake_openai_server.c instead: the same
+command line and reply bytes from one epoll thread, at a fraction of this server's CPU per
+request, so the server does not compete with the code being measured. This file remains the
+readable reference and works without a compiler.
 """
 import asyncio
 import json

@@ -21,6 +21,13 @@ static double now_s(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+static double cpu_s(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
 static int threads(void) {
     int n = 0;
     DIR *d = opendir("/proc/self/task");
@@ -63,7 +70,7 @@ int main(int argc, char **argv) {
     int base_threads = threads();
     agentos_request **reqs = calloc((size_t)n, sizeof *reqs);
     const char *body = "{\"messages\":[{\"role\":\"user\",\"content\":\"ping\"}],\"max_tokens\":8}";
-    double t0 = now_s();
+    double t0 = now_s(), cpu0 = cpu_s();
     for (int i = 0; i < n; i++) {
         if (agentos_request_new(rt, "slow", body, &reqs[i], NULL) != AGENTOS_STATUS_OK) return 1;
         if (agentos_request_start(reqs[i], NULL) != AGENTOS_STATUS_OK) return 1;
@@ -81,10 +88,11 @@ int main(int argc, char **argv) {
         }
         agentos_request_free(reqs[i]);
     }
-    double wall = now_s() - t0;
+    double wall = now_s() - t0, cpu = cpu_s() - cpu0;
     printf("%d concurrent calls: %d ok, %d failed\n", n, ok, failed);
     printf("wall time %.2f s (submit %.3f s); threads: %d before calls, %d during (library: %d workers + %d I/O)\n",
            wall, submitted, base_threads, peak_threads, 2, peak_threads - base_threads);
+    printf("process CPU %.2f s (user+system, all threads) = %.0f us per call\n", cpu, cpu * 1e6 / n);
     printf("peak RSS %ld KB (%.1f MB)\n", status_kb("VmHWM:"), status_kb("VmHWM:") / 1024.0);
     free(reqs);
     agentos_runtime_free(rt);

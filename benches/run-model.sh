@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Model-layer benchmarks against local Python fake servers on 127.0.0.1 (release build):
+# Model-layer benchmarks against local fake servers (benches/fake_openai_server.c) on 127.0.0.1
+# (release build):
 #   overhead per call vs a raw libcurl loop, 10,000 concurrent calls vs a 1 s server, and
 #   streamed-chunk latency. Prints figures only.
 set -euo pipefail
@@ -20,7 +21,12 @@ trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 serve() { # port, args...
   local p=$1; shift
-  python3 benches/fake_openai_server.py "$p" "$@" > "target/fake-$p.log" 2>&1 &
+  if [ -z "${fake_built:-}" ]; then # compile the server once per run
+    cc -std=c11 -O2 -Wall -Wextra -D_GNU_SOURCE benches/fake_openai_server.c \
+       -o target/fake_openai_server
+    fake_built=1
+  fi
+  target/fake_openai_server "$p" "$@" > "target/fake-$p.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 100); do grep -q ready "target/fake-$p.log" 2>/dev/null && return; sleep 0.05; done
   echo "server on $p did not start" >&2; exit 1
