@@ -1485,7 +1485,7 @@ impl CallObserver for AgentObserver {
         shared.events().emit(agent.event(EventKind::Resumed, turn));
     }
 
-    fn on_finish(&self, _call: &CallInner, _result: &Result<ChatResponse>) {
+    fn on_finish(&self, _call: &CallInner) {
         if let Some(agent) = self.0.upgrade() {
             if let Ok(shared) = agent.shared() {
                 agent.schedule(&shared);

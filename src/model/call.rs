@@ -26,7 +26,8 @@ pub trait CallObserver: Send + Sync {
     /// A preempted call was admitted again and continues from its snapshot.
     fn on_resumed(&self, _call: &CallInner) {}
     /// The call finished (the result is already readable through the call).
-    fn on_finish(&self, _call: &CallInner, _result: &Result<ChatResponse, Error>) {}
+    /// (The outcome is readable through [`CallInner::result`]; it is not copied for the hook.)
+    fn on_finish(&self, _call: &CallInner) {}
 }
 
 /// Calls a closure for every delta.
@@ -210,11 +211,11 @@ impl CallInner {
             return;
         }
         s.phase = Phase::Done;
-        s.result = Some(result.clone());
+        s.result = Some(result);
         drop(s);
         self.cond.notify_all();
         if let Some(o) = &self.observer {
-            o.on_finish(self, &result);
+            o.on_finish(self);
         }
     }
 

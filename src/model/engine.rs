@@ -31,6 +31,8 @@ use std::time::{Duration, Instant, SystemTime};
 pub const MAX_BODY: usize = 64 << 20;
 /// How often in-flight transfers are checked for first-byte and idle timeouts.
 const TIMEOUT_TICK: Duration = Duration::from_millis(20);
+/// Easy handles kept for reuse at most.
+const EASY_POOL: usize = 1024;
 /// libcurl's receive buffer per transfer (its default is 16 KiB).
 const RECEIVE_BUFFER: usize = 4096;
 
@@ -132,7 +134,8 @@ impl Drop for Engine {
 
 /// Receives one attempt's response.
 struct Collector {
-    call: Arc<CallInner>,
+    /// The call (none while the handle waits in the pool).
+    call: Option<Arc<CallInner>>,
     provider: Provider,
     stream: bool,
     status: u32,
@@ -151,7 +154,7 @@ struct Collector {
 }
 
 impl Collector {
-    fn new(call: Arc<CallInner>, provider: Provider, stream: bool) -> Collector {
+    fn new(call: Option<Arc<CallInner>>, provider: Provider, stream: bool) -> Collector {
         Collector {
             call,
             provider,
@@ -224,8 +227,9 @@ impl Handler for Collector {
             self.sse = parser;
             let usage_changed = self.meta.usage != usage_before;
             if !self.batch.is_empty() || usage_changed {
-                self.call
-                    .push_deltas(&self.batch, usage_changed.then_some(&self.meta.usage));
+                if let Some(call) = &self.call {
+                    call.push_deltas(&self.batch, usage_changed.then_some(&self.meta.usage));
+                }
                 self.batch.clear();
             }
         } else {
@@ -404,6 +408,10 @@ struct IoLoop {
     last_tick: Instant,
     timers: BinaryHeap<std::cmp::Reverse<(Instant, u64)>>,
     timer_fns: HashMap<u64, Box<dyn FnOnce() + Send>>,
+    /// Reset easy handles ready for reuse.
+    idle_easy: Vec<Easy2<Collector>>,
+    /// When a transfer last ran (the pool is emptied after a quiet second).
+    last_busy: Instant,
 }
 
 fn endpoint_key(call: &CallInner) -> usize {
@@ -436,6 +444,8 @@ impl IoLoop {
             last_tick: Instant::now(),
             timers: BinaryHeap::new(),
             timer_fns: HashMap::new(),
+            idle_easy: Vec::new(),
+            last_busy: Instant::now(),
         }
     }
 
@@ -725,7 +735,8 @@ impl IoLoop {
         let shard = self.pick_shard();
         let counts = self.conns.entry((key, shard)).or_default();
         let fresh = ep.base_url.starts_with("http:") && counts.all_busy();
-        let easy = match build_easy(&call, ep, stream, &body, fresh) {
+        let pooled = self.idle_easy.pop();
+        let easy = match build_easy(pooled, &call, ep, stream, &body, fresh) {
             Ok(e) => e,
             Err(e) => {
                 self.release(key, call.id, None);
@@ -808,11 +819,18 @@ impl IoLoop {
         } = active;
         let collector = match self.shards[shard].multi.remove2(handle) {
             Ok(mut easy) => {
-                let placeholder = Collector::new(call.clone(), Provider::OpenAi, false);
-                std::mem::replace(easy.get_mut(), placeholder)
+                let placeholder = Collector::new(None, Provider::OpenAi, false);
+                let c = std::mem::replace(easy.get_mut(), placeholder);
+                if self.idle_easy.len() < EASY_POOL {
+                    // Kept for the next transfer: curl_easy_init and its allocations are a
+                    // large part of a short call's cost. Reset drops every option.
+                    easy.reset();
+                    self.idle_easy.push(easy);
+                }
+                c
             }
             // The handle could not be detached; the call still must finish.
-            Err(_) => Collector::new(call.clone(), Provider::OpenAi, false),
+            Err(_) => Collector::new(Some(call.clone()), Provider::OpenAi, false),
         };
         Some((call, endpoint_key, collector))
     }
@@ -854,6 +872,11 @@ impl IoLoop {
     }
 
     fn check_timeouts(&mut self, now: Instant) {
+        if !self.by_call.is_empty() {
+            self.last_busy = now;
+        } else if now.duration_since(self.last_busy) >= Duration::from_secs(1) {
+            self.idle_easy = Vec::new();
+        }
         let mut expired = Vec::new();
         for (slot, a) in self.slots.iter().enumerate() {
             let Some(a) = a else { continue };
@@ -967,8 +990,8 @@ impl IoLoop {
             }
             // The call's own accumulator holds every piece across attempts: a snapshot kept
             // at preemption plus its continuation.
-            let mut r = call.state.lock().acc.response(&c.meta);
-            self.succeed(call, key, &mut r);
+            let r = call.state.lock().acc.response(&c.meta);
+            self.succeed(call, key, r);
             return;
         }
         let parsed = match ep.provider {
@@ -976,10 +999,10 @@ impl IoLoop {
             Provider::Anthropic => anthropic::parse_response(&c.body),
         };
         match parsed {
-            Ok(mut r) => {
+            Ok(r) => {
                 // A non-streamed answer is delivered as one delta too, so pullers see it.
                 call.push_deltas(&DeltaBatch::from_response(&r), Some(&r.usage));
-                self.succeed(call, key, &mut r);
+                self.succeed(call, key, r);
             }
             Err(e) => {
                 self.release(key, call.id, None);
@@ -995,7 +1018,7 @@ impl IoLoop {
         }
     }
 
-    fn succeed(&mut self, call: Arc<CallInner>, key: usize, r: &mut ChatResponse) {
+    fn succeed(&mut self, call: Arc<CallInner>, key: usize, mut r: ChatResponse) {
         let ep = &call.endpoint.config;
         r.usage.cost_usd = ep.prices.cost(&r.usage);
         {
@@ -1011,7 +1034,7 @@ impl IoLoop {
                 cache.put(k.clone(), r.clone());
             }
         }
-        finish_call(&call, Ok(r.clone()));
+        finish_call(&call, Ok(r));
     }
 
     /// A transport-level failure: retry unless output was already delivered (never replay a
@@ -1160,13 +1183,21 @@ fn estimate_tokens(call: &CallInner) -> u64 {
 }
 
 fn build_easy(
+    pooled: Option<Easy2<Collector>>,
     call: &Arc<CallInner>,
     ep: &Endpoint,
     stream: bool,
     body: &[u8],
     fresh_connection: bool,
 ) -> std::result::Result<Easy2<Collector>, curl::Error> {
-    let mut easy = Easy2::new(Collector::new(call.clone(), ep.provider, stream));
+    let collector = Collector::new(Some(call.clone()), ep.provider, stream);
+    let mut easy = match pooled {
+        Some(mut e) => {
+            *e.get_mut() = collector;
+            e
+        }
+        None => Easy2::new(collector),
+    };
     easy.url(&ep.url())?;
     easy.post(true)?;
     easy.post_fields_copy(body)?;
@@ -1230,7 +1261,7 @@ mod tests {
         .unwrap();
         let call = hub.new_call("e", req, opts).unwrap();
         let p = call.endpoint.config.provider;
-        let mut c = Collector::new(call.clone(), p, true);
+        let mut c = Collector::new(Some(call.clone()), p, true);
         assert!(c.header(b"HTTP/1.1 200 OK\r\n"));
         assert!(c.header(b"content-type: text/event-stream\r\n"));
         (c, call)
