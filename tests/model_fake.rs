@@ -700,3 +700,29 @@ fn deterministic_requests_are_served_from_the_response_cache() {
     assert_eq!(usage["endpoints"]["oa"]["cache"]["misses"], 2);
     assert!(usage["endpoints"]["nocache"].get("cache").is_none());
 }
+
+#[test]
+fn hundreds_of_concurrent_calls_spread_over_shards_and_reuse_their_connections() {
+    // More transfers than one curl multi handle takes (256): the I/O thread opens more, and
+    // a second burst reuses the connections of the first instead of opening new ones.
+    let srv = FakeServer::start();
+    let rt = runtime();
+    add_endpoint(&rt, "oa", "openai", &srv.url(), "");
+    srv.set_default(Reply::openai_text("pong").delay(Duration::from_millis(300)));
+    let models = rt.shared().models();
+    const N: usize = 600;
+    for round in 0..2 {
+        let calls: Vec<_> = (0..N)
+            .map(|_| models.start("oa", request(false), 0).unwrap())
+            .collect();
+        for c in &calls {
+            assert_eq!(wait(c).unwrap().content, "pong", "round {round}");
+        }
+        let accepted = srv.connections_accepted();
+        assert!(
+            (N..=N + N / 10).contains(&accepted),
+            "round {round}: {accepted} connections for {N} concurrent calls"
+        );
+    }
+    assert_eq!(models.totals().succeeded, 2 * N as u64);
+}

@@ -550,22 +550,24 @@ impl IoLoop {
         }
     }
 
-    /// The shard for a new transfer: the least loaded, or a new one when every shard is busy.
+    /// The shard for a new transfer: the first with room, so every burst fills the shards in
+    /// the same order and finds the connections the last one left in each; a new shard when
+    /// all are full; the least loaded once there are as many as allowed.
     fn pick_shard(&mut self) -> usize {
-        let (best, load) = self
-            .shards
-            .iter()
-            .enumerate()
-            .map(|(i, s)| (i, s.active))
-            .min_by_key(|&(i, a)| (a, i))
-            .expect("at least one shard");
-        if load >= SHARD_TRANSFERS && self.shards.len() < MAX_SHARDS {
+        if let Some(i) = self.shards.iter().position(|s| s.active < SHARD_TRANSFERS) {
+            return i;
+        }
+        if self.shards.len() < MAX_SHARDS {
             let i = self.shards.len();
             self.shards
                 .push(Shard::new(i as u32, self.poller.raw(), self.epoch));
             return i;
         }
-        best
+        self.shards
+            .iter()
+            .enumerate()
+            .min_by_key(|&(i, s)| (s.active, i))
+            .map_or(0, |(i, _)| i)
     }
 
     fn poll_timeout(&self, now: Instant) -> Duration {
