@@ -12,7 +12,7 @@ use super::endpoint::{Endpoint, Provider};
 use super::limiter::Limiter;
 use super::openai;
 use super::poller::{Poller, Ready, Waker};
-use super::retry::{classify, rate_limit_info, FailureClass};
+use super::retry::{classify, rate_limit_info, FailureClass, Headers};
 use super::sse::{SseEvent, SseParser};
 use super::stream::{DeltaBatch, StreamMeta};
 use super::types::ChatResponse;
@@ -139,7 +139,7 @@ struct Collector {
     provider: Provider,
     stream: bool,
     status: u32,
-    headers: Vec<(String, String)>,
+    headers: Headers,
     body: Vec<u8>,
     sse: SseParser,
     sse_mode: Option<bool>,
@@ -160,7 +160,7 @@ impl Collector {
             provider,
             stream,
             status: 0,
-            headers: Vec::new(),
+            headers: Headers::new(),
             body: Vec::new(),
             sse: SseParser::new(),
             sse_mode: None,
@@ -200,8 +200,7 @@ impl Handler for Collector {
                 .unwrap_or(0);
             self.headers.clear();
         } else if let Some((k, v)) = line.split_once(':') {
-            self.headers
-                .push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            self.headers.push(k, v);
         }
         true
     }

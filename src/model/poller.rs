@@ -115,12 +115,15 @@ impl Poller {
             events: flags,
             u64: (tag as u64) << 32 | fd as u32 as u64,
         };
+        // Add first: curl removes a connection's socket when its transfer ends and asks for it
+        // again when the next transfer starts, so adding is the common case (one system call);
+        // a change of interest on a watched socket falls back to modifying it.
         // SAFETY: `ev` is a live epoll_event; the kernel copies it.
         unsafe {
-            if libc::epoll_ctl(epfd, libc::EPOLL_CTL_MOD, fd, &mut ev) < 0
-                && io::Error::last_os_error().raw_os_error() == Some(libc::ENOENT)
+            if libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &mut ev) < 0
+                && io::Error::last_os_error().raw_os_error() == Some(libc::EEXIST)
             {
-                libc::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &mut ev);
+                libc::epoll_ctl(epfd, libc::EPOLL_CTL_MOD, fd, &mut ev);
             }
         }
     }

@@ -70,12 +70,7 @@ impl RetryPolicy {
 }
 
 /// Classifies an HTTP error response. `headers` are (lower-case name, value) pairs.
-pub fn classify(
-    status: u32,
-    headers: &[(String, String)],
-    body: &str,
-    now: SystemTime,
-) -> FailureClass {
+pub fn classify(status: u32, headers: &Headers, body: &str, now: SystemTime) -> FailureClass {
     let after = retry_after(headers, now);
     match status {
         429 if is_spend_limit(body) => FailureClass::SpendLimit,
@@ -102,17 +97,70 @@ pub fn is_spend_limit(body: &str) -> bool {
     .any(|needle| b.contains(needle))
 }
 
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers
-        .iter()
-        .rev()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.trim())
+fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
+    headers.get(name)
+}
+
+/// A response's headers in one buffer of `name:value` lines, names in lower case and values
+/// trimmed: a response costs one growing buffer, not two strings per header.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Headers {
+    buf: String,
+}
+
+impl Headers {
+    /// No headers.
+    pub fn new() -> Headers {
+        Headers::default()
+    }
+
+    /// Forgets every header, keeping the buffer.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+    }
+
+    /// Adds a header (`name` is stored in lower case; line breaks in either part and colons in
+    /// the name are dropped).
+    pub fn push(&mut self, name: &str, value: &str) {
+        let clean = |c: &char| *c != '\n' && *c != '\r';
+        self.buf.extend(
+            name.trim()
+                .chars()
+                .filter(clean)
+                .filter(|c| *c != ':')
+                .map(|c| c.to_ascii_lowercase()),
+        );
+        self.buf.push(':');
+        self.buf.extend(value.trim().chars().filter(clean));
+        self.buf.push('\n');
+    }
+
+    /// The value of the last header called `name` (lower case).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.iter()
+            .filter(|(k, _)| *k == name)
+            .last()
+            .map(|(_, v)| v)
+    }
+
+    /// Every (name, value), in arrival order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.buf.lines().filter_map(|l| l.split_once(':'))
+    }
+
+    /// Headers from (name, value) pairs.
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Headers {
+        let mut h = Headers::new();
+        for (k, v) in pairs {
+            h.push(k, v);
+        }
+        h
+    }
 }
 
 /// The wait a server requested: `retry-after-ms`, `retry-after` (seconds or HTTP date), or for a
 /// rate limit the reset of an exhausted `x-ratelimit-*` / `anthropic-ratelimit-*` bucket.
-pub fn retry_after(headers: &[(String, String)], now: SystemTime) -> Option<Duration> {
+pub fn retry_after(headers: &Headers, now: SystemTime) -> Option<Duration> {
     if let Some(ms) = header(headers, "retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
         if ms >= 0.0 && ms.is_finite() {
             return Some(Duration::from_secs_f64(ms / 1000.0));
@@ -143,7 +191,7 @@ pub struct RateLimitInfo {
 }
 
 /// Reads `x-ratelimit-*` (OpenAI) and `anthropic-ratelimit-*` headers.
-pub fn rate_limit_info(headers: &[(String, String)], now: SystemTime) -> RateLimitInfo {
+pub fn rate_limit_info(headers: &Headers, now: SystemTime) -> RateLimitInfo {
     let num = |names: &[&str]| {
         names
             .iter()
@@ -163,7 +211,7 @@ pub fn rate_limit_info(headers: &[(String, String)], now: SystemTime) -> RateLim
     }
 }
 
-fn rate_limit_reset(headers: &[(String, String)], now: SystemTime) -> Option<Duration> {
+fn rate_limit_reset(headers: &Headers, now: SystemTime) -> Option<Duration> {
     let exhausted = |remaining: &str| header(headers, remaining).is_some_and(|v| v == "0");
     let pairs = [
         (
@@ -302,21 +350,41 @@ pub fn parse_rfc3339(v: &str) -> Option<SystemTime> {
 mod tests {
     use super::*;
 
-    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+    fn h(pairs: &[(&str, &str)]) -> Headers {
+        Headers::from_pairs(pairs)
+    }
+
+    #[test]
+    fn headers_keep_the_last_value_in_lower_case() {
+        let mut hs = h(&[
+            ("Retry-After", " 3 "),
+            ("x-a", "1"),
+            ("X-A", "2:with colon"),
+        ]);
+        assert_eq!(hs.get("retry-after"), Some("3"));
+        assert_eq!(hs.get("x-a"), Some("2:with colon"));
+        assert_eq!(hs.get("missing"), None);
+        assert_eq!(hs.iter().count(), 3);
+        hs.push("Bad:Name\n", "v\r\nx");
+        assert_eq!(hs.get("badname"), Some("vx"));
+        hs.clear();
+        assert_eq!(hs.iter().count(), 0);
     }
 
     #[test]
     fn classification() {
         let now = SystemTime::now();
-        assert_eq!(classify(400, &[], "", now), FailureClass::NonRetryable);
-        assert_eq!(classify(401, &[], "", now), FailureClass::NonRetryable);
+        assert_eq!(
+            classify(400, &Headers::new(), "", now),
+            FailureClass::NonRetryable
+        );
+        assert_eq!(
+            classify(401, &Headers::new(), "", now),
+            FailureClass::NonRetryable
+        );
         for s in [500, 502, 503, 504, 529, 408] {
             assert_eq!(
-                classify(s, &[], "", now),
+                classify(s, &Headers::new(), "", now),
                 FailureClass::Retryable { after: None },
                 "{s}"
             );
@@ -333,13 +401,13 @@ mod tests {
             }
         );
         assert_eq!(
-            classify(429, &[], "{\"error\":{\"code\":\"insufficient_quota\",\"message\":\"You exceeded your current quota\"}}", now),
+            classify(429, &Headers::new(), "{\"error\":{\"code\":\"insufficient_quota\",\"message\":\"You exceeded your current quota\"}}", now),
             FailureClass::SpendLimit
         );
         assert_eq!(
             classify(
                 429,
-                &[],
+                &Headers::new(),
                 "{\"type\":\"error\",\"error\":{\"message\":\"Your credit balance is too low\"}}",
                 now
             ),
