@@ -1193,7 +1193,9 @@ agentos_status agentos_message_data(const agentos_message *msg, const uint8_t **
 
 /**
  * Another reference to the same message: raises a count, copies nothing. Free each reference
- * with `agentos_message_free`. Returns `OK` or `NULL_ARGUMENT`. Thread safety: any thread.
+ * with `agentos_message_free`. The new reference is the same pointer value as `msg` (a handle
+ * is the message's own counted pointer), so do not use handle addresses as identities; use
+ * `agentos_message_id`. Returns `OK` or `NULL_ARGUMENT`. Thread safety: any thread.
  */
 agentos_status agentos_message_clone(const agentos_message *msg, agentos_message **out);
 

@@ -831,7 +831,9 @@ impl Agent {
                     g.turn.as_mut().expect("turn").call = None;
                     let u = call.usage();
                     g.usage.add(&u);
-                    g.service += u.prompt_tokens + u.completion_tokens;
+                    g.service = g
+                        .service
+                        .saturating_add(u.prompt_tokens.saturating_add(u.completion_tokens));
                     match result {
                         Err(e)
                             if g.policy.retry_on_overflow

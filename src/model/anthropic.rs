@@ -1,7 +1,7 @@
 //! The Anthropic Messages wire format.
 
 use super::endpoint::Endpoint;
-use super::json_text::Str;
+use super::json_text::{Count, Str};
 use super::sse::SseEvent;
 use super::stream::{DeltaBatch, Piece, StreamDelta, StreamMeta};
 use super::types::{ChatRequest, ChatResponse, Role, ToolCall, Usage};
@@ -78,6 +78,16 @@ pub fn write_body<W: Write>(req: &ChatRequest, ep: &Endpoint, out: &mut W) -> st
             Role::User | Role::Tool => "user",
             Role::Assistant => "assistant",
         };
+        // The API rejects empty text blocks and messages without blocks; such messages (an
+        // empty user text, an assistant turn with neither text nor tool calls) are left out.
+        let has_blocks = match msg.role {
+            Role::User => !msg.content.is_empty(),
+            Role::Assistant => !msg.content.is_empty() || !msg.tool_calls.is_empty(),
+            _ => true,
+        };
+        if !has_blocks {
+            continue;
+        }
         if open != Some(role) {
             if open.is_some() {
                 out.write_all(b"]},")?;
@@ -161,28 +171,32 @@ pub fn write_body<W: Write>(req: &ChatRequest, ep: &Endpoint, out: &mut W) -> st
 /// Token counts as Anthropic reports them.
 #[derive(Deserialize, Default)]
 struct WireUsage {
-    input_tokens: Option<u64>,
-    output_tokens: Option<u64>,
-    cache_read_input_tokens: Option<u64>,
-    cache_creation_input_tokens: Option<u64>,
+    #[serde(default)]
+    input_tokens: Count,
+    #[serde(default)]
+    output_tokens: Count,
+    #[serde(default)]
+    cache_read_input_tokens: Count,
+    #[serde(default)]
+    cache_creation_input_tokens: Count,
 }
 
 impl WireUsage {
     /// Merges what this report says into `into` (streams report input and output separately).
     fn merge_into(&self, into: &mut Usage) {
-        if let Some(input) = self.input_tokens {
+        if let Some(input) = self.input_tokens.0 {
             // Anthropic's input_tokens excludes cached tokens; ours includes them.
             into.prompt_tokens = input
-                + self.cache_read_input_tokens.unwrap_or(0)
-                + self.cache_creation_input_tokens.unwrap_or(0);
+                .saturating_add(self.cache_read_input_tokens.get())
+                .saturating_add(self.cache_creation_input_tokens.get());
         }
-        if let Some(n) = self.output_tokens {
+        if let Some(n) = self.output_tokens.0 {
             into.completion_tokens = n;
         }
-        if let Some(n) = self.cache_read_input_tokens {
+        if let Some(n) = self.cache_read_input_tokens.0 {
             into.cached_tokens = n;
         }
-        if let Some(n) = self.cache_creation_input_tokens {
+        if let Some(n) = self.cache_creation_input_tokens.0 {
             into.cache_creation_tokens = n;
         }
     }
@@ -341,6 +355,11 @@ pub fn apply_event(
     meta: &mut StreamMeta,
     out: &mut DeltaBatch,
 ) -> Result<(), String> {
+    // JSON that is not an object carries nothing.
+    if !ev.data.trim_start().starts_with('{') && serde_json::from_str::<IgnoredAny>(ev.data).is_ok()
+    {
+        return Ok(());
+    }
     let v: Event = match serde_json::from_str(ev.data) {
         Ok(v) => v,
         Err(e) => {
@@ -467,7 +486,7 @@ mod tests {
         let req = ChatRequest::from_json(
             r#"{"temperature":0.5,"max_tokens":9,"stream":true,
                 "messages":[{"role":"system","content":"one"},{"role":"system","content":"two \"q\""},
-                {"role":"user","content":"hi"},{"role":"user","content":"again"},
+                {"role":"user","content":"hi"},{"role":"assistant","content":""},{"role":"user","content":""},{"role":"user","content":"again"},
                 {"role":"assistant","content":"let me see","tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"not json"}}]},
                 {"role":"tool","tool_call_id":"c","content":"r"}],
                 "tools":[{"type":"function","function":{"name":"f","description":"d","parameters":{"type":"object"}}}]}"#,

@@ -31,8 +31,6 @@ use std::time::{Duration, Instant, SystemTime};
 pub const MAX_BODY: usize = 64 << 20;
 /// How often in-flight transfers are checked for first-byte and idle timeouts.
 const TIMEOUT_TICK: Duration = Duration::from_millis(20);
-/// Easy handles kept for reuse at most.
-const EASY_POOL: usize = 1024;
 /// libcurl's receive buffer per transfer (its default is 16 KiB).
 const RECEIVE_BUFFER: usize = 4096;
 
@@ -220,6 +218,11 @@ impl Handler for Collector {
         if sse {
             // The parser is moved out so events can borrow its buffers while `self` is
             // updated; moving it allocates nothing.
+            // One event larger than a whole reply may be is a broken or hostile stream.
+            if self.sse.buffered() + data.len() > MAX_BODY {
+                self.too_large = true;
+                return Ok(0); // aborts the transfer
+            }
             let usage_before = self.meta.usage;
             let mut parser = std::mem::take(&mut self.sse);
             parser.feed(data, |ev| self.on_event(ev));
@@ -388,14 +391,16 @@ impl Shard {
     }
 }
 
+/// The I/O thread's state. Fields drop in declaration order, which matters if the loop ever
+/// unwinds: transfers first (detaching from their multi handles while those and their socket
+/// callbacks are alive), then the multi handles, then the epoll descriptor their callbacks use.
 struct IoLoop {
+    slots: Vec<Option<Active>>,
     shards: Vec<Shard>,
     rx: Receiver<Cmd>,
     stop: Arc<AtomicBool>,
     waker: Arc<Waker>,
-    poller: Poller,
     epoch: Instant,
-    slots: Vec<Option<Active>>,
     free_slots: Vec<usize>,
     by_call: HashMap<u64, usize>,
     queues: HashMap<usize, EndpointQueue>,
@@ -407,10 +412,7 @@ struct IoLoop {
     last_tick: Instant,
     timers: BinaryHeap<std::cmp::Reverse<(Instant, u64)>>,
     timer_fns: HashMap<u64, Box<dyn FnOnce() + Send>>,
-    /// Reset easy handles ready for reuse.
-    idle_easy: Vec<Easy2<Collector>>,
-    /// When a transfer last ran (the pool is emptied after a quiet second).
-    last_busy: Instant,
+    poller: Poller,
 }
 
 fn endpoint_key(call: &CallInner) -> usize {
@@ -443,8 +445,6 @@ impl IoLoop {
             last_tick: Instant::now(),
             timers: BinaryHeap::new(),
             timer_fns: HashMap::new(),
-            idle_easy: Vec::new(),
-            last_busy: Instant::now(),
         }
     }
 
@@ -736,8 +736,7 @@ impl IoLoop {
         let shard = self.pick_shard();
         let counts = self.conns.entry((key, shard)).or_default();
         let fresh = ep.base_url.starts_with("http:") && counts.all_busy();
-        let pooled = self.idle_easy.pop();
-        let easy = match build_easy(pooled, &call, ep, stream, &body, fresh) {
+        let easy = match build_easy(&call, ep, stream, &body, fresh) {
             Ok(e) => e,
             Err(e) => {
                 self.release(key, call.id, None);
@@ -819,17 +818,14 @@ impl IoLoop {
             ..
         } = active;
         let collector = match self.shards[shard].multi.remove2(handle) {
-            Ok(mut easy) => {
-                let placeholder = Collector::new(None, Provider::OpenAi, false);
-                let c = std::mem::replace(easy.get_mut(), placeholder);
-                if self.idle_easy.len() < EASY_POOL {
-                    // Kept for the next transfer: curl_easy_init and its allocations are a
-                    // large part of a short call's cost. Reset drops every option.
-                    easy.reset();
-                    self.idle_easy.push(easy);
-                }
-                c
-            }
+            // Easy handles are not reused: with libcurl 7.72-8.4 a handle can keep its receive
+            // buffer past the end of a transfer (HTTP/2 streams sharing a connection, handles
+            // removed while waiting for one), and setting CURLOPT_BUFFERSIZE on it then fails;
+            // reuse measured no faster here.
+            Ok(mut easy) => std::mem::replace(
+                easy.get_mut(),
+                Collector::new(None, Provider::OpenAi, false),
+            ),
             // The handle could not be detached; the call still must finish.
             Err(_) => Collector::new(Some(call.clone()), Provider::OpenAi, false),
         };
@@ -873,11 +869,6 @@ impl IoLoop {
     }
 
     fn check_timeouts(&mut self, now: Instant) {
-        if !self.by_call.is_empty() {
-            self.last_busy = now;
-        } else if now.duration_since(self.last_busy) >= Duration::from_secs(1) {
-            self.idle_easy = Vec::new();
-        }
         let mut expired = Vec::new();
         for (slot, a) in self.slots.iter().enumerate() {
             let Some(a) = a else { continue };
@@ -1028,7 +1019,10 @@ impl IoLoop {
             s.meta.set_finish_reason(&r.finish_reason);
             s.meta.set_model(&r.model);
         }
-        let actual = r.usage.prompt_tokens + r.usage.completion_tokens;
+        let actual = r
+            .usage
+            .prompt_tokens
+            .saturating_add(r.usage.completion_tokens);
         self.release(key, call.id, (actual > 0).then_some(actual));
         if let (Some(cache), Some(k)) = (&call.endpoint.cache, &call.cache_key) {
             if call.preemptions() == 0 {
@@ -1184,21 +1178,13 @@ fn estimate_tokens(call: &CallInner) -> u64 {
 }
 
 fn build_easy(
-    pooled: Option<Easy2<Collector>>,
     call: &Arc<CallInner>,
     ep: &Endpoint,
     stream: bool,
     body: &[u8],
     fresh_connection: bool,
 ) -> std::result::Result<Easy2<Collector>, curl::Error> {
-    let collector = Collector::new(Some(call.clone()), ep.provider, stream);
-    let mut easy = match pooled {
-        Some(mut e) => {
-            *e.get_mut() = collector;
-            e
-        }
-        None => Easy2::new(collector),
-    };
+    let mut easy = Easy2::new(Collector::new(Some(call.clone()), ep.provider, stream));
     easy.url(&ep.url())?;
     easy.post(true)?;
     easy.post_fields_copy(body)?;

@@ -59,6 +59,20 @@ impl EndpointState {
     }
 }
 
+/// Finishes a call with `SHUTDOWN` when dropped still holding it.
+struct ShutdownGuard(Option<Arc<CallInner>>);
+
+impl Drop for ShutdownGuard {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            c.finish(Err(Error::new(
+                Status::Shutdown,
+                "the runtime shut down before the call was answered",
+            )));
+        }
+    }
+}
+
 impl EndpointState {
     /// Records a finished call.
     pub(crate) fn record(&self, usage: &Usage, ok: bool, retries: u32) {
@@ -175,12 +189,21 @@ impl ModelHub {
     pub fn submit(&self, call: Arc<CallInner>) -> Result<()> {
         if let (Some(cache), Some(key)) = (&call.endpoint.cache, &call.cache_key) {
             if let Some(mut r) = cache.get(key) {
-                // Served from memory: no tokens spent, nothing billed.
+                // Served from memory: no tokens spent, nothing billed. Delivered from the I/O
+                // thread like any answer, so callbacks never run inside the caller's submit.
                 r.usage = super::types::Usage::default();
-                call.push_deltas(&super::stream::DeltaBatch::from_response(&r), None);
-                call.endpoint.record(&r.usage, true, 0);
-                call.finish(Ok(r));
-                return Ok(());
+                // If shutdown drops the timer before it runs, the call still finishes.
+                let pending = ShutdownGuard(Some(call.clone()));
+                return self.engine()?.schedule(
+                    std::time::Instant::now(),
+                    Box::new(move || {
+                        let mut pending = pending;
+                        let c = pending.0.take().expect("runs once");
+                        c.push_deltas(&super::stream::DeltaBatch::from_response(&r), None);
+                        c.endpoint.record(&r.usage, true, 0);
+                        c.finish(Ok(r));
+                    }),
+                );
             }
         }
         self.engine()?.submit(call)

@@ -134,6 +134,60 @@ impl<'de: 'a, 'a> Deserialize<'de> for Str<'a> {
     }
 }
 
+/// A count read leniently, as providers differ: an unsigned integer; a negative one as 0; a
+/// float truncated; a numeric string parsed; anything else (null, text, objects) as absent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Count(pub Option<u64>);
+
+impl Count {
+    /// The value, or 0.
+    pub fn get(self) -> u64 {
+        self.0.unwrap_or(0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Count;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a count")
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Count, E> {
+                Ok(Count(Some(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Count, E> {
+                Ok(Count(Some(v.max(0) as u64)))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Count, E> {
+                Ok(Count((v.is_finite() && v >= 0.0).then_some(v as u64)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Count, E> {
+                Ok(Count(v.trim().parse().ok()))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Count, E> {
+                Ok(Count(None))
+            }
+            fn visit_unit<E>(self) -> Result<Count, E> {
+                Ok(Count(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Count, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Count(None))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Count, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(Count(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// The first element of a JSON array (the rest are skipped without being collected); `None`
 /// for an empty array or `null`.
 pub struct First<T>(pub Option<T>);
@@ -213,6 +267,29 @@ mod tests {
         let t: T = serde_json::from_str(r#"{"a":"plain","b":"esc\n"}"#).unwrap();
         assert!(matches!(t.a.as_ref().unwrap().0, Cow::Borrowed("plain")));
         assert_eq!(&*t.b.unwrap(), "esc\n");
+    }
+
+    #[test]
+    fn counts_are_read_leniently() {
+        #[derive(serde::Deserialize)]
+        struct T {
+            a: Count,
+            b: Count,
+            c: Count,
+            d: Count,
+            e: Count,
+            f: Count,
+            #[serde(default)]
+            g: Count,
+        }
+        let t: T =
+            serde_json::from_str(r#"{"a":12,"b":12.7,"c":-3,"d":"42","e":null,"f":{"x":[1]}}"#)
+                .unwrap();
+        assert_eq!(
+            [t.a, t.b, t.c, t.d, t.e, t.f, t.g].map(Count::get),
+            [12, 12, 0, 42, 0, 0, 0]
+        );
+        assert_eq!(t.e.0, None);
     }
 
     #[test]

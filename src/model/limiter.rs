@@ -47,7 +47,7 @@ impl Limiter {
                 break;
             }
             self.window.pop_front();
-            self.used -= n;
+            self.used = self.used.saturating_sub(n);
             if self.index.get(&id) == Some(&self.popped) {
                 self.index.remove(&id);
             }
@@ -104,7 +104,7 @@ impl Limiter {
         if self.limits.rpm > 0 || self.limits.tpm > 0 {
             self.index
                 .insert(call_id, self.popped + self.window.len() as u64);
-            self.used += tokens;
+            self.used = self.used.saturating_add(tokens);
             self.window.push_back((now, tokens, call_id));
         }
         Ok(())
@@ -115,7 +115,7 @@ impl Limiter {
         self.in_flight = self.in_flight.saturating_sub(1);
         if let (Some(actual), Some(&at)) = (actual_tokens, self.index.get(&call_id)) {
             if let Some(entry) = self.window.get_mut((at - self.popped) as usize) {
-                self.used = self.used - entry.1 + actual;
+                self.used = self.used.saturating_sub(entry.1).saturating_add(actual);
                 entry.1 = actual;
             }
         }

@@ -1,7 +1,7 @@
 //! The OpenAI Chat Completions wire format.
 
 use super::endpoint::Endpoint;
-use super::json_text::{First, Str};
+use super::json_text::{Count, First, Str};
 use super::sse::SseEvent;
 use super::stream::{DeltaBatch, Piece, StreamDelta, StreamMeta};
 use super::types::{ChatRequest, ChatResponse, ToolCall, Usage};
@@ -118,38 +118,40 @@ pub fn write_body<W: std::io::Write>(
 /// Token counts as OpenAI reports them (every field optional: servers differ).
 #[derive(Deserialize, Default)]
 struct WireUsage {
-    prompt_tokens: Option<u64>,
-    completion_tokens: Option<u64>,
+    #[serde(default)]
+    prompt_tokens: Count,
+    #[serde(default)]
+    completion_tokens: Count,
     prompt_tokens_details: Option<PromptDetails>,
     completion_tokens_details: Option<CompletionDetails>,
 }
 
 #[derive(Deserialize, Default)]
 struct PromptDetails {
-    cached_tokens: Option<u64>,
+    #[serde(default)]
+    cached_tokens: Count,
 }
 
 #[derive(Deserialize, Default)]
 struct CompletionDetails {
-    reasoning_tokens: Option<u64>,
+    #[serde(default)]
+    reasoning_tokens: Count,
 }
 
 impl WireUsage {
     fn usage(&self) -> Usage {
         Usage {
-            prompt_tokens: self.prompt_tokens.unwrap_or(0),
-            completion_tokens: self.completion_tokens.unwrap_or(0),
+            prompt_tokens: self.prompt_tokens.get(),
+            completion_tokens: self.completion_tokens.get(),
             cached_tokens: self
                 .prompt_tokens_details
                 .as_ref()
-                .and_then(|d| d.cached_tokens)
-                .unwrap_or(0),
+                .map_or(0, |d| d.cached_tokens.get()),
             cache_creation_tokens: 0,
             reasoning_tokens: self
                 .completion_tokens_details
                 .as_ref()
-                .and_then(|d| d.reasoning_tokens)
-                .unwrap_or(0),
+                .map_or(0, |d| d.reasoning_tokens.get()),
             cost_usd: 0.0,
         }
     }
@@ -188,7 +190,8 @@ struct Message<'a> {
 
 #[derive(Deserialize)]
 struct WireToolCall<'a> {
-    index: Option<u32>,
+    #[serde(default)]
+    index: Count,
     #[serde(borrow)]
     id: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -214,6 +217,30 @@ fn piece(v: Option<&RawValue>) -> Option<Piece<'_>> {
     }
 }
 
+/// Adds a message's text: a string, or the text parts of an array of content parts (as some
+/// servers send); any other value carries no text.
+fn push_content(v: Option<&RawValue>, out: &mut DeltaBatch) {
+    #[derive(Deserialize)]
+    struct Part<'a> {
+        #[serde(borrow)]
+        text: Option<&'a RawValue>,
+    }
+    let Some(raw) = v.map(RawValue::get) else {
+        return;
+    };
+    match raw.as_bytes().first() {
+        Some(b'"') => out.push_text(Piece::Json(raw)),
+        Some(b'[') => {
+            for part in serde_json::from_str::<Vec<Part>>(raw).unwrap_or_default() {
+                if let Some(t) = part.text.map(RawValue::get).filter(|t| t.starts_with('"')) {
+                    out.push_text(Piece::Json(t));
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 /// A `tool_calls` array, deserialized in place: the first calls inline, any further ones in a
 /// vector (streams send one call per chunk, so the vector is only used by whole answers with
 /// many parallel calls). Borrowing the array as raw JSON instead would make serde_json
@@ -234,7 +261,9 @@ impl<'a> ToolCalls<'a> {
         for (n, c) in self.iter().enumerate() {
             let f = c.function.as_ref();
             batch.push_tool_call(
-                c.index.unwrap_or(n as u32),
+                c.index
+                    .0
+                    .map_or(n as u32, |i| i.min(u32::MAX as u64) as u32),
                 piece(c.id),
                 piece(f.and_then(|f| f.name)),
                 piece(f.and_then(|f| f.arguments)),
@@ -252,6 +281,29 @@ impl<'de: 'a, 'a> Deserialize<'de> for ToolCalls<'a> {
                 f.write_str("an array of tool calls")
             }
             fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(ToolCalls::default())
+            }
+            // Anything but an array carries no calls.
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+                Ok(ToolCalls::default())
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(ToolCalls::default())
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+                Ok(ToolCalls::default())
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+                Ok(ToolCalls::default())
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+                Ok(ToolCalls::default())
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
                 Ok(ToolCalls::default())
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
@@ -297,9 +349,7 @@ pub fn parse_response(body: &[u8]) -> Result<ChatResponse, String> {
         .ok_or_else(|| "response has no choices".to_string())?;
     let mut batch = DeltaBatch::new();
     if let Some(m) = choice.message.as_ref().or(choice.delta.as_ref()) {
-        if let Some(p) = piece(m.content) {
-            batch.push_text(p);
-        }
+        push_content(m.content, &mut batch);
         m.tool_calls.push_into(&mut batch);
     }
     let mut r = ChatResponse {
@@ -357,6 +407,11 @@ pub fn apply_event(
         meta.done = true;
         return Ok(());
     }
+    // JSON that is not an object (a keep-alive "ping", say) carries nothing.
+    if !ev.data.trim_start().starts_with('{') && serde_json::from_str::<IgnoredAny>(ev.data).is_ok()
+    {
+        return Ok(());
+    }
     let v: Chunk = match serde_json::from_str(ev.data) {
         Ok(v) => v,
         Err(e) => {
@@ -379,9 +434,7 @@ pub fn apply_event(
     if let Some(choice) = v.choices.0 {
         let before = out.len();
         if let Some(d) = choice.delta.as_ref().or(choice.message.as_ref()) {
-            if let Some(p) = piece(d.content) {
-                out.push_text(p);
-            }
+            push_content(d.content, out);
             d.tool_calls.push_into(out);
         }
         meta.deltas += (out.len() - before) as u64;
@@ -535,11 +588,36 @@ mod tests {
     }
 
     #[test]
+    fn lenient_about_what_servers_vary_in() {
+        let (acc, meta, results) = replay(&[
+            "\"ping\"",
+            r#"{"choices":[{"delta":{"content":[{"type":"text","text":"Hi "},{"type":"image_url","image_url":{}},{"type":"text","text":"there"}]}}]}"#,
+            r#"{"choices":[{"delta":{"content":true,"tool_calls":{}}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":"0","id":"c","function":{"name":"f","arguments":"{}"}}]}}]}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":12.0,"completion_tokens":-1}}"#,
+            "[DONE]",
+        ]);
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        let r = acc.response(&meta);
+        assert_eq!(r.content, "Hi there");
+        assert_eq!(r.tool_calls[0].name, "f");
+        assert_eq!((r.usage.prompt_tokens, r.usage.completion_tokens), (12, 0));
+        let whole = parse_response(
+            br#"{"choices":[{"message":{"content":[{"type":"text","text":"part"}]}}],"usage":{"prompt_tokens":"3"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (whole.content.as_str(), whole.usage.prompt_tokens),
+            ("part", 3)
+        );
+    }
+
+    #[test]
     fn stream_errors_are_reported() {
         let (_, _, results) = replay(&[
             r#"{"error":{"code":500,"message":"boom","type":"server_error"}}"#,
             r#"{"choices":[{"delta":{"content":"x"}}"#,
-            r#"{"choices":[{"delta":{"tool_calls":[{"index":"zero"}]}}]}"#,
+            r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":7}]}}]}"#,
         ]);
         assert_eq!(results[0].as_ref().unwrap_err(), "server_error: boom");
         assert!(results[1].as_ref().unwrap_err().contains("not valid JSON"));

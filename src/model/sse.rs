@@ -73,6 +73,11 @@ impl SseParser {
         self.buf = buf;
     }
 
+    /// Bytes buffered for the event being received.
+    pub fn buffered(&self) -> usize {
+        self.buf.len() + self.data.len()
+    }
+
     /// Whether bytes of an incomplete event are buffered (a stream that ends here was cut).
     pub fn has_partial(&self) -> bool {
         !self.buf.is_empty() || self.has_data || !self.event.is_empty()

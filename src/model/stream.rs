@@ -32,6 +32,9 @@ pub enum StreamDelta<'a> {
 
 type Span = (u32, u32);
 
+/// How far past the last tool call seen a piece's index may point.
+const MAX_INDEX_GAP: usize = 16;
+
 #[derive(Clone, Copy, Debug)]
 enum Item {
     Text(Span),
@@ -261,7 +264,14 @@ impl StreamAccumulator {
                 name,
                 arguments,
             } => {
-                let i = index as usize;
+                // An index far past the calls seen (a broken or hostile server) would allocate
+                // without bound; it is taken as the next call instead.
+                let i = if index as usize > self.tool_calls.len() + MAX_INDEX_GAP {
+                    self.tool_calls.len()
+                } else {
+                    index as usize
+                };
+                let index = i as u32;
                 while self.tool_calls.len() <= i {
                     self.tool_calls.push(ToolCall::default());
                 }
@@ -442,6 +452,29 @@ mod tests {
         }
         b.clear();
         assert!(b.is_empty());
+    }
+
+    #[test]
+    fn absurd_tool_call_index_becomes_the_next_call() {
+        let mut acc = StreamAccumulator::default();
+        let p = acc.apply(StreamDelta::ToolCall {
+            index: 4_000_000_000,
+            id: Some("c"),
+            name: Some("f"),
+            arguments: "{}",
+        });
+        assert_eq!(acc.tool_calls.len(), 1);
+        assert!(matches!(
+            acc.view(&p),
+            StreamDelta::ToolCall { index: 0, .. }
+        ));
+        acc.apply(StreamDelta::ToolCall {
+            index: 3,
+            id: None,
+            name: None,
+            arguments: "",
+        });
+        assert_eq!(acc.tool_calls.len(), 4, "small gaps are kept as they are");
     }
 
     #[test]
