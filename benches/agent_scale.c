@@ -46,12 +46,14 @@ int main(int argc, char **argv) {
     printf("%d idle agents: RSS +%ld KB = %.0f bytes per idle agent\n", n, rss1 - rss0,
            (double)(rss1 - rss0) * 1024.0 / n);
 
-    double t0 = bench_now_us(), cpu0 = bench_cpu_s();
+    double t0 = bench_now_us(), cpu0 = bench_cpu_s(), io0 = bench_threads_cpu_s("agentos-io"),
+           w0 = bench_threads_cpu_s("agentos-w");
     for (int i = 0; i < n; i++)
         if (agentos_agent_send(rt, ids[i], "run the loop", NULL) != AGENTOS_STATUS_OK) return 1;
     int threads = bench_threads();
     if (agentos_runtime_wait_idle(rt, 600000) != AGENTOS_STATUS_OK) return 1;
     double wall = (bench_now_us() - t0) / 1e6, cpu = bench_cpu_s() - cpu0;
+    double io = bench_threads_cpu_s("agentos-io") - io0, workers = bench_threads_cpu_s("agentos-w") - w0;
     int ok = 0;
     for (int i = 0; i < n; i++) {
         agentos_usage u = {.struct_size = sizeof u};
@@ -62,6 +64,8 @@ int main(int argc, char **argv) {
     }
     printf("%d agents x 3-step tool loop (4 model calls each): %d completed, wall %.2f s\n", n, ok, wall);
     printf("library CPU %.2f s (user+system, all threads) = %.0f us per model call\n", cpu, cpu * 1e6 / (4.0 * n));
+    printf("  of which the I/O thread %.2f s (%.0f us per call), workers %.2f s (%.0f us per call)\n", io,
+           io * 1e6 / (4.0 * n), workers, workers * 1e6 / (4.0 * n));
     printf("threads in process: %d (1 main + library's workers and I/O thread)\n", threads);
     printf("peak RSS %ld KB (%.1f MB)\n", bench_status_kb("VmHWM:"), bench_status_kb("VmHWM:") / 1024.0);
     free(ids);

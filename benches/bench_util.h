@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 static inline double bench_now_us(void) {
     struct timespec ts;
@@ -44,6 +45,33 @@ static inline double bench_cpu_s(void) {
     getrusage(RUSAGE_SELF, &ru);
     return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
            (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
+
+/* CPU seconds (user + system) used so far by the threads whose name starts with `prefix`
+ * (from /proc/self/task/<tid>/stat; clock ticks). */
+static inline double bench_threads_cpu_s(const char *prefix) {
+    double total = 0;
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+    long hz = sysconf(_SC_CLK_TCK);
+    while (d && (e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char path[300], buf[1024];
+        snprintf(path, sizeof path, "/proc/self/task/%s/stat", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        char *open = strchr(buf, '('), *close = strrchr(buf, ')');
+        if (!open || !close || strncmp(open + 1, prefix, strlen(prefix)) != 0) continue;
+        /* Fields after ")": state(3) ... utime(14) stime(15). */
+        unsigned long ut = 0, st = 0;
+        if (sscanf(close + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) == 2)
+            total += (double)(ut + st) / (double)hz;
+    }
+    if (d) closedir(d);
+    return total;
 }
 
 static inline int bench_threads(void) {
