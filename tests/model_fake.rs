@@ -726,3 +726,53 @@ fn hundreds_of_concurrent_calls_spread_over_shards_and_reuse_their_connections()
     }
     assert_eq!(models.totals().succeeded, 2 * N as u64);
 }
+
+#[test]
+fn reused_handles_go_to_their_own_endpoint_and_mode() {
+    // Easy handles are kept configured for the endpoint and mode they last served; calls that
+    // alternate between two endpoints and between plain and streamed must each still reach the
+    // right server, in the right mode.
+    let (s1, s2) = (FakeServer::start(), FakeServer::start());
+    let rt = runtime();
+    add_endpoint(&rt, "one", "openai", &s1.url(), "");
+    add_endpoint(&rt, "two", "openai", &s2.url(), "");
+    s1.set_default(Reply::openai_text("from one"));
+    s2.set_default(Reply::openai_text("from two"));
+    let models = rt.shared().models();
+    let mut streamed = 0;
+    for i in 0..12 {
+        let (ep, want) = if i % 3 == 0 {
+            ("two", "from two")
+        } else {
+            ("one", "from one")
+        };
+        let stream = i % 2 == 0;
+        if stream {
+            // A streamed call gets a streamed reply from its own server.
+            let srv = if ep == "one" { &s1 } else { &s2 };
+            srv.push(Reply::openai_stream(&["str", "eamed ", ep]));
+            streamed += 1;
+        }
+        let r = wait(&models.start(ep, request(stream), 0).unwrap()).unwrap();
+        let expect = if stream {
+            format!("streamed {ep}")
+        } else {
+            want.to_string()
+        };
+        assert_eq!(r.content, expect, "call {i}");
+    }
+    assert_eq!(s1.requests().len() + s2.requests().len(), 12);
+    assert_eq!(s2.requests().len(), 4);
+    let all: Vec<_> = s1.requests().into_iter().chain(s2.requests()).collect();
+    let stream_flags = all
+        .iter()
+        .filter(|r| r.json().contains("\"stream\":true"))
+        .count();
+    assert_eq!(stream_flags, streamed);
+    // The Accept header (set per mode on the handle) matches each request's own mode.
+    for r in &all {
+        let wants_stream = r.json().contains("\"stream\":true");
+        let accept = r.header("accept").unwrap_or_default();
+        assert_eq!(accept.contains("event-stream"), wants_stream, "{accept}");
+    }
+}

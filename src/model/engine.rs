@@ -31,6 +31,8 @@ use std::time::{Duration, Instant, SystemTime};
 pub const MAX_BODY: usize = 64 << 20;
 /// How often in-flight transfers are checked for first-byte and idle timeouts.
 const TIMEOUT_TICK: Duration = Duration::from_millis(20);
+/// Easy handles kept for reuse at most.
+const EASY_POOL: usize = 1024;
 /// libcurl's receive buffer per transfer (its default is 16 KiB).
 const RECEIVE_BUFFER: usize = 4096;
 
@@ -391,6 +393,15 @@ impl Shard {
     }
 }
 
+/// An easy handle between transfers, still configured for one endpoint and mode: reusing it
+/// for the same endpoint only sets the body and the per-transfer flags, as a raw libcurl loop
+/// reusing its handle would (no URL parsing, no header list, no option setting per call).
+struct IdleEasy {
+    endpoint: Arc<super::hub::EndpointState>,
+    stream: bool,
+    easy: Easy2<Collector>,
+}
+
 /// The I/O thread's state. Fields drop in declaration order, which matters if the loop ever
 /// unwinds: transfers first (detaching from their multi handles while those and their socket
 /// callbacks are alive), then the multi handles, then the epoll descriptor their callbacks use.
@@ -412,6 +423,11 @@ struct IoLoop {
     last_tick: Instant,
     timers: BinaryHeap<std::cmp::Reverse<(Instant, u64)>>,
     timer_fns: HashMap<u64, Box<dyn FnOnce() + Send>>,
+    /// Easy handles ready for reuse, still configured for their endpoint and mode (newest
+    /// last; emptied after a quiet second).
+    idle_easy: Vec<IdleEasy>,
+    /// When a transfer last ran.
+    last_busy: Instant,
     poller: Poller,
 }
 
@@ -445,6 +461,8 @@ impl IoLoop {
             last_tick: Instant::now(),
             timers: BinaryHeap::new(),
             timer_fns: HashMap::new(),
+            idle_easy: Vec::new(),
+            last_busy: Instant::now(),
         }
     }
 
@@ -697,7 +715,7 @@ impl IoLoop {
             .min_by_key(|(_, a)| (a.call.priority, std::cmp::Reverse(a.started)))
             .map(|(i, _)| i);
         let Some(slot) = victim else { return false };
-        let Some((call, key, _collector)) = self.take_slot(slot) else {
+        let Some((call, key, _collector)) = self.take_slot(slot, false) else {
             return false;
         };
         self.release(key, call.id, None);
@@ -736,7 +754,19 @@ impl IoLoop {
         let shard = self.pick_shard();
         let counts = self.conns.entry((key, shard)).or_default();
         let fresh = ep.base_url.starts_with("http:") && counts.all_busy();
-        let easy = match build_easy(&call, ep, stream, &body, fresh) {
+        // A handle last used for this endpoint and mode keeps its options; any other is reset.
+        let recent = self.idle_easy.len().saturating_sub(8);
+        let pooled = match self.idle_easy[recent..]
+            .iter()
+            .rposition(|i| i.stream == stream && Arc::ptr_eq(&i.endpoint, &call.endpoint))
+        {
+            Some(i) => Some((self.idle_easy.remove(recent + i).easy, true)),
+            None => self.idle_easy.pop().map(|mut i| {
+                i.easy.reset();
+                (i.easy, false)
+            }),
+        };
+        let easy = match build_easy(pooled, &call, ep, stream, &body, fresh) {
             Ok(e) => e,
             Err(e) => {
                 self.release(key, call.id, None);
@@ -801,7 +831,13 @@ impl IoLoop {
     }
 
     /// Removes a transfer from the multi handle, giving back its call and collector.
-    fn take_slot(&mut self, slot: usize) -> Option<(Arc<CallInner>, usize, Collector)> {
+    /// `completed`: the transfer ran to its end (curl reported it done), so its handle may be
+    /// reused.
+    fn take_slot(
+        &mut self,
+        slot: usize,
+        completed: bool,
+    ) -> Option<(Arc<CallInner>, usize, Collector)> {
         let active = self.slots.get_mut(slot)?.take()?;
         self.free_slots.push(slot);
         self.by_call.remove(&active.call.id);
@@ -818,14 +854,27 @@ impl IoLoop {
             ..
         } = active;
         let collector = match self.shards[shard].multi.remove2(handle) {
-            // Easy handles are not reused: with libcurl 7.72-8.4 a handle can keep its receive
-            // buffer past the end of a transfer (HTTP/2 streams sharing a connection, handles
-            // removed while waiting for one), and setting CURLOPT_BUFFERSIZE on it then fails;
-            // reuse measured no faster here.
-            Ok(mut easy) => std::mem::replace(
-                easy.get_mut(),
-                Collector::new(None, Provider::OpenAi, false),
-            ),
+            Ok(mut easy) => {
+                let c = std::mem::replace(
+                    easy.get_mut(),
+                    Collector::new(None, Provider::OpenAi, false),
+                );
+                // Reused only after a plain-HTTP transfer that ran to its end: curl then has
+                // freed the handle's receive buffer (with libcurl 7.72-8.4 a handle removed
+                // early, or one whose HTTP/2 connection other streams still use, keeps it, and
+                // resizing the buffer would then fail).
+                if completed
+                    && call.endpoint.config.base_url.starts_with("http:")
+                    && self.idle_easy.len() < EASY_POOL
+                {
+                    self.idle_easy.push(IdleEasy {
+                        endpoint: call.endpoint.clone(),
+                        stream: call.request.stream,
+                        easy,
+                    });
+                }
+                c
+            }
             // The handle could not be detached; the call still must finish.
             Err(_) => Collector::new(Some(call.clone()), Provider::OpenAi, false),
         };
@@ -834,7 +883,7 @@ impl IoLoop {
 
     /// Ends an in-flight transfer early: with `None` as a cancellation, else as `err`.
     fn complete_slot(&mut self, slot: usize, err: Option<Error>) {
-        let Some((call, key, c)) = self.take_slot(slot) else {
+        let Some((call, key, c)) = self.take_slot(slot, false) else {
             return;
         };
         self.release(key, call.id, None);
@@ -869,6 +918,11 @@ impl IoLoop {
     }
 
     fn check_timeouts(&mut self, now: Instant) {
+        if !self.by_call.is_empty() {
+            self.last_busy = now;
+        } else if now.duration_since(self.last_busy) >= Duration::from_secs(1) {
+            self.idle_easy = Vec::new();
+        }
         let mut expired = Vec::new();
         for (slot, a) in self.slots.iter().enumerate() {
             let Some(a) = a else { continue };
@@ -888,7 +942,7 @@ impl IoLoop {
             }
         }
         for (slot, what, limit) in expired {
-            let Some((call, key, c)) = self.take_slot(slot) else {
+            let Some((call, key, c)) = self.take_slot(slot, false) else {
                 continue;
             };
             let msg = format!(
@@ -901,7 +955,7 @@ impl IoLoop {
     }
 
     fn finish_transfer(&mut self, slot: usize, result: std::result::Result<(), curl::Error>) {
-        let Some((call, key, c)) = self.take_slot(slot) else {
+        let Some((call, key, c)) = self.take_slot(slot, result.is_ok()) else {
             return;
         };
         let ep = &call.endpoint.config;
@@ -1177,17 +1231,41 @@ fn estimate_tokens(call: &CallInner) -> u64 {
     ((chars / 4) + out) as u64
 }
 
+/// An easy handle for `call`: `pooled` is a handle from an earlier transfer, with whether it
+/// is still configured for this endpoint and mode (then only the body and the per-transfer
+/// flags are set).
 fn build_easy(
+    pooled: Option<(Easy2<Collector>, bool)>,
     call: &Arc<CallInner>,
     ep: &Endpoint,
     stream: bool,
     body: &[u8],
     fresh_connection: bool,
 ) -> std::result::Result<Easy2<Collector>, curl::Error> {
-    let mut easy = Easy2::new(Collector::new(Some(call.clone()), ep.provider, stream));
+    let collector = Collector::new(Some(call.clone()), ep.provider, stream);
+    let (mut easy, configured) = match pooled {
+        Some((mut e, configured)) => {
+            *e.get_mut() = collector;
+            (e, configured)
+        }
+        None => (Easy2::new(collector), false),
+    };
+    if !configured {
+        configure_easy(&mut easy, ep, stream)?;
+    }
+    easy.post_fields_copy(body)?;
+    easy.fresh_connect(fresh_connection)?;
+    Ok(easy)
+}
+
+/// Sets the options that depend only on the endpoint and the mode.
+fn configure_easy(
+    easy: &mut Easy2<Collector>,
+    ep: &Endpoint,
+    stream: bool,
+) -> std::result::Result<(), curl::Error> {
     easy.url(&ep.url())?;
     easy.post(true)?;
-    easy.post_fields_copy(body)?;
     let mut list = List::new();
     for h in ep.request_headers(stream) {
         list.append(&h)?;
@@ -1197,9 +1275,6 @@ fn build_easy(
     // Over TLS, wait for an HTTP/2 connection to multiplex on rather than opening another.
     if ep.base_url.starts_with("https:") {
         easy.pipewait(true)?;
-    }
-    if fresh_connection {
-        easy.fresh_connect(true)?;
     }
     easy.tcp_nodelay(true)?;
     // libcurl gives every transfer a 16 KiB receive buffer by default; model answers arrive
@@ -1212,7 +1287,7 @@ fn build_easy(
     if !ep.timeouts.total.is_zero() {
         easy.timeout(ep.timeouts.total)?;
     }
-    Ok(easy)
+    Ok(())
 }
 
 #[cfg(test)]
