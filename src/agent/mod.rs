@@ -145,6 +145,8 @@ struct Inner {
     arena: bumpalo::Bump,
     /// Bytes rendered into the arena this turn (0 between turns).
     arena_in_use: usize,
+    /// Size of the last body rendered (the next is sized from it).
+    last_body: usize,
     /// The most the arena ever held in one turn (capacity of its chunks).
     arena_high_water: usize,
 }
@@ -181,7 +183,8 @@ pub struct AgentStats {
     pub last_view: ViewStats,
     /// The learned ratio between the provider's token counts and the estimates.
     pub calibration: f64,
-    /// Bytes in the turn arena now (0 between turns: it is reset when a turn ends).
+    /// Bytes rendered in the turn arena during the current turn (0 between turns: the arena
+    /// is reset when a turn ends, and after each body is handed to its call).
     pub arena_in_use: usize,
     /// The largest the turn arena has been.
     pub arena_high_water: usize,
@@ -240,6 +243,7 @@ impl Agent {
                 history_bytes: 0,
                 arena: bumpalo::Bump::new(),
                 arena_in_use: 0,
+                last_body: 0,
                 arena_high_water: 0,
             }),
             scheduled: AtomicBool::new(false),
@@ -1121,7 +1125,10 @@ impl Agent {
         use crate::model::endpoint::Provider;
         let ep = shared.models().endpoint(&self.config.endpoint).ok()?;
         let bytes = {
-            let mut buf = bumpalo::collections::Vec::new_in(&g.arena);
+            // Sized from the last body (bodies grow by a message or two per step), so the
+            // body is written once, without regrowing.
+            let hint = g.last_body + g.last_body / 4 + 256;
+            let mut buf = bumpalo::collections::Vec::with_capacity_in(hint, &g.arena);
             let mut w = ArenaWriter(&mut buf);
             match ep.config.provider {
                 Provider::OpenAi => crate::model::openai::write_body(request, &ep.config, &mut w),
@@ -1133,7 +1140,11 @@ impl Agent {
             g.arena_in_use += buf.len();
             buf.as_slice().to_vec()
         };
+        g.last_body = bytes.len();
         g.arena_high_water = g.arena_high_water.max(g.arena.allocated_bytes());
+        // The call has its copy: the arena keeps one chunk, not one per step, so thousands of
+        // agents mid-turn hold one body's worth each.
+        g.arena.reset();
         Some(bytes)
     }
 

@@ -313,9 +313,9 @@ struct EndpointQueue {
 }
 
 /// Transfers a shard takes before another shard is opened.
-const SHARD_TRANSFERS: usize = 256;
+const SHARD_TRANSFERS: usize = 64;
 /// The most curl multi handles the loop drives.
-const MAX_SHARDS: usize = 16;
+const MAX_SHARDS: usize = 256;
 /// The epoll tag of the loop's own waker.
 const WAKER_TAG: u32 = u32::MAX;
 
