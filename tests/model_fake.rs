@@ -703,7 +703,7 @@ fn deterministic_requests_are_served_from_the_response_cache() {
 
 #[test]
 fn hundreds_of_concurrent_calls_spread_over_shards_and_reuse_their_connections() {
-    // More transfers than one curl multi handle takes (256): the I/O thread opens more, and
+    // More transfers than one curl multi handle takes (64): the I/O thread opens more, and
     // a second burst reuses the connections of the first instead of opening new ones.
     let srv = FakeServer::start();
     let rt = runtime();
