@@ -1,10 +1,13 @@
-//! The HTTP engine: one I/O thread drives every model call through a libcurl multi handle.
+//! The HTTP engine: one I/O thread drives every model call through libcurl's multi interface.
 //!
-//! Calls are submitted from any thread through a channel, and the thread is woken with
-//! `curl_multi_wakeup`. Admission follows priority within each endpoint's limiter. Streamed
-//! bytes go through the incremental SSE parser straight into the call (no thread per request).
-//! Connections are reused by the multi handle's connection cache (keep-alive; HTTP/2
-//! multiplexing where the server offers it).
+//! Calls are submitted from any thread through a channel, and the thread is woken through an
+//! eventfd in its own epoll set (curl's sockets are watched there too, via the socket-action
+//! API). Admission follows priority within each endpoint's limiter. Streamed bytes go through
+//! the incremental SSE parser straight into the call (no thread per request). Connections are
+//! reused from the multi handles' connection caches (keep-alive; HTTP/2 multiplexing where the
+//! server offers it). Transfers are spread over several multi handles ([`Shard`]) once there
+//! are many, because libcurl walks a whole cache per transfer; easy handles that completed a
+//! plain-HTTP transfer are kept, still configured, for the next call to the same endpoint.
 
 use super::anthropic;
 use super::call::{cancelled_error, CallInner, Phase};
