@@ -5,7 +5,7 @@
 //! API). Admission follows priority within each endpoint's limiter. Streamed bytes go through
 //! the incremental SSE parser straight into the call (no thread per request). Connections are
 //! reused from the multi handles' connection caches (keep-alive; HTTP/2 multiplexing where the
-//! server offers it). Transfers are spread over several multi handles ([`Shard`]) once there
+//! server offers it). Transfers are spread over several multi handles ("shards") once there
 //! are many, because libcurl walks a whole cache per transfer; easy handles that completed a
 //! plain-HTTP transfer are kept, still configured, for the next call to the same endpoint.
 
