@@ -1,6 +1,6 @@
 //! The C surface. This is the only module with `extern "C"`, raw pointers and pointer casts.
 //!
-//! Every exported function body is wrapped in [`ffi_boundary!`], so a Rust panic never unwinds
+//! Every exported function body is wrapped in `ffi_boundary!`, so a Rust panic never unwinds
 //! into C. Each file covers one C type; each function checks its pointers, converts, and calls
 //! the core.
 
