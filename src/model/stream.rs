@@ -218,13 +218,14 @@ impl StreamMeta {
 pub enum PendingDelta {
     /// A range of the accumulated text.
     Text(usize, usize),
-    /// A piece of tool call `index`: whether it carried the id, the range of the name added,
-    /// the range of the arguments added.
+    /// A piece of tool call `index`: the id it carried, the range of the name added, the range
+    /// of the arguments added.
     ToolCall {
         /// The call.
         index: u32,
-        /// Whether this piece carried the id.
-        id: bool,
+        /// The id this piece carried, as a range of the accumulator's piece ids (a server that
+        /// re-sends a different id does not change what earlier pieces said).
+        id: Option<(usize, usize)>,
         /// The part of the name it added, if it carried one.
         name: Option<(usize, usize)>,
         /// The part of the arguments it added.
@@ -242,6 +243,8 @@ pub struct StreamAccumulator {
     pub tool_calls: Vec<ToolCall>,
     /// Deltas applied.
     pub deltas: u64,
+    /// The ids tool-call pieces carried, one after another.
+    piece_ids: String,
     /// Estimated tokens of the output so far (text and tool-call arguments), updated with every
     /// delta while the stream arrives.
     pub estimated_tokens: u64,
@@ -276,10 +279,13 @@ impl StreamAccumulator {
                     self.tool_calls.push(ToolCall::default());
                 }
                 let call = &mut self.tool_calls[i];
-                if let Some(id) = id {
+                let id = id.map(|id| {
                     call.id.clear();
                     call.id.push_str(id);
-                }
+                    let start = self.piece_ids.len();
+                    self.piece_ids.push_str(id);
+                    (start, self.piece_ids.len())
+                });
                 let name = name.map(|n| {
                     let start = call.name.len();
                     call.name.push_str(n);
@@ -290,7 +296,7 @@ impl StreamAccumulator {
                 self.estimated_tokens += crate::context::tokens::estimate(arguments);
                 PendingDelta::ToolCall {
                     index,
-                    id: id.is_some(),
+                    id,
                     name,
                     arguments: (start, call.arguments.len()),
                 }
@@ -311,7 +317,7 @@ impl StreamAccumulator {
                 let call = &self.tool_calls[index as usize];
                 StreamDelta::ToolCall {
                     index,
-                    id: id.then_some(call.id.as_str()),
+                    id: id.map(|(a, b)| &self.piece_ids[a..b]),
                     name: name.map(|(a, b)| &call.name[a..b]),
                     arguments: &call.arguments[arguments.0..arguments.1],
                 }
@@ -475,6 +481,28 @@ mod tests {
             arguments: "",
         });
         assert_eq!(acc.tool_calls.len(), 4, "small gaps are kept as they are");
+    }
+
+    #[test]
+    fn each_queued_piece_keeps_the_id_it_carried() {
+        let mut acc = StreamAccumulator::default();
+        let piece = |id| StreamDelta::ToolCall {
+            index: 0,
+            id: Some(id),
+            name: None,
+            arguments: "",
+        };
+        let first = acc.apply(piece("a"));
+        let second = acc.apply(piece("b"));
+        assert!(matches!(
+            acc.view(&first),
+            StreamDelta::ToolCall { id: Some("a"), .. }
+        ));
+        assert!(matches!(
+            acc.view(&second),
+            StreamDelta::ToolCall { id: Some("b"), .. }
+        ));
+        assert_eq!(acc.tool_calls[0].id, "b", "the call keeps the latest id");
     }
 
     #[test]
