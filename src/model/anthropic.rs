@@ -1,7 +1,7 @@
 //! The Anthropic Messages wire format.
 
 use super::endpoint::Endpoint;
-use super::json_text::{Count, Str};
+use super::json_text::{write_json, Count, Str};
 use super::sse::SseEvent;
 use super::stream::{DeltaBatch, Piece, StreamDelta, StreamMeta};
 use super::types::{ChatRequest, ChatResponse, Role, ToolCall, Usage};
@@ -16,14 +16,6 @@ pub fn build_body(req: &ChatRequest, ep: &Endpoint) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     write_body(req, ep, &mut out).expect("writing to a Vec cannot fail");
     out
-}
-
-fn s<W: Write>(out: &mut W, v: &str) -> std::io::Result<()> {
-    serde_json::to_writer(&mut *out, v).map_err(std::io::Error::other)
-}
-
-fn v<W: Write>(out: &mut W, x: &Value) -> std::io::Result<()> {
-    serde_json::to_writer(&mut *out, x).map_err(std::io::Error::other)
 }
 
 /// Tool-call arguments as a `tool_use` input: the JSON object as sent, or `{}` when the model
@@ -43,7 +35,7 @@ fn tool_input(arguments: &str) -> &str {
 /// consecutive same-role messages are merged, as the API requires alternating roles.
 pub fn write_body<W: Write>(req: &ChatRequest, ep: &Endpoint, out: &mut W) -> std::io::Result<()> {
     out.write_all(b"{\"model\":")?;
-    s(out, req.model.as_deref().unwrap_or(&ep.model))?;
+    write_json(out, req.model.as_deref().unwrap_or(&ep.model))?;
     write!(
         out,
         ",\"max_tokens\":{}",
@@ -56,7 +48,7 @@ pub fn write_body<W: Write>(req: &ChatRequest, ep: &Endpoint, out: &mut W) -> st
     if let Some(first) = systems.next() {
         out.write_all(b",\"system\":")?;
         match systems.next() {
-            None => s(out, &first.content)?,
+            None => write_json(out, &first.content)?,
             Some(_) => {
                 // Several system messages (rare): joined by blank lines.
                 let joined: Vec<&str> = req
@@ -65,7 +57,7 @@ pub fn write_body<W: Write>(req: &ChatRequest, ep: &Endpoint, out: &mut W) -> st
                     .filter(|m| m.role == Role::System && !m.content.is_empty())
                     .map(|m| m.content.as_str())
                     .collect();
-                s(out, &joined.join("\n\n"))?;
+                write_json(out, &joined.join("\n\n"))?;
             }
         }
     }
@@ -107,30 +99,30 @@ pub fn write_body<W: Write>(req: &ChatRequest, ep: &Endpoint, out: &mut W) -> st
             Role::User => {
                 block(out)?;
                 out.write_all(b"{\"type\":\"text\",\"text\":")?;
-                s(out, &msg.content)?;
+                write_json(out, &msg.content)?;
                 out.write_all(b"}")?;
             }
             Role::Tool => {
                 block(out)?;
                 out.write_all(b"{\"type\":\"tool_result\",\"tool_use_id\":")?;
-                s(out, msg.tool_call_id.as_deref().unwrap_or_default())?;
+                write_json(out, msg.tool_call_id.as_deref().unwrap_or_default())?;
                 out.write_all(b",\"content\":")?;
-                s(out, &msg.content)?;
+                write_json(out, &msg.content)?;
                 out.write_all(b"}")?;
             }
             Role::Assistant => {
                 if !msg.content.is_empty() {
                     block(out)?;
                     out.write_all(b"{\"type\":\"text\",\"text\":")?;
-                    s(out, &msg.content)?;
+                    write_json(out, &msg.content)?;
                     out.write_all(b"}")?;
                 }
                 for c in &msg.tool_calls {
                     block(out)?;
                     out.write_all(b"{\"type\":\"tool_use\",\"id\":")?;
-                    s(out, &c.id)?;
+                    write_json(out, &c.id)?;
                     out.write_all(b",\"name\":")?;
-                    s(out, &c.name)?;
+                    write_json(out, &c.name)?;
                     out.write_all(b",\"input\":")?;
                     out.write_all(tool_input(&c.arguments).as_bytes())?;
                     out.write_all(b"}")?;
@@ -149,18 +141,18 @@ pub fn write_body<W: Write>(req: &ChatRequest, ep: &Endpoint, out: &mut W) -> st
                 out.write_all(b",")?;
             }
             out.write_all(b"{\"name\":")?;
-            s(out, &t.name)?;
+            write_json(out, &t.name)?;
             out.write_all(b",\"description\":")?;
-            s(out, &t.description)?;
+            write_json(out, &t.description)?;
             out.write_all(b",\"input_schema\":")?;
-            v(out, &t.parameters)?;
+            write_json(out, &*t.parameters)?;
             out.write_all(b"}")?;
         }
         out.write_all(b"]")?;
     }
     if let Some(t) = req.temperature {
         out.write_all(b",\"temperature\":")?;
-        v(out, &serde_json::json!(t))?;
+        write_json(out, &t)?;
     }
     if req.stream {
         out.write_all(b",\"stream\":true")?;

@@ -90,6 +90,15 @@ fn hex4(b: &[u8], at: usize) -> Option<u32> {
     Some(v)
 }
 
+/// Writes `value` as JSON into `out` (a string literal, a number, a tree): how the request
+/// writers put each value on the wire without building a document first.
+pub fn write_json<W: std::io::Write, T: serde::Serialize + ?Sized>(
+    out: &mut W,
+    value: &T,
+) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *out, value).map_err(std::io::Error::other)
+}
+
 /// Describes why `what` (a response or stream event) could not be read: not JSON at all, or
 /// JSON of an unexpected shape.
 pub fn describe(what: &str, e: &serde_json::Error) -> String {

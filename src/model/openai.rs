@@ -1,14 +1,14 @@
 //! The OpenAI Chat Completions wire format.
 
 use super::endpoint::Endpoint;
-use super::json_text::{Count, First, Str};
+use super::json_text::{write_json, Count, First, Str};
 use super::sse::SseEvent;
 use super::stream::{DeltaBatch, Piece, StreamDelta, StreamMeta};
 use super::types::{ChatRequest, ChatResponse, ToolCall, Usage};
 use serde::de::{Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 /// The JSON body for a request (see [`write_body`]).
 pub fn build_body(req: &ChatRequest, ep: &Endpoint) -> Vec<u8> {
@@ -24,17 +24,11 @@ pub fn write_body<W: std::io::Write>(
     ep: &Endpoint,
     out: &mut W,
 ) -> std::io::Result<()> {
-    fn s<W: std::io::Write>(out: &mut W, v: &str) -> std::io::Result<()> {
-        serde_json::to_writer(&mut *out, v).map_err(std::io::Error::other)
-    }
-    fn v<W: std::io::Write>(out: &mut W, x: &Value) -> std::io::Result<()> {
-        serde_json::to_writer(&mut *out, x).map_err(std::io::Error::other)
-    }
     out.write_all(b"{")?;
     let model = req.model.as_deref().unwrap_or(&ep.model);
     if !model.is_empty() {
         out.write_all(b"\"model\":")?;
-        s(out, model)?;
+        write_json(out, model)?;
         out.write_all(b",")?;
     }
     out.write_all(b"\"messages\":[")?;
@@ -43,7 +37,7 @@ pub fn write_body<W: std::io::Write>(
             out.write_all(b",")?;
         }
         out.write_all(b"{\"role\":")?;
-        s(out, m.role.as_str())?;
+        write_json(out, m.role.as_str())?;
         out.write_all(b",\"content\":")?;
         if m.role == crate::model::types::Role::Assistant
             && !m.tool_calls.is_empty()
@@ -51,7 +45,7 @@ pub fn write_body<W: std::io::Write>(
         {
             out.write_all(b"null")?;
         } else {
-            s(out, &m.content)?;
+            write_json(out, &m.content)?;
         }
         if !m.tool_calls.is_empty() {
             out.write_all(b",\"tool_calls\":[")?;
@@ -60,18 +54,18 @@ pub fn write_body<W: std::io::Write>(
                     out.write_all(b",")?;
                 }
                 out.write_all(b"{\"id\":")?;
-                s(out, &c.id)?;
+                write_json(out, &c.id)?;
                 out.write_all(b",\"type\":\"function\",\"function\":{\"name\":")?;
-                s(out, &c.name)?;
+                write_json(out, &c.name)?;
                 out.write_all(b",\"arguments\":")?;
-                s(out, &c.arguments)?;
+                write_json(out, &c.arguments)?;
                 out.write_all(b"}}")?;
             }
             out.write_all(b"]")?;
         }
         if let Some(id) = &m.tool_call_id {
             out.write_all(b",\"tool_call_id\":")?;
-            s(out, id)?;
+            write_json(out, id)?;
         }
         out.write_all(b"}")?;
     }
@@ -83,18 +77,18 @@ pub fn write_body<W: std::io::Write>(
                 out.write_all(b",")?;
             }
             out.write_all(b"{\"type\":\"function\",\"function\":{\"name\":")?;
-            s(out, &t.name)?;
+            write_json(out, &t.name)?;
             out.write_all(b",\"description\":")?;
-            s(out, &t.description)?;
+            write_json(out, &t.description)?;
             out.write_all(b",\"parameters\":")?;
-            v(out, &t.parameters)?;
+            write_json(out, &*t.parameters)?;
             out.write_all(b"}}")?;
         }
         out.write_all(b"]")?;
     }
     if let Some(t) = req.temperature {
         write!(out, ",\"temperature\":")?;
-        v(out, &json!(t))?;
+        write_json(out, &t)?;
     }
     write!(
         out,
@@ -103,11 +97,11 @@ pub fn write_body<W: std::io::Write>(
     )?;
     if let Some(rf) = &req.response_format {
         out.write_all(b",\"response_format\":")?;
-        v(out, rf)?;
+        write_json(out, rf)?;
     }
     if let Some(tc) = &req.tool_choice {
         out.write_all(b",\"tool_choice\":")?;
-        v(out, tc)?;
+        write_json(out, tc)?;
     }
     if req.stream {
         out.write_all(b",\"stream\":true,\"stream_options\":{\"include_usage\":true}")?;
@@ -468,6 +462,7 @@ mod tests {
     use super::*;
     use crate::model::stream::StreamAccumulator;
     use crate::model::types::{ChatMessage, Role};
+    use serde_json::json;
 
     #[test]
     fn body_has_stream_options_and_tools() {
