@@ -3,8 +3,8 @@
 use super::endpoint::Endpoint;
 use super::json_text::{write_json, Count, Str};
 use super::sse::SseEvent;
-use super::stream::{DeltaBatch, Piece, StreamDelta, StreamMeta};
-use super::types::{ChatRequest, ChatResponse, Role, ToolCall, Usage};
+use super::stream::{DeltaBatch, Piece, StreamMeta};
+use super::types::{ChatRequest, ChatResponse, Role, Usage};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -285,21 +285,7 @@ pub fn parse_response(body: &[u8]) -> Result<ChatResponse, String> {
         finish_reason: finish_reason(v.stop_reason.as_deref().unwrap_or("end_turn")).to_string(),
         ..Default::default()
     };
-    for d in batch.iter() {
-        match d {
-            StreamDelta::Text(t) => r.content.push_str(t),
-            StreamDelta::ToolCall {
-                id,
-                name,
-                arguments,
-                ..
-            } => r.tool_calls.push(ToolCall {
-                id: id.unwrap_or_default().to_string(),
-                name: name.unwrap_or_default().to_string(),
-                arguments: arguments.to_string(),
-            }),
-        }
-    }
+    (r.content, r.tool_calls) = batch.whole_answer();
     if let Some(u) = &v.usage {
         u.merge_into(&mut r.usage);
     }
@@ -430,7 +416,7 @@ pub fn error_text(v: &Value) -> Option<String> {
 mod tests {
     use super::*;
     use crate::model::stream::StreamAccumulator;
-    use crate::model::types::ChatMessage;
+    use crate::model::types::{ChatMessage, ToolCall};
 
     #[test]
     fn body_moves_system_and_merges_tool_results() {

@@ -3,8 +3,8 @@
 use super::endpoint::Endpoint;
 use super::json_text::{write_json, Count, First, Str};
 use super::sse::SseEvent;
-use super::stream::{DeltaBatch, Piece, StreamDelta, StreamMeta};
-use super::types::{ChatRequest, ChatResponse, ToolCall, Usage};
+use super::stream::{DeltaBatch, Piece, StreamMeta};
+use super::types::{ChatRequest, ChatResponse, Usage};
 use serde::de::{Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -356,25 +356,14 @@ pub fn parse_response(body: &[u8]) -> Result<ChatResponse, String> {
         usage: v.usage.as_ref().map(WireUsage::usage).unwrap_or_default(),
         ..Default::default()
     };
-    for d in batch.iter() {
-        match d {
-            StreamDelta::Text(t) => r.content.push_str(t),
-            StreamDelta::ToolCall {
-                id,
-                name,
-                arguments,
-                ..
-            } => r.tool_calls.push(ToolCall {
-                id: id.unwrap_or_default().to_string(),
-                name: name.unwrap_or_default().to_string(),
-                arguments: if arguments.is_empty() {
-                    "{}".to_string()
-                } else {
-                    arguments.to_string()
-                },
-            }),
+    let (content, mut tool_calls) = batch.whole_answer();
+    for c in &mut tool_calls {
+        if c.arguments.is_empty() {
+            c.arguments.push_str("{}");
         }
     }
+    r.content = content;
+    r.tool_calls = tool_calls;
     Ok(r)
 }
 

@@ -151,6 +151,29 @@ impl DeltaBatch {
         })
     }
 
+    /// The text and tool calls of a whole (non-streamed) answer decoded into this batch, where
+    /// each tool-call piece is one complete call.
+    pub fn whole_answer(&self) -> (String, Vec<ToolCall>) {
+        let mut content = String::new();
+        let mut calls = Vec::new();
+        for d in self.iter() {
+            match d {
+                StreamDelta::Text(t) => content.push_str(t),
+                StreamDelta::ToolCall {
+                    id,
+                    name,
+                    arguments,
+                    ..
+                } => calls.push(ToolCall {
+                    id: id.unwrap_or_default().to_string(),
+                    name: name.unwrap_or_default().to_string(),
+                    arguments: arguments.to_string(),
+                }),
+            }
+        }
+        (content, calls)
+    }
+
     /// The pieces a whole (non-streamed or cached) answer is delivered as: its text, then one
     /// piece per tool call.
     pub fn from_response(r: &ChatResponse) -> DeltaBatch {
