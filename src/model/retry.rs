@@ -97,10 +97,6 @@ pub fn is_spend_limit(body: &str) -> bool {
     .any(|needle| b.contains(needle))
 }
 
-fn header<'a>(headers: &'a Headers, name: &str) -> Option<&'a str> {
-    headers.get(name)
-}
-
 /// A response's headers in one buffer of `name:value` lines, names in lower case and values
 /// trimmed: a response costs one growing buffer, not two strings per header.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -161,12 +157,15 @@ impl Headers {
 /// The wait a server requested: `retry-after-ms`, `retry-after` (seconds or HTTP date), or for a
 /// rate limit the reset of an exhausted `x-ratelimit-*` / `anthropic-ratelimit-*` bucket.
 pub fn retry_after(headers: &Headers, now: SystemTime) -> Option<Duration> {
-    if let Some(ms) = header(headers, "retry-after-ms").and_then(|v| v.parse::<f64>().ok()) {
+    if let Some(ms) = headers
+        .get("retry-after-ms")
+        .and_then(|v| v.parse::<f64>().ok())
+    {
         if ms >= 0.0 && ms.is_finite() {
             return Some(Duration::from_secs_f64(ms / 1000.0));
         }
     }
-    if let Some(v) = header(headers, "retry-after") {
+    if let Some(v) = headers.get("retry-after") {
         if let Ok(secs) = v.parse::<f64>() {
             if secs >= 0.0 && secs.is_finite() {
                 return Some(Duration::from_secs_f64(secs));
@@ -195,7 +194,7 @@ pub fn rate_limit_info(headers: &Headers, now: SystemTime) -> RateLimitInfo {
     let num = |names: &[&str]| {
         names
             .iter()
-            .find_map(|n| header(headers, n).and_then(|v| v.parse::<u64>().ok()))
+            .find_map(|n| headers.get(n).and_then(|v| v.parse::<u64>().ok()))
     };
     RateLimitInfo {
         remaining_requests: num(&[
@@ -212,7 +211,7 @@ pub fn rate_limit_info(headers: &Headers, now: SystemTime) -> RateLimitInfo {
 }
 
 fn rate_limit_reset(headers: &Headers, now: SystemTime) -> Option<Duration> {
-    let exhausted = |remaining: &str| header(headers, remaining).is_some_and(|v| v == "0");
+    let exhausted = |remaining: &str| headers.get(remaining).is_some_and(|v| v == "0");
     let pairs = [
         (
             "x-ratelimit-remaining-requests",
@@ -239,7 +238,7 @@ fn rate_limit_reset(headers: &Headers, now: SystemTime) -> Option<Duration> {
     pairs
         .iter()
         .filter(|(rem, _)| exhausted(rem))
-        .filter_map(|(_, reset)| header(headers, reset))
+        .filter_map(|(_, reset)| headers.get(reset))
         .filter_map(|v| {
             parse_go_duration(v).or_else(|| {
                 parse_rfc3339(v).map(|t| t.duration_since(now).unwrap_or(Duration::ZERO))
