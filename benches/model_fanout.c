@@ -5,47 +5,12 @@
  *
  *   model_fanout URL [N]     (the server should delay ~1 s; see benches/run-model.sh)
  */
-#define _POSIX_C_SOURCE 200809L
+#include "bench_util.h"
 #include <agentos.h>
 
-#include <dirent.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <sys/resource.h>
-#include <time.h>
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static double cpu_s(void) {
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
-           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
-}
-
-static int threads(void) {
-    int n = 0;
-    DIR *d = opendir("/proc/self/task");
-    struct dirent *e;
-    while (d && (e = readdir(d))) n += e->d_name[0] != '.';
-    if (d) closedir(d);
-    return n;
-}
-
-static long status_kb(const char *field) {
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long kb = -1;
-    while (f && fgets(line, sizeof line, f))
-        if (strncmp(line, field, strlen(field)) == 0) kb = strtol(line + strlen(field) + 1, NULL, 10);
-    if (f) fclose(f);
-    return kb;
-}
+static double now_s(void) { return bench_now_us() / 1e6; }
 
 int main(int argc, char **argv) {
     if (argc < 2) return 2;
@@ -67,16 +32,16 @@ int main(int argc, char **argv) {
              "\"timeouts_ms\":{\"connect\":30000}}", argv[1]);
     agentos_error *err = NULL;
     if (agentos_runtime_add_endpoint(rt, ep, &err) != AGENTOS_STATUS_OK) return 1;
-    int base_threads = threads();
+    int base_threads = bench_threads();
     agentos_request **reqs = calloc((size_t)n, sizeof *reqs);
     const char *body = "{\"messages\":[{\"role\":\"user\",\"content\":\"ping\"}],\"max_tokens\":8}";
-    double t0 = now_s(), cpu0 = cpu_s();
+    double t0 = now_s(), cpu0 = bench_cpu_s();
     for (int i = 0; i < n; i++) {
         if (agentos_request_new(rt, "slow", body, &reqs[i], NULL) != AGENTOS_STATUS_OK) return 1;
         if (agentos_request_start(reqs[i], NULL) != AGENTOS_STATUS_OK) return 1;
     }
     double submitted = now_s() - t0;
-    int peak_threads = threads();
+    int peak_threads = bench_threads();
     int ok = 0, failed = 0;
     for (int i = 0; i < n; i++) {
         agentos_status st = agentos_request_wait(reqs[i], -1, &err);
@@ -88,12 +53,12 @@ int main(int argc, char **argv) {
         }
         agentos_request_free(reqs[i]);
     }
-    double wall = now_s() - t0, cpu = cpu_s() - cpu0;
+    double wall = now_s() - t0, cpu = bench_cpu_s() - cpu0;
     printf("%d concurrent calls: %d ok, %d failed\n", n, ok, failed);
     printf("wall time %.2f s (submit %.3f s); threads: %d before calls, %d during (library: %d workers + %d I/O)\n",
            wall, submitted, base_threads, peak_threads, 2, peak_threads - base_threads);
     printf("process CPU %.2f s (user+system, all threads) = %.0f us per call\n", cpu, cpu * 1e6 / n);
-    printf("peak RSS %ld KB (%.1f MB)\n", status_kb("VmHWM:"), status_kb("VmHWM:") / 1024.0);
+    printf("peak RSS %ld KB (%.1f MB)\n", bench_status_kb("VmHWM:"), bench_status_kb("VmHWM:") / 1024.0);
     free(reqs);
     agentos_runtime_free(rt);
     return failed != 0;
