@@ -2,7 +2,7 @@
 # Model-layer benchmarks against local fake servers (benches/fake_openai_server.c) on 127.0.0.1
 # (release build):
 #   overhead per call vs a raw libcurl loop, 10,000 concurrent calls vs a 1 s server, and
-#   streamed-chunk latency. Prints figures only.
+#   streamed-chunk latency. Prints figures only. Arguments pick some: overhead, fanout, stream.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 prefix="$PWD/target/bench-prefix"
@@ -31,12 +31,21 @@ serve() { # port, args...
   for _ in $(seq 100); do grep -q ready "target/fake-$p.log" 2>/dev/null && return; sleep 0.05; done
   echo "server on $p did not start" >&2; exit 1
 }
-p1=$(port); serve "$p1"
-p2=$(port); serve "$p2" --delay 1
-p3=$(port); serve "$p3" --stream-chunks 100 --chunk-interval 0.005
-echo "== overhead per call (fast local server)"
-"target/bench_model_overhead" "http://127.0.0.1:$p1/v1" "${CALLS:-2000}"
-echo "== fan-out: ${FANOUT:-10000} concurrent calls, server waits 1 s"
-"target/bench_model_fanout" "http://127.0.0.1:$p2/v1" "${FANOUT:-10000}"
-echo "== streaming: chunk sent -> C caller has it"
-"target/bench_model_stream_latency" "http://127.0.0.1:$p3/v1" 5
+# Which benchmarks to run: the arguments (overhead, fanout, stream), all by default.
+want() { [[ " ${selected} " == *" $1 "* ]]; }
+selected="$*"
+if [ -z "$selected" ] || want overhead; then
+  p1=$(port); serve "$p1"
+  echo "== overhead per call (fast local server)"
+  "target/bench_model_overhead" "http://127.0.0.1:$p1/v1" "${CALLS:-2000}"
+fi
+if [ -z "$selected" ] || want fanout; then
+  p2=$(port); serve "$p2" --delay 1
+  echo "== fan-out: ${FANOUT:-10000} concurrent calls, server waits 1 s"
+  "target/bench_model_fanout" "http://127.0.0.1:$p2/v1" "${FANOUT:-10000}"
+fi
+if [ -z "$selected" ] || want stream; then
+  p3=$(port); serve "$p3" --stream-chunks 100 --chunk-interval 0.005
+  echo "== streaming: chunk sent -> C caller has it"
+  "target/bench_model_stream_latency" "http://127.0.0.1:$p3/v1" 5
+fi

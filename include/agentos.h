@@ -315,8 +315,9 @@ typedef struct agentos_tool_call agentos_tool_call;
 typedef int32_t agentos_status;
 
 /**
- * Called on the runtime's I/O thread for every streamed piece, before the piece is queued for
- * `agentos_request_next_delta`. `data` is valid only during the call and is NUL-terminated;
+ * Called for every streamed piece, before the piece is queued for
+ * `agentos_request_next_delta`: on the runtime's I/O thread, or on the thread inside
+ * `agentos_request_run` when that call runs the transfer itself (see there). `data` is valid only during the call and is NUL-terminated;
  * `len` excludes the NUL. The callback must return quickly and must not block; it may call
  * `agentos_request_cancel` and the `const` readers, but never `agentos_request_free`,
  * `agentos_request_wait` or `agentos_runtime_free`.
@@ -769,7 +770,13 @@ agentos_status agentos_request_wait(agentos_request *req, int32_t timeout_ms, ag
 /**
  * Starts the request and waits for it without a time limit: the synchronous form.
  * Returns what `agentos_request_start` and then `agentos_request_wait` return.
- * Thread safety: one thread at a time per request.
+ *
+ * When the endpoint has no client-side limits (RPM, TPM, concurrency), no server-imposed wait
+ * is in force and the endpoint has no response cache, the transfer runs on the calling thread
+ * itself, with connections kept for the next such call: no hand-off to the I/O thread. The
+ * delta callback then runs on this thread. Retries, timeouts, cancellation (from any thread)
+ * and runtime shutdown behave the same either way.
+ * Thread safety: one thread at a time per request; others may cancel or read it meanwhile.
  */
 agentos_status agentos_request_run(agentos_request *req, agentos_error **err);
 

@@ -4,15 +4,16 @@ use super::error::agentos_error;
 use super::runtime::agentos_runtime;
 use super::status::agentos_status;
 use super::string::into_c_string;
-use super::{as_mut, as_ref, non_null, str_arg, write_out};
+use super::{as_ref, non_null, str_arg, write_out};
 use crate::error::{Error, Status};
 use crate::model::call::{CallInner, CallObserver, CallOptions, DeltaFn, Pull};
 use crate::model::stream::{DeltaBuf, StreamDelta};
 use crate::model::types::ChatRequest;
 use crate::runtime::Shared;
+use parking_lot::Mutex;
 use serde_json::json;
 use std::ffi::{c_char, c_void};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// A delta kind: the call is finished and every delta has been pulled.
@@ -24,8 +25,9 @@ pub const AGENTOS_DELTA_TEXT: i32 = 1;
 /// come with a call's first piece, `arguments` arrives in pieces to be concatenated.
 pub const AGENTOS_DELTA_TOOL_CALL: i32 = 2;
 
-/// Called on the runtime's I/O thread for every streamed piece, before the piece is queued for
-/// `agentos_request_next_delta`. `data` is valid only during the call and is NUL-terminated;
+/// Called for every streamed piece, before the piece is queued for
+/// `agentos_request_next_delta`: on the runtime's I/O thread, or on the thread inside
+/// `agentos_request_run` when that call runs the transfer itself (see there). `data` is valid only during the call and is NUL-terminated;
 /// `len` excludes the NUL. The callback must return quickly and must not block; it may call
 /// `agentos_request_cancel` and the `const` readers, but never `agentos_request_free`,
 /// `agentos_request_wait` or `agentos_runtime_free`.
@@ -75,12 +77,19 @@ struct Pending {
 /// concurrently. The others (set_*, start, wait, next_delta, free) need one thread at a time.
 pub struct agentos_request {
     shared: Arc<Shared>,
-    pending: Option<Pending>,
-    call: Option<Arc<CallInner>>,
+    /// The request until it is started.
+    pending: Mutex<Option<Pending>>,
+    /// The call once started (set once, then read from any thread).
+    call: OnceLock<Arc<CallInner>>,
+    /// The pulling state (one puller at a time).
+    pull: Mutex<Pulled>,
+}
+
+struct Pulled {
     /// The last pulled delta, NUL-terminated; borrowed by the caller until the next pull.
-    delta_buf: Vec<u8>,
+    text: Vec<u8>,
     /// The last pulled delta (reused).
-    pulled: DeltaBuf,
+    delta: DeltaBuf,
 }
 
 fn timeout_deadline(timeout_ms: i32) -> Option<Instant> {
@@ -126,6 +135,10 @@ fn encode_delta(d: StreamDelta<'_>, out: &mut Vec<u8>) -> (i32, usize) {
     (kind, len)
 }
 
+fn already_started() -> Error {
+    Error::new(Status::Busy, "the request was already started")
+}
+
 fn not_started() -> Error {
     Error::invalid("the request has not been started (call agentos_request_start)")
 }
@@ -164,15 +177,17 @@ pub unsafe extern "C" fn agentos_request_new(
         let request = ChatRequest::from_json(json)?;
         let req = agentos_request {
             shared,
-            pending: Some(Pending {
+            pending: Mutex::new(Some(Pending {
                 endpoint: endpoint.to_string(),
                 request,
                 priority: 0,
                 callback: None,
+            })),
+            call: OnceLock::new(),
+            pull: Mutex::new(Pulled {
+                text: Vec::new(),
+                delta: DeltaBuf::new(),
             }),
-            call: None,
-            delta_buf: Vec::new(),
-            pulled: DeltaBuf::new(),
         };
         write_out(out, Box::into_raw(Box::new(req)));
         Ok(())
@@ -190,11 +205,9 @@ pub unsafe extern "C" fn agentos_request_set_priority(
     priority: i32,
 ) -> agentos_status {
     ffi_boundary!(err = std::ptr::null_mut(), {
-        let req = as_mut(req, "req")?;
-        let p = req
-            .pending
-            .as_mut()
-            .ok_or_else(|| Error::new(Status::Busy, "the request was already started"))?;
+        let req = as_ref(req, "req")?;
+        let mut pending = req.pending.lock();
+        let p = pending.as_mut().ok_or_else(already_started)?;
         p.priority = priority;
         Ok(())
     })
@@ -213,16 +226,15 @@ pub unsafe extern "C" fn agentos_request_set_delta_callback(
     user_data: *mut c_void,
 ) -> agentos_status {
     ffi_boundary!(err = std::ptr::null_mut(), {
-        let req = as_mut(req, "req")?;
+        let req = as_ref(req, "req")?;
         let f = callback
             .ok_or_else(|| Error::new(Status::NullArgument, "argument `callback` is NULL"))?;
-        let p = req
-            .pending
-            .as_mut()
-            .ok_or_else(|| Error::new(Status::Busy, "the request was already started"))?;
+        let mut pending = req.pending.lock();
+        let p = pending.as_mut().ok_or_else(already_started)?;
         let user = user_data as usize; // the caller vouches that user_data may cross threads
-                                       // One buffer per request, reused for every piece (the callback runs on the I/O thread
-                                       // only, so the lock is never contended).
+                                       // One buffer per request, reused for every piece (one
+                                       // thread at a time delivers a call's pieces, so the
+                                       // lock is never contended).
         let buf = parking_lot::Mutex::new(Vec::<u8>::new());
         p.callback = Some(Box::new(DeltaFn(Box::new(move |d: StreamDelta<'_>| {
             let mut text = buf.lock();
@@ -252,22 +264,29 @@ pub unsafe extern "C" fn agentos_request_start(
     err: *mut *mut agentos_error,
 ) -> agentos_status {
     ffi_boundary!(err = err, {
-        let req = as_mut(req, "req")?;
-        let p = req
-            .pending
-            .take()
-            .ok_or_else(|| Error::new(Status::Busy, "the request was already started"))?;
-        let models = req.shared.models();
+        let req = as_ref(req, "req")?;
+        let call = req.make_call()?;
+        req.shared.models().submit(call)
+    })
+}
+
+impl agentos_request {
+    /// Turns the pending request into its call (once).
+    fn make_call(&self) -> Result<Arc<CallInner>, Error> {
+        let p = self.pending.lock().take().ok_or_else(already_started)?;
         let opts = CallOptions {
             priority: p.priority,
             observer: p.callback,
             ..Default::default()
         };
-        let call = models.new_call(&p.endpoint, p.request, opts)?;
-        models.submit(call.clone())?;
-        req.call = Some(call);
-        Ok(())
-    })
+        let call = self
+            .shared
+            .models()
+            .new_call(&p.endpoint, p.request, opts)?;
+        // The pending request was taken under the lock, so this is the only set.
+        let _ = self.call.set(call.clone());
+        Ok(call)
+    }
 }
 
 /// Waits until the request finishes or `timeout_ms` passes (negative = no limit), and returns
@@ -286,8 +305,8 @@ pub unsafe extern "C" fn agentos_request_wait(
     err: *mut *mut agentos_error,
 ) -> agentos_status {
     ffi_boundary!(err = err, {
-        let req = as_mut(req, "req")?;
-        let call = req.call.as_ref().ok_or_else(not_started)?;
+        let req = as_ref(req, "req")?;
+        let call = req.call.get().ok_or_else(not_started)?;
         match call.wait(timeout_deadline(timeout_ms)) {
             Some(Ok(_)) => Ok(()),
             Some(Err(e)) => Err(e),
@@ -301,18 +320,22 @@ pub unsafe extern "C" fn agentos_request_wait(
 
 /// Starts the request and waits for it without a time limit: the synchronous form.
 /// Returns what `agentos_request_start` and then `agentos_request_wait` return.
-/// Thread safety: one thread at a time per request.
+///
+/// When the endpoint has no client-side limits (RPM, TPM, concurrency), no server-imposed wait
+/// is in force and the endpoint has no response cache, the transfer runs on the calling thread
+/// itself, with connections kept for the next such call: no hand-off to the I/O thread. The
+/// delta callback then runs on this thread. Retries, timeouts, cancellation (from any thread)
+/// and runtime shutdown behave the same either way.
+/// Thread safety: one thread at a time per request; others may cancel or read it meanwhile.
 #[no_mangle]
 pub unsafe extern "C" fn agentos_request_run(
     req: *mut agentos_request,
     err: *mut *mut agentos_error,
 ) -> agentos_status {
-    ffi_boundary!({
-        let st = agentos_request_start(req, err);
-        if st != super::status::AGENTOS_STATUS_OK {
-            return st;
-        }
-        agentos_request_wait(req, -1, err)
+    ffi_boundary!(err = err, {
+        let req = as_ref(req, "req")?;
+        let call = req.make_call()?;
+        req.shared.models().run(call).map(|_| ())
     })
 }
 
@@ -335,12 +358,14 @@ pub unsafe extern "C" fn agentos_request_next_delta(
     len: *mut usize,
 ) -> agentos_status {
     ffi_boundary!(err = std::ptr::null_mut(), {
-        let req = as_mut(req, "req")?;
+        let req = as_ref(req, "req")?;
         non_null(kind, "kind")?;
         non_null(data, "data")?;
         non_null(len, "len")?;
-        let call = req.call.as_ref().ok_or_else(not_started)?;
-        let (k, n) = match call.next_delta(timeout_deadline(timeout_ms), &mut req.pulled) {
+        let call = req.call.get().ok_or_else(not_started)?;
+        let mut guard = req.pull.lock();
+        let pulled = &mut *guard;
+        let (k, n) = match call.next_delta(timeout_deadline(timeout_ms), &mut pulled.delta) {
             Pull::Timeout => {
                 return Err(Error::new(
                     Status::Timeout,
@@ -348,14 +373,15 @@ pub unsafe extern "C" fn agentos_request_next_delta(
                 ))
             }
             Pull::End => {
-                req.delta_buf.clear();
-                req.delta_buf.push(0);
+                pulled.text.clear();
+                pulled.text.push(0);
                 (AGENTOS_DELTA_END, 0)
             }
-            Pull::Delta => encode_delta(req.pulled.delta(), &mut req.delta_buf),
+            Pull::Delta => encode_delta(pulled.delta.delta(), &mut pulled.text),
         };
         write_out(kind, k);
-        write_out(data, req.delta_buf.as_ptr() as *const c_char);
+        // The buffer stays put until the next pull, as documented.
+        write_out(data, pulled.text.as_ptr() as *const c_char);
         write_out(len, n);
         Ok(())
     })
@@ -371,7 +397,7 @@ pub unsafe extern "C" fn agentos_request_next_delta(
 pub unsafe extern "C" fn agentos_request_cancel(req: *const agentos_request) -> agentos_status {
     ffi_boundary!(err = std::ptr::null_mut(), {
         let req = as_ref(req, "req")?;
-        if let Some(call) = &req.call {
+        if let Some(call) = req.call.get() {
             req.shared.models().cancel(call);
         }
         Ok(())
@@ -394,7 +420,7 @@ pub unsafe extern "C" fn agentos_request_usage(
     ffi_boundary!(err = std::ptr::null_mut(), {
         let req = as_ref(req, "req")?;
         non_null(out, "out")?;
-        let (u, a) = match &req.call {
+        let (u, a) = match req.call.get() {
             Some(c) => (c.usage(), c.attempts()),
             None => (Default::default(), Default::default()),
         };
@@ -455,7 +481,7 @@ pub unsafe extern "C" fn agentos_request_result_json(
     ffi_boundary!(err = std::ptr::null_mut(), {
         let req = as_ref(req, "req")?;
         non_null(out, "out")?;
-        let v = match &req.call {
+        let v = match req.call.get() {
             None => json!({"state": "created", "status": null, "error": null, "content": "",
                            "tool_calls": [], "finish_reason": "", "model": "",
                            "usage": crate::model::types::Usage::default().to_json(),
@@ -508,7 +534,7 @@ pub unsafe extern "C" fn agentos_request_text(
         non_null(out, "out")?;
         let text = req
             .call
-            .as_ref()
+            .get()
             .map(|c| c.partial().content)
             .unwrap_or_default();
         write_out(out, into_c_string(text));
@@ -526,7 +552,7 @@ pub unsafe extern "C" fn agentos_request_free(req: *mut agentos_request) {
     ffi_boundary!({
         if !req.is_null() {
             let req = Box::from_raw(req);
-            if let Some(call) = &req.call {
+            if let Some(call) = req.call.get() {
                 req.shared.models().cancel(call);
             }
             drop(req);

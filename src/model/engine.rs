@@ -9,19 +9,17 @@
 //! are many, because libcurl walks a whole cache per transfer; easy handles that completed a
 //! plain-HTTP transfer are kept, still configured, for the next call to the same endpoint.
 
-use super::anthropic;
 use super::call::{cancelled_error, CallInner, Phase};
-use super::endpoint::{Endpoint, Provider};
 use super::limiter::Limiter;
-use super::openai;
 use super::poller::{Poller, Ready, Waker};
-use super::retry::{classify, rate_limit_info, FailureClass, Headers};
-use super::sse::{SseEvent, SseParser};
-use super::stream::{DeltaBatch, StreamMeta};
-use super::types::ChatResponse;
+use super::retry::rate_limit_info;
+use super::transfer::{
+    attempt_body, attempt_timeout, build_easy, failed_attempt, finish_call, judge, plan_retry,
+    reusable_after, Collector, Jitter, Verdict,
+};
 use crate::error::{Error, Result, Status};
 use crossbeam_channel::{Receiver, Sender};
-use curl::easy::{Easy2, Handler, HttpVersion, List, WriteError};
+use curl::easy::Easy2;
 use curl::multi::{Easy2Handle, Events, Multi};
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::{BinaryHeap, HashMap};
@@ -30,18 +28,19 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
-/// The largest non-streamed response body accepted.
-pub const MAX_BODY: usize = 64 << 20;
 /// How often in-flight transfers are checked for first-byte and idle timeouts.
 const TIMEOUT_TICK: Duration = Duration::from_millis(20);
 /// Easy handles kept for reuse at most.
 const EASY_POOL: usize = 1024;
-/// libcurl's receive buffer per transfer (its default is 16 KiB).
-const RECEIVE_BUFFER: usize = 4096;
 
 thread_local! {
     /// Set on I/O threads. A plain `Cell` so asking costs no allocation on other threads.
     static ON_IO_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether this thread is an I/O thread (where blocking on a call would deadlock).
+pub(crate) fn on_io_thread() -> bool {
+    ON_IO_THREAD.with(|f| f.get())
 }
 
 enum Cmd {
@@ -132,121 +131,6 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         self.shutdown();
-    }
-}
-
-/// Receives one attempt's response.
-struct Collector {
-    /// The call (none while the handle waits in the pool).
-    call: Option<Arc<CallInner>>,
-    provider: Provider,
-    stream: bool,
-    status: u32,
-    headers: Headers,
-    body: Vec<u8>,
-    sse: SseParser,
-    sse_mode: Option<bool>,
-    /// What this attempt's stream said about itself.
-    meta: StreamMeta,
-    /// The deltas decoded from the current read, handed to the call after each read.
-    batch: DeltaBatch,
-    stream_error: Option<String>,
-    first_byte: Option<Instant>,
-    last_byte: Instant,
-    too_large: bool,
-}
-
-impl Collector {
-    fn new(call: Option<Arc<CallInner>>, provider: Provider, stream: bool) -> Collector {
-        Collector {
-            call,
-            provider,
-            stream,
-            status: 0,
-            headers: Headers::new(),
-            body: Vec::new(),
-            sse: SseParser::new(),
-            sse_mode: None,
-            meta: StreamMeta::default(),
-            batch: DeltaBatch::new(),
-            stream_error: None,
-            first_byte: None,
-            last_byte: Instant::now(),
-            too_large: false,
-        }
-    }
-
-    fn on_event(&mut self, ev: SseEvent<'_>) {
-        if self.stream_error.is_some() {
-            return;
-        }
-        let r = match self.provider {
-            Provider::OpenAi => openai::apply_event(&ev, &mut self.meta, &mut self.batch),
-            Provider::Anthropic => anthropic::apply_event(&ev, &mut self.meta, &mut self.batch),
-        };
-        if let Err(e) = r {
-            self.stream_error = Some(e);
-        }
-    }
-}
-
-impl Handler for Collector {
-    fn header(&mut self, data: &[u8]) -> bool {
-        let line = String::from_utf8_lossy(data);
-        let line = line.trim_end();
-        if line.starts_with("HTTP/") {
-            // A new status line (after 100-continue or a redirect) starts a fresh header set.
-            self.status = line
-                .split_whitespace()
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-            self.headers.clear();
-        } else if let Some((k, v)) = line.split_once(':') {
-            self.headers.push(k, v);
-        }
-        true
-    }
-
-    fn write(&mut self, data: &[u8]) -> std::result::Result<usize, WriteError> {
-        let now = Instant::now();
-        self.first_byte.get_or_insert(now);
-        self.last_byte = now;
-        let sse = *self.sse_mode.get_or_insert_with(|| {
-            self.stream
-                && self.status / 100 == 2
-                && self
-                    .headers
-                    .iter()
-                    .any(|(k, v)| k == "content-type" && v.starts_with("text/event-stream"))
-        });
-        if sse {
-            // The parser is moved out so events can borrow its buffers while `self` is
-            // updated; moving it allocates nothing.
-            // One event larger than a whole reply may be is a broken or hostile stream.
-            if self.sse.buffered() + data.len() > MAX_BODY {
-                self.too_large = true;
-                return Ok(0); // aborts the transfer
-            }
-            let usage_before = self.meta.usage;
-            let mut parser = std::mem::take(&mut self.sse);
-            parser.feed(data, |ev| self.on_event(ev));
-            self.sse = parser;
-            let usage_changed = self.meta.usage != usage_before;
-            if !self.batch.is_empty() || usage_changed {
-                if let Some(call) = &self.call {
-                    call.push_deltas(&self.batch, usage_changed.then_some(&self.meta.usage));
-                }
-                self.batch.clear();
-            }
-        } else {
-            if self.body.len() + data.len() > MAX_BODY {
-                self.too_large = true;
-                return Ok(0); // aborts the transfer
-            }
-            self.body.extend_from_slice(data);
-        }
-        Ok(data.len())
     }
 }
 
@@ -422,7 +306,7 @@ struct IoLoop {
     /// endpoint idles).
     conns: HashMap<(usize, usize), ConnCount>,
     seq: u64,
-    rng: u64,
+    jitter: Jitter,
     last_tick: Instant,
     timers: BinaryHeap<std::cmp::Reverse<(Instant, u64)>>,
     timer_fns: HashMap<u64, Box<dyn FnOnce() + Send>>,
@@ -443,10 +327,6 @@ impl IoLoop {
         let epoch = Instant::now();
         let epfd = poller.raw();
         Poller::set(epfd, waker.fd(), WAKER_TAG, true, false);
-        let seed = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0x9e37_79b9_7f4a_7c15);
         IoLoop {
             shards: vec![Shard::new(0, epfd, epoch)],
             rx,
@@ -460,20 +340,13 @@ impl IoLoop {
             queues: HashMap::new(),
             conns: HashMap::new(),
             seq: 0,
-            rng: seed | 1,
+            jitter: Jitter::new(),
             last_tick: Instant::now(),
             timers: BinaryHeap::new(),
             timer_fns: HashMap::new(),
             idle_easy: Vec::new(),
             last_busy: Instant::now(),
         }
-    }
-
-    fn rand01(&mut self) -> f64 {
-        self.rng ^= self.rng << 13;
-        self.rng ^= self.rng >> 7;
-        self.rng ^= self.rng << 17;
-        (self.rng >> 11) as f64 / (1u64 << 53) as f64
     }
 
     fn run(mut self) {
@@ -657,6 +530,13 @@ impl IoLoop {
                     continue;
                 }
                 q.blocked_until = None;
+                // What the server told callers on other threads (the caller-thread path) holds
+                // here too.
+                if let Some(top) = q.ready.peek() {
+                    if let Some(until) = top.call.endpoint.server_block.until(now) {
+                        q.limiter.block_until(until);
+                    }
+                }
                 while let Some(top) = q.ready.peek() {
                     if top.call.cancel_requested() {
                         cancelled.push(q.ready.pop().expect("peeked").call);
@@ -731,29 +611,7 @@ impl IoLoop {
         let ep = &call.endpoint.config;
         let stream = call.request.stream;
         let snapshot = call.state.lock().snapshot.clone().filter(|s| !s.is_empty());
-        let resumed;
-        let request = match &snapshot {
-            // Continue from the snapshot: the partial answer goes last, as an assistant message
-            // the model extends (assistant prefill, supported by OpenAI-compatible servers such
-            // as llama.cpp and by Anthropic).
-            Some(snap) => {
-                let mut r = call.request.clone();
-                r.messages.push(super::types::ChatMessage::text(
-                    super::types::Role::Assistant,
-                    snap.clone(),
-                ));
-                resumed = r;
-                &resumed
-            }
-            None => &call.request,
-        };
-        let body: std::borrow::Cow<[u8]> = match (&call.body, &snapshot) {
-            (Some(b), None) => std::borrow::Cow::Borrowed(b.as_slice()),
-            _ => std::borrow::Cow::Owned(match ep.provider {
-                Provider::OpenAi => openai::build_body(request, ep),
-                Provider::Anthropic => anthropic::build_body(request, ep),
-            }),
-        };
+        let body = attempt_body(&call, snapshot.as_deref());
         let shard = self.pick_shard();
         let counts = self.conns.entry((key, shard)).or_default();
         let fresh = ep.base_url.starts_with("http:") && counts.all_busy();
@@ -769,7 +627,7 @@ impl IoLoop {
                 (i.easy, false)
             }),
         };
-        let easy = match build_easy(pooled, &call, ep, stream, &body, fresh) {
+        let easy = match build_easy(pooled, &call, &body, fresh) {
             Ok(e) => e,
             Err(e) => {
                 self.release(key, call.id, None);
@@ -858,16 +716,8 @@ impl IoLoop {
         } = active;
         let collector = match self.shards[shard].multi.remove2(handle) {
             Ok(mut easy) => {
-                let c = std::mem::replace(
-                    easy.get_mut(),
-                    Collector::new(None, Provider::OpenAi, false),
-                );
-                // Reused only after a plain-HTTP transfer that ran to its end: curl then has
-                // freed the handle's receive buffer (with libcurl 7.72-8.4 a handle removed
-                // early, or one whose HTTP/2 connection other streams still use, keeps it, and
-                // resizing the buffer would then fail).
-                if completed
-                    && call.endpoint.config.base_url.starts_with("http:")
+                let c = std::mem::replace(easy.get_mut(), Collector::empty());
+                if reusable_after(&call.endpoint.config, completed)
                     && self.idle_easy.len() < EASY_POOL
                 {
                     self.idle_easy.push(IdleEasy {
@@ -879,7 +729,7 @@ impl IoLoop {
                 c
             }
             // The handle could not be detached; the call still must finish.
-            Err(_) => Collector::new(Some(call.clone()), Provider::OpenAi, false),
+            Err(_) => Collector::empty(),
         };
         Some((call, endpoint_key, collector))
     }
@@ -929,31 +779,16 @@ impl IoLoop {
         let mut expired = Vec::new();
         for (slot, a) in self.slots.iter().enumerate() {
             let Some(a) = a else { continue };
-            let t = &a.call.endpoint.config.timeouts;
-            let c = a.handle.get_ref();
-            let what = match c.first_byte {
-                None if !t.first_byte.is_zero() && now.duration_since(a.started) > t.first_byte => {
-                    Some(("first byte", t.first_byte))
-                }
-                Some(_) if !t.idle.is_zero() && now.duration_since(c.last_byte) > t.idle => {
-                    Some(("idle stream", t.idle))
-                }
-                _ => None,
-            };
-            if let Some((what, limit)) = what {
-                expired.push((slot, what, limit));
+            if let Some(err) = attempt_timeout(&a.call, a.handle.get_ref(), a.started, now) {
+                expired.push((slot, err));
             }
         }
-        for (slot, what, limit) in expired {
+        for (slot, err) in expired {
             let Some((call, key, c)) = self.take_slot(slot, false) else {
                 continue;
             };
-            let msg = format!(
-                "endpoint \"{}\": {what} timeout after {} ms",
-                call.endpoint.config.name,
-                limit.as_millis()
-            );
-            self.after_failed_attempt(call, key, c, Error::new(Status::Timeout, msg), true);
+            let verdict = failed_attempt(&c, err, true);
+            self.apply(call, key, verdict);
         }
     }
 
@@ -961,195 +796,44 @@ impl IoLoop {
         let Some((call, key, c)) = self.take_slot(slot, result.is_ok()) else {
             return;
         };
-        let ep = &call.endpoint.config;
-        let name = ep.name.clone();
         let now = Instant::now();
+        let info = rate_limit_info(&c.headers, SystemTime::now());
         if let Some(q) = self.queues.get_mut(&key) {
-            q.limiter
-                .observe(now, &rate_limit_info(&c.headers, SystemTime::now()));
+            q.limiter.observe(now, &info);
         }
-        if let Err(e) = result {
-            let (status, what) = if c.too_large {
-                (
-                    Status::LimitExceeded,
-                    format!("response body exceeds {MAX_BODY} bytes"),
-                )
-            } else if e.is_operation_timedout() {
-                (
-                    Status::Timeout,
-                    format!("total timeout: {}", e.description()),
-                )
-            } else {
-                (
-                    Status::Http,
-                    format!("transport error: {}", e.description()),
-                )
-            };
-            let retryable = !c.too_large;
-            let err = Error::new(status, ep.redact(&format!("endpoint \"{name}\": {what}")));
-            self.after_failed_attempt(call, key, c, err, retryable);
-            return;
-        }
-        if c.status / 100 != 2 {
-            let body = String::from_utf8_lossy(&c.body);
-            let text = provider_error_text(ep.provider, &body);
-            let class = classify(c.status, &c.headers, &body, SystemTime::now());
-            let msg = ep.redact(&format!("endpoint \"{name}\": HTTP {}: {text}", c.status));
-            match class {
-                FailureClass::SpendLimit => {
-                    self.release(key, call.id, None);
-                    let e = Error::new(
-                        Status::LimitExceeded,
-                        format!("{msg} (spend limit: not retried)"),
-                    );
-                    finish_call(&call, Err(e));
-                }
-                FailureClass::NonRetryable => {
-                    self.release(key, call.id, None);
-                    finish_call(&call, Err(Error::new(Status::Http, msg)));
-                }
-                FailureClass::Retryable { after } => {
-                    if let (Some(after), Some(q)) = (after, self.queues.get_mut(&key)) {
-                        if c.status == 429 {
-                            q.limiter.block_until(now + after);
-                        }
-                    }
-                    self.schedule_retry(call, key, Error::new(Status::Http, msg), after);
-                }
+        call.endpoint.server_block.observe(now, &info);
+        let verdict = judge(&call, &c, result);
+        self.apply(call, key, verdict);
+    }
+
+    /// Acts on an attempt's verdict: finish the call, or queue its retry.
+    fn apply(&mut self, call: Arc<CallInner>, key: usize, verdict: Verdict) {
+        match verdict {
+            Verdict::Success(r) => {
+                let actual = super::transfer::succeed(&call, r);
+                self.release(key, call.id, actual);
             }
-            return;
-        }
-        // 2xx.
-        if c.sse_mode == Some(true) {
-            if let Some(e) = &c.stream_error {
-                let err = Error::new(
-                    Status::Provider,
-                    ep.redact(&format!("endpoint \"{name}\": error event in stream: {e}")),
-                );
-                self.after_failed_attempt(call, key, c, err, true);
-                return;
-            }
-            if !c.meta.done || c.sse.has_partial() {
-                let err = Error::new(
-                    Status::Http,
-                    format!("endpoint \"{name}\": stream ended before its end marker"),
-                );
-                self.after_failed_attempt(call, key, c, err, true);
-                return;
-            }
-            // The call's own accumulator holds every piece across attempts: a snapshot kept
-            // at preemption plus its continuation.
-            let r = call.state.lock().acc.response(&c.meta);
-            self.succeed(call, key, r);
-            return;
-        }
-        let parsed = match ep.provider {
-            Provider::OpenAi => openai::parse_response(&c.body),
-            Provider::Anthropic => anthropic::parse_response(&c.body),
-        };
-        match parsed {
-            Ok(r) => {
-                // A non-streamed answer is delivered as one delta too, so pullers see it.
-                call.push_deltas(&DeltaBatch::from_response(&r), Some(&r.usage));
-                self.succeed(call, key, r);
-            }
-            Err(e) => {
+            Verdict::Fail(e) => {
                 self.release(key, call.id, None);
-                let err = Error::new(
-                    Status::Provider,
-                    ep.redact(&format!(
-                        "endpoint \"{name}\": HTTP {}: malformed response: {e}",
-                        c.status
-                    )),
-                );
-                finish_call(&call, Err(err));
+                finish_call(&call, Err(e));
             }
-        }
-    }
-
-    fn succeed(&mut self, call: Arc<CallInner>, key: usize, mut r: ChatResponse) {
-        let ep = &call.endpoint.config;
-        r.usage.cost_usd = ep.prices.cost(&r.usage);
-        {
-            let mut s = call.state.lock();
-            s.meta.usage = r.usage;
-            s.meta.set_finish_reason(&r.finish_reason);
-            s.meta.set_model(&r.model);
-        }
-        let actual = r
-            .usage
-            .prompt_tokens
-            .saturating_add(r.usage.completion_tokens);
-        self.release(key, call.id, (actual > 0).then_some(actual));
-        if let (Some(cache), Some(k)) = (&call.endpoint.cache, &call.cache_key) {
-            if call.preemptions() == 0 {
-                cache.put(k.clone(), r.clone());
-            }
-        }
-        finish_call(&call, Ok(r));
-    }
-
-    /// A transport-level failure: retry unless output was already delivered (never replay a
-    /// stream that produced output) or `retryable` is false.
-    fn after_failed_attempt(
-        &mut self,
-        call: Arc<CallInner>,
-        key: usize,
-        c: Collector,
-        err: Error,
-        retryable: bool,
-    ) {
-        if c.meta.has_output() {
-            self.release(key, call.id, None);
-            let msg = format!(
-                "{} after {} streamed pieces; not replayed, the partial output is kept",
-                err.message(),
-                c.meta.deltas
-            );
-            finish_call(&call, Err(Error::new(err.status(), msg)));
-        } else if retryable {
-            self.schedule_retry(call, key, err, None);
-        } else {
-            self.release(key, call.id, None);
-            finish_call(&call, Err(err));
-        }
-    }
-
-    fn schedule_retry(
-        &mut self,
-        call: Arc<CallInner>,
-        key: usize,
-        err: Error,
-        after: Option<Duration>,
-    ) {
-        self.release(key, call.id, None);
-        let policy = call.endpoint.config.retry;
-        let retries = call.state.lock().retries;
-        let delay = if retries < policy.max_retries {
-            let r = self.rand01();
-            policy.delay(retries, after, r)
-        } else {
-            None
-        };
-        match delay {
-            Some(d) if !call.cancel_requested() => {
-                {
-                    let mut s = call.state.lock();
-                    s.retries += 1;
-                    s.phase = Phase::Queued;
+            Verdict::Retry {
+                err,
+                after,
+                blocks_endpoint,
+            } => {
+                self.release(key, call.id, None);
+                if let (true, Some(after)) = (blocks_endpoint, after) {
+                    let until = Instant::now() + after;
+                    call.endpoint.server_block.extend(until);
+                    if let Some(q) = self.queues.get_mut(&key) {
+                        q.limiter.block_until(until);
+                    }
                 }
-                self.enqueue(call, Instant::now() + d);
-            }
-            _ => {
-                let why = if retries >= policy.max_retries {
-                    format!("{} (gave up after {} retries)", err.message(), retries)
-                } else {
-                    format!(
-                        "{} (server asked to wait longer than max_wait)",
-                        err.message()
-                    )
-                };
-                finish_call(&call, Err(Error::new(err.status(), why)));
+                match plan_retry(&call, err, after, self.jitter.next01()) {
+                    Ok(d) => self.enqueue(call, Instant::now() + d),
+                    Err(e) => finish_call(&call, Err(e)),
+                }
             }
         }
     }
@@ -1192,34 +876,6 @@ impl IoLoop {
     }
 }
 
-/// Records the outcome in the endpoint totals and completes the call.
-fn finish_call(call: &CallInner, result: Result<ChatResponse>) {
-    let (usage, ok) = match &result {
-        Ok(r) => (r.usage, true),
-        Err(_) => (call.state.lock().meta.usage, false),
-    };
-    let retries = call.state.lock().retries;
-    call.endpoint.record(&usage, ok, retries);
-    call.finish(result);
-}
-
-fn provider_error_text(provider: Provider, body: &str) -> String {
-    let parsed = serde_json::from_str::<serde_json::Value>(body)
-        .ok()
-        .and_then(|v| match provider {
-            Provider::OpenAi => openai::error_text(&v),
-            Provider::Anthropic => anthropic::error_text(&v),
-        });
-    parsed.unwrap_or_else(|| {
-        let t = body.trim();
-        if t.is_empty() {
-            "(empty body)".to_string()
-        } else {
-            t.chars().take(500).collect()
-        }
-    })
-}
-
 fn estimate_tokens(call: &CallInner) -> u64 {
     let chars: usize = call
         .request
@@ -1232,196 +888,4 @@ fn estimate_tokens(call: &CallInner) -> u64 {
         .max_tokens
         .unwrap_or(call.endpoint.config.max_output_tokens) as usize;
     ((chars / 4) + out) as u64
-}
-
-/// An easy handle for `call`: `pooled` is a handle from an earlier transfer, with whether it
-/// is still configured for this endpoint and mode (then only the body and the per-transfer
-/// flags are set).
-fn build_easy(
-    pooled: Option<(Easy2<Collector>, bool)>,
-    call: &Arc<CallInner>,
-    ep: &Endpoint,
-    stream: bool,
-    body: &[u8],
-    fresh_connection: bool,
-) -> std::result::Result<Easy2<Collector>, curl::Error> {
-    let collector = Collector::new(Some(call.clone()), ep.provider, stream);
-    let (mut easy, configured) = match pooled {
-        Some((mut e, configured)) => {
-            *e.get_mut() = collector;
-            (e, configured)
-        }
-        None => (Easy2::new(collector), false),
-    };
-    if !configured {
-        configure_easy(&mut easy, ep, stream)?;
-    }
-    easy.post_fields_copy(body)?;
-    easy.fresh_connect(fresh_connection)?;
-    Ok(easy)
-}
-
-/// Sets the options that depend only on the endpoint and the mode.
-fn configure_easy(
-    easy: &mut Easy2<Collector>,
-    ep: &Endpoint,
-    stream: bool,
-) -> std::result::Result<(), curl::Error> {
-    easy.url(&ep.url())?;
-    easy.post(true)?;
-    let mut list = List::new();
-    for h in ep.request_headers(stream) {
-        list.append(&h)?;
-    }
-    easy.http_headers(list)?;
-    easy.http_version(HttpVersion::V2TLS)?;
-    // Over TLS, wait for an HTTP/2 connection to multiplex on rather than opening another.
-    if ep.base_url.starts_with("https:") {
-        easy.pipewait(true)?;
-    }
-    easy.tcp_nodelay(true)?;
-    // libcurl gives every transfer a 16 KiB receive buffer by default; model answers arrive
-    // in small pieces, and with thousands of calls in flight that buffer dominated memory.
-    easy.buffer_size(RECEIVE_BUFFER)?;
-    easy.signal(false)?;
-    if !ep.timeouts.connect.is_zero() {
-        easy.connect_timeout(ep.timeouts.connect)?;
-    }
-    if !ep.timeouts.total.is_zero() {
-        easy.timeout(ep.timeouts.total)?;
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::call::{CallOptions, DeltaFn, Pull};
-    use crate::model::hub::ModelHub;
-    use crate::model::stream::{DeltaBuf, StreamDelta};
-    use crate::model::types::ChatRequest;
-    use crate::test_alloc::allocations;
-
-    /// A collector for a streamed call whose observer reads every delta, as the C callback
-    /// and agents do.
-    fn collector(provider: &str) -> (Collector, Arc<CallInner>) {
-        let hub = ModelHub::new("t");
-        hub.add_endpoint_json(
-            &format!(r#"{{"name":"e","provider":"{provider}","base_url":"http://127.0.0.1:9/v1","model":"m"}}"#),
-            false,
-        )
-        .unwrap();
-        let seen = std::sync::atomic::AtomicUsize::new(0);
-        let opts = CallOptions {
-            observer: Some(Box::new(DeltaFn(Box::new(move |d: StreamDelta<'_>| {
-                if let StreamDelta::Text(t) = d {
-                    seen.fetch_add(t.len(), Ordering::Relaxed);
-                }
-            })))),
-            ..Default::default()
-        };
-        let req = ChatRequest::from_json(
-            r#"{"stream":true,"messages":[{"role":"user","content":"hi"}]}"#,
-        )
-        .unwrap();
-        let call = hub.new_call("e", req, opts).unwrap();
-        let p = call.endpoint.config.provider;
-        let mut c = Collector::new(Some(call.clone()), p, true);
-        assert!(c.header(b"HTTP/1.1 200 OK\r\n"));
-        assert!(c.header(b"content-type: text/event-stream\r\n"));
-        (c, call)
-    }
-
-    /// Feeds `events` (each split across two reads, to exercise buffering), pulling every
-    /// delta after each read; returns the allocations made per event after the first `warm`.
-    fn allocations_per_event(
-        c: &mut Collector,
-        call: &CallInner,
-        events: &[String],
-        warm: usize,
-    ) -> f64 {
-        let mut buf = DeltaBuf::new();
-        let mut pulled = 0usize;
-        let mut start = 0;
-        for (i, ev) in events.iter().enumerate() {
-            if i == warm {
-                start = allocations();
-            }
-            let (a, b) = ev.as_bytes().split_at(ev.len() / 2);
-            c.write(a).unwrap();
-            c.write(b).unwrap();
-            while call.next_delta(Some(Instant::now()), &mut buf) == Pull::Delta {
-                pulled += usize::from(buf.delta() != StreamDelta::Text(""));
-            }
-        }
-        let n = allocations() - start;
-        assert!(
-            pulled > events.len() / 2,
-            "deltas were delivered ({pulled})"
-        );
-        n as f64 / (events.len() - warm) as f64
-    }
-
-    #[test]
-    fn openai_stream_allocates_nothing_per_token() {
-        let (mut c, call) = collector("openai");
-        let mut events = vec![
-            "data: {\"id\":\"x\",\"object\":\"chat.completion.chunk\",\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":null},\"logprobs\":null,\"finish_reason\":null}]}\n\n".to_string(),
-        ];
-        for i in 0..4000 {
-            let piece = match i % 4 {
-                0 => format!("word{i} "),
-                1 => "line\\n\\t\\\"quoted\\\" ".to_string(),
-                2 => "caf\\u00e9 \\ud83d\\ude00 ".to_string(),
-                _ => "é中 ".to_string(),
-            };
-            events.push(format!("data: {{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"system_fingerprint\":\"b1\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"{piece}\"}},\"logprobs\":null,\"finish_reason\":null}}]}}\n\n"));
-        }
-        events.push("data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"\"}}]}}]}\n\n".into());
-        for _ in 0..2000 {
-            events.push("data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"k\\\": 1}\"}}]}}]}\n\n".into());
-        }
-        let per_event = allocations_per_event(&mut c, &call, &events, 200);
-        // Buffers double as the answer grows: a handful of reallocations in 6000 events.
-        assert!(
-            per_event < 0.01,
-            "{per_event} allocations per streamed event"
-        );
-        let s = call.state.lock();
-        assert_eq!(
-            s.acc.tool_calls[0].arguments.len(),
-            2000 * "{\"k\": 1}".len()
-        );
-        assert!(s
-            .acc
-            .content
-            .contains("line\n\t\"quoted\" caf\u{e9} \u{1f600} é中 "));
-        assert!(s.acc.estimated_tokens > 8000);
-    }
-
-    #[test]
-    fn anthropic_stream_allocates_nothing_per_token() {
-        let (mut c, call) = collector("anthropic");
-        let mut events = vec![
-            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"msg_1\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"claude\",\"content\":[],\"usage\":{\"input_tokens\":10,\"output_tokens\":1}}}\n\n".to_string(),
-            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n".to_string(),
-        ];
-        for i in 0..4000 {
-            let piece = if i % 2 == 0 {
-                "tok\\n\\\"x\\\" "
-            } else {
-                "caf\\u00e9 "
-            };
-            events.push(format!("event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{{\"type\":\"text_delta\",\"text\":\"{piece}\"}}}}\n\n"));
-            if i % 50 == 0 {
-                events.push("event: ping\ndata: {\"type\": \"ping\"}\n\n".into());
-            }
-        }
-        let per_event = allocations_per_event(&mut c, &call, &events, 200);
-        assert!(
-            per_event < 0.01,
-            "{per_event} allocations per streamed event"
-        );
-        assert!(call.state.lock().acc.content.ends_with("caf\u{e9} "));
-    }
 }

@@ -3,7 +3,7 @@
 use super::call::{CallInner, CallOptions};
 use super::endpoint::Endpoint;
 use super::engine::Engine;
-use super::types::{ChatRequest, Usage};
+use super::types::{ChatRequest, ChatResponse, Usage};
 use crate::error::{Error, Result, Status};
 use parking_lot::{Mutex, RwLock};
 use serde_json::{json, Value};
@@ -39,6 +39,8 @@ pub struct EndpointState {
     runtime_stats: Arc<Mutex<CallStats>>,
     /// The response cache, when the endpoint enables one.
     pub cache: Option<crate::mem::cache::ResponseCache>,
+    /// Until when the server told every sender to wait.
+    pub server_block: super::limiter::ServerBlock,
 }
 
 impl EndpointState {
@@ -101,6 +103,8 @@ pub struct ModelHub {
     next_call: AtomicU64,
     thread_name: String,
     shut_down: std::sync::atomic::AtomicBool,
+    /// Synchronous calls running on their callers' threads.
+    direct: super::direct::DirectCalls,
 }
 
 impl ModelHub {
@@ -113,6 +117,7 @@ impl ModelHub {
             next_call: AtomicU64::new(1),
             thread_name: format!("{thread_name}-io"),
             shut_down: std::sync::atomic::AtomicBool::new(false),
+            direct: Default::default(),
         }
     }
 
@@ -141,6 +146,7 @@ impl ModelHub {
                 stats: Mutex::new(CallStats::default()),
                 runtime_stats: self.totals.clone(),
                 cache,
+                server_block: Default::default(),
             }),
         );
         Ok(name)
@@ -209,6 +215,24 @@ impl ModelHub {
         self.engine()?.submit(call)
     }
 
+    /// Runs a call to its end and waits for it: the synchronous form of [`ModelHub::submit`].
+    /// When nothing about the call needs the I/O thread's admission queue (see
+    /// [`super::direct::DirectCalls::eligible`]), the transfer runs on this thread with no
+    /// hand-off; otherwise the call goes to the I/O thread and this thread waits. Either way
+    /// the call finishes exactly as through `submit`, and another thread may cancel it.
+    pub fn run(&self, call: Arc<CallInner>) -> Result<ChatResponse> {
+        if self.shut_down.load(Ordering::Acquire) {
+            return Err(Error::new(Status::Shutdown, "the runtime is shutting down"));
+        }
+        if super::direct::DirectCalls::eligible(&call) && !super::engine::on_io_thread() {
+            self.direct.run(&call, &self.shut_down);
+        } else {
+            self.submit(call.clone())?;
+        }
+        call.wait(None)
+            .unwrap_or_else(|| Err(Error::new(Status::Internal, "the call never finished")))
+    }
+
     /// Starts a call and returns it.
     pub fn start(
         &self,
@@ -228,6 +252,7 @@ impl ModelHub {
     /// Asks the I/O thread to cancel a call.
     pub fn cancel(&self, call: &CallInner) {
         if call.request_cancel() {
+            self.direct.wake(call.id);
             if let Some(engine) = &*self.engine.lock() {
                 engine.cancel(call.id);
             }
@@ -266,6 +291,7 @@ impl ModelHub {
     /// Stops the I/O thread; calls not finished complete with `SHUTDOWN`.
     pub fn shutdown(&self) {
         self.shut_down.store(true, Ordering::Release);
+        self.direct.shutdown();
         let engine = self.engine.lock().take();
         if let Some(e) = engine {
             e.shutdown();

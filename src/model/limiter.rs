@@ -6,6 +6,7 @@
 use super::endpoint::Limits;
 use super::retry::RateLimitInfo;
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const WINDOW: Duration = Duration::from_secs(60);
@@ -123,17 +124,60 @@ impl Limiter {
 
     /// Applies what the server reported: an exhausted bucket blocks admission until its reset.
     pub fn observe(&mut self, now: Instant, info: &RateLimitInfo) {
-        let exhausted = info.remaining_requests == Some(0) || info.remaining_tokens == Some(0);
-        if exhausted {
-            let reset = info.reset_after.unwrap_or(Duration::from_secs(1));
-            let until = now + reset;
-            self.blocked_until = Some(self.blocked_until.map_or(until, |b| b.max(until)));
+        if let Some(reset) = exhausted_for(info) {
+            self.block_until(now + reset);
         }
     }
 
     /// Blocks admission until `until` (after a 429 with `retry-after`).
     pub fn block_until(&mut self, until: Instant) {
         self.blocked_until = Some(self.blocked_until.map_or(until, |b| b.max(until)));
+    }
+}
+
+/// How long the server says to wait when it reports an exhausted request or token bucket.
+fn exhausted_for(info: &RateLimitInfo) -> Option<Duration> {
+    let exhausted = info.remaining_requests == Some(0) || info.remaining_tokens == Some(0);
+    exhausted.then(|| info.reset_after.unwrap_or(Duration::from_secs(1)))
+}
+
+/// The process-wide origin of [`ServerBlock`] times.
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Until when the server told everyone to wait before sending to an endpoint again (an
+/// exhausted rate-limit bucket, a 429 with `retry-after`). Shared by every thread that sends
+/// to the endpoint: the I/O thread's limiter and callers running calls on their own thread.
+#[derive(Debug, Default)]
+pub struct ServerBlock {
+    /// Nanoseconds after [`epoch`]; 0 = never blocked.
+    until_ns: AtomicU64,
+}
+
+impl ServerBlock {
+    /// Blocks the endpoint until at least `until`.
+    pub fn extend(&self, until: Instant) {
+        let ns = until.saturating_duration_since(epoch()).as_nanos().max(1) as u64;
+        self.until_ns.fetch_max(ns, Ordering::AcqRel);
+    }
+
+    /// Applies a response's rate-limit headers (see [`Limiter::observe`]).
+    pub fn observe(&self, now: Instant, info: &RateLimitInfo) {
+        if let Some(reset) = exhausted_for(info) {
+            self.extend(now + reset);
+        }
+    }
+
+    /// The end of the block, when it is still in the future.
+    pub fn until(&self, now: Instant) -> Option<Instant> {
+        let ns = self.until_ns.load(Ordering::Acquire);
+        if ns == 0 {
+            return None;
+        }
+        let until = epoch() + Duration::from_nanos(ns);
+        (until > now).then_some(until)
     }
 }
 

@@ -8,10 +8,13 @@
 //! - [`retry`] and [`limiter`]: failure classification, backoff, rate-limit headers, the
 //!   per-endpoint RPM/TPM/concurrency limiter.
 //! - [`engine`]: the single I/O thread driving a curl multi handle.
+//! - `transfer`: one HTTP attempt (easy-handle set-up, response collection, the verdict),
+//!   shared by the I/O thread and `direct`, which runs synchronous calls on the caller's thread.
 //! - [`call`] and [`hub`]: a call as its caller sees it; the runtime's endpoints and totals.
 
 pub mod anthropic;
 pub mod call;
+pub(crate) mod direct;
 pub mod endpoint;
 pub mod engine;
 pub mod hub;
@@ -23,4 +26,5 @@ pub mod presets;
 pub mod retry;
 pub mod sse;
 pub mod stream;
+pub(crate) mod transfer;
 pub mod types;

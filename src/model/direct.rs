@@ -1,0 +1,321 @@
+//! Synchronous calls driven on the caller's own thread.
+//!
+//! `agentos_request_run` blocks its caller for the whole call anyway. When nothing needs the
+//! I/O thread's arbitration (the endpoint has no client-side limits and no server-imposed
+//! wait, the call is not preemptible and not a response-cache candidate), the caller drives
+//! the transfer itself: a curl multi handle (holding the connections) and an easy handle still
+//! configured for the endpoint, reused across calls the way a raw libcurl loop reuses its
+//! handle, with no thread hand-off. Each attempt is judged, retried, timed out and cancelled
+//! exactly as on the I/O thread (see [`super::transfer`]); cancellation and runtime shutdown
+//! wake the caller through `curl_multi_wakeup`.
+
+use super::call::{cancelled_error, CallInner, Phase};
+use super::hub::EndpointState;
+use super::retry::rate_limit_info;
+use super::transfer::{
+    attempt_body, attempt_deadline, attempt_timeout, build_easy, failed_attempt, finish_call,
+    judge, plan_retry, reusable_after, succeed, Collector, Jitter, Verdict,
+};
+use crate::error::{Error, Status};
+use curl::easy::Easy2;
+use curl::multi::{Multi, MultiWaker};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Idle caller-side connections kept per runtime at most.
+const IDLE_CONNS: usize = 16;
+/// The longest one wait lasts (cancellation and shutdown wake the caller sooner).
+const MAX_WAIT: Duration = Duration::from_secs(1);
+
+/// A multi handle (and so a connection cache) plus an easy handle kept configured for one
+/// endpoint.
+struct DirectConn {
+    endpoint: Arc<EndpointState>,
+    multi: Multi,
+    /// An easy handle still configured for the endpoint, and the mode (streamed or not) it
+    /// is configured for.
+    easy: Option<(Easy2<Collector>, bool)>,
+}
+
+// SAFETY: libcurl handles are not tied to a thread; they must only not be used by two threads
+// at once. A `DirectConn` is used by the one caller that took it out of the pool, and the pool
+// hands it to one caller at a time (it has no callbacks installed on the multi handle).
+unsafe impl Send for DirectConn {}
+
+/// Calls running on their callers' threads, and the connections kept for the next ones.
+#[derive(Default)]
+pub(crate) struct DirectCalls {
+    idle: Mutex<Vec<DirectConn>>,
+    /// Wakers of the calls running now, by call id.
+    running: Mutex<HashMap<u64, MultiWaker>>,
+}
+
+/// How a wait between attempts ended.
+enum Woken {
+    /// The time passed.
+    Due,
+    /// The call must end with this error (cancelled, or the runtime shut down).
+    Stop(Error),
+}
+
+impl DirectCalls {
+    /// Whether `call` may run on its caller's thread: nothing about it needs the I/O thread's
+    /// admission queue (no RPM, TPM or concurrency limit, no server-imposed wait), it cannot be
+    /// preempted, it is not a response-cache candidate, and it has not started.
+    pub(crate) fn eligible(call: &CallInner) -> bool {
+        let ep = &call.endpoint;
+        let limits = ep.config.limits;
+        limits.rpm == 0
+            && limits.tpm == 0
+            && limits.concurrency == 0
+            && !call.preemptible
+            && call.cache_key.is_none()
+            && ep.server_block.until(Instant::now()).is_none()
+            && call.attempts().attempts == 0
+            && call.phase() == Phase::Queued
+    }
+
+    /// Runs `call` to its end on this thread; `shut_down` is the runtime's shutdown flag.
+    pub(crate) fn run(&self, call: &Arc<CallInner>, shut_down: &AtomicBool) {
+        let mut conn = self.checkout(&call.endpoint);
+        self.running.lock().insert(call.id, conn.multi.waker());
+        let mut jitter = None;
+        loop {
+            let verdict = match self.pause_for_server(&conn, call, shut_down) {
+                Some(e) => Verdict::Fail(e),
+                None => attempt(&mut conn, call, shut_down),
+            };
+            match verdict {
+                Verdict::Success(r) => {
+                    succeed(call, r);
+                    break;
+                }
+                Verdict::Fail(e) => {
+                    finish_call(call, Err(e));
+                    break;
+                }
+                Verdict::Retry {
+                    err,
+                    after,
+                    blocks_endpoint,
+                } => {
+                    if let (true, Some(after)) = (blocks_endpoint, after) {
+                        call.endpoint.server_block.extend(Instant::now() + after);
+                    }
+                    let r = jitter.get_or_insert_with(Jitter::new).next01();
+                    let stop = match plan_retry(call, err, after, r) {
+                        Ok(delay) => match pause(&conn, call, shut_down, Instant::now() + delay) {
+                            Woken::Due => None,
+                            Woken::Stop(e) => Some(e),
+                        },
+                        Err(e) => Some(e),
+                    };
+                    if let Some(e) = stop {
+                        finish_call(call, Err(e));
+                        break;
+                    }
+                }
+            }
+        }
+        self.running.lock().remove(&call.id);
+        if !shut_down.load(Ordering::Acquire) {
+            self.checkin(conn);
+        }
+    }
+
+    /// Wakes the caller running call `id`, if it runs on its caller's thread, so it sees a
+    /// cancellation.
+    pub(crate) fn wake(&self, id: u64) {
+        if let Some(w) = self.running.lock().get(&id) {
+            let _ = w.wakeup();
+        }
+    }
+
+    /// Wakes every caller-thread call (they then see the shutdown flag) and closes the idle
+    /// connections.
+    pub(crate) fn shutdown(&self) {
+        for w in self.running.lock().values() {
+            let _ = w.wakeup();
+        }
+        self.idle.lock().clear();
+    }
+
+    /// Waits while the server has told everyone to hold off sending to the endpoint.
+    fn pause_for_server(
+        &self,
+        conn: &DirectConn,
+        call: &CallInner,
+        shut_down: &AtomicBool,
+    ) -> Option<Error> {
+        let until = call.endpoint.server_block.until(Instant::now())?;
+        match pause(conn, call, shut_down, until) {
+            Woken::Due => None,
+            Woken::Stop(e) => Some(e),
+        }
+    }
+
+    /// A connection for `endpoint`: the most recent idle one for it, else a new one.
+    fn checkout(&self, endpoint: &Arc<EndpointState>) -> DirectConn {
+        let mut idle = self.idle.lock();
+        match idle
+            .iter()
+            .rposition(|c| Arc::ptr_eq(&c.endpoint, endpoint))
+        {
+            Some(i) => idle.swap_remove(i),
+            None => DirectConn {
+                endpoint: endpoint.clone(),
+                multi: Multi::new(),
+                easy: None,
+            },
+        }
+    }
+
+    fn checkin(&self, conn: DirectConn) {
+        let mut idle = self.idle.lock();
+        if idle.len() >= IDLE_CONNS {
+            idle.remove(0);
+        }
+        idle.push(conn);
+    }
+}
+
+/// Why a call must stop now, if it must: cancelled by its caller, or the runtime shut down.
+fn stop_reason(call: &CallInner, shut_down: &AtomicBool, deltas: u64) -> Option<Error> {
+    if call.cancel_requested() {
+        Some(cancelled_error(&call.endpoint.config.name, deltas))
+    } else if shut_down.load(Ordering::Acquire) {
+        Some(Error::new(
+            Status::Shutdown,
+            "the runtime shut down during the call",
+        ))
+    } else {
+        None
+    }
+}
+
+/// Waits until `until`, waking early for cancellation or shutdown.
+fn pause(conn: &DirectConn, call: &CallInner, shut_down: &AtomicBool, until: Instant) -> Woken {
+    loop {
+        let deltas = call.state.lock().acc.deltas;
+        if let Some(e) = stop_reason(call, shut_down, deltas) {
+            return Woken::Stop(e);
+        }
+        let now = Instant::now();
+        if now >= until {
+            return Woken::Due;
+        }
+        // With no transfer added, curl_multi_poll just waits (or is woken).
+        let _ = conn.multi.poll(&mut [], (until - now).min(MAX_WAIT));
+    }
+}
+
+/// Makes one HTTP attempt of `call` on `conn` and judges it.
+fn attempt(conn: &mut DirectConn, call: &Arc<CallInner>, shut_down: &AtomicBool) -> Verdict {
+    let ep = &call.endpoint.config;
+    let stream = call.request.stream;
+    let pooled = match conn.easy.take() {
+        Some((e, mode)) if mode == stream => Some((e, true)),
+        Some((mut e, _)) => {
+            e.reset();
+            Some((e, false))
+        }
+        None => None,
+    };
+    let body = attempt_body(call, None);
+    let easy = match build_easy(pooled, call, &body, false) {
+        Ok(e) => e,
+        Err(e) => {
+            return Verdict::Fail(Error::new(
+                Status::Http,
+                format!("endpoint \"{}\": cannot set up the request: {e}", ep.name),
+            ))
+        }
+    };
+    {
+        let mut s = call.state.lock();
+        s.phase = Phase::InFlight;
+        s.attempts += 1;
+    }
+    let handle = match conn.multi.add2(easy) {
+        Ok(h) => h,
+        Err(e) => {
+            return Verdict::Fail(Error::new(
+                Status::Http,
+                format!("endpoint \"{}\": curl refused the transfer: {e}", ep.name),
+            ))
+        }
+    };
+    let started = Instant::now();
+    let mut result = None;
+    // The attempt ended early: Ok(error) ends the call, Err(error) is a timeout to judge.
+    let mut early: Option<std::result::Result<Error, Error>> = None;
+    loop {
+        if let Err(e) = conn.multi.perform() {
+            early = Some(Ok(Error::new(
+                Status::Internal,
+                format!("curl multi error: {e}"),
+            )));
+            break;
+        }
+        conn.multi.messages(|m| {
+            if let Some(r) = m.result_for2(&handle) {
+                result = Some(r);
+            }
+        });
+        if result.is_some() {
+            break;
+        }
+        let now = Instant::now();
+        let c = handle.get_ref();
+        if let Some(e) = stop_reason(call, shut_down, c.meta.deltas) {
+            early = Some(Ok(e));
+            break;
+        }
+        if let Some(e) = attempt_timeout(call, c, started, now) {
+            early = Some(Err(e));
+            break;
+        }
+        // A millisecond past the deadline, so the check above sees it passed.
+        let wait = attempt_deadline(call, c, started).map_or(MAX_WAIT, |d| {
+            (d.saturating_duration_since(now) + Duration::from_millis(1)).min(MAX_WAIT)
+        });
+        if let Err(e) = conn.multi.poll(&mut [], wait) {
+            early = Some(Ok(Error::new(
+                Status::Internal,
+                format!("curl multi error: {e}"),
+            )));
+            break;
+        }
+    }
+    let completed = matches!(result, Some(Ok(())));
+    let c = match conn.multi.remove2(handle) {
+        Ok(mut easy) => {
+            let c = std::mem::replace(easy.get_mut(), Collector::empty());
+            if reusable_after(ep, completed) {
+                conn.easy = Some((easy, stream));
+            }
+            c
+        }
+        Err(e) => {
+            // The transfer cannot be detached: this multi handle is unusable from now on.
+            conn.multi = Multi::new();
+            return Verdict::Fail(Error::new(
+                Status::Internal,
+                format!("endpoint \"{}\": curl multi error: {e}", ep.name),
+            ));
+        }
+    };
+    match (early, result) {
+        (Some(Ok(e)), _) => Verdict::Fail(e),
+        (Some(Err(timeout)), _) => failed_attempt(&c, timeout, true),
+        (None, Some(result)) => {
+            let info = rate_limit_info(&c.headers, SystemTime::now());
+            call.endpoint.server_block.observe(Instant::now(), &info);
+            judge(call, &c, result)
+        }
+        (None, None) => unreachable!("the loop ends with a result or an early stop"),
+    }
+}
