@@ -68,7 +68,8 @@ fn traced_call(rt: &Runtime, endpoint: &str, stream: bool) -> (Arc<CallInner>, T
 }
 
 fn run(rt: &Runtime, call: &Arc<CallInner>) -> Result<ChatResponse, Error> {
-    rt.shared().models().run(call.clone())
+    rt.shared().models().run(call.clone())?;
+    Ok(call.result().expect("finished").expect("succeeded"))
 }
 
 fn this_thread() -> String {
@@ -289,7 +290,7 @@ fn connection_refused_is_retried_then_reported() {
 fn run_in_thread(
     rt: &Runtime,
     call: &Arc<CallInner>,
-) -> std::thread::JoinHandle<Result<ChatResponse, Error>> {
+) -> std::thread::JoinHandle<Result<(), Error>> {
     let shared = rt.shared().clone();
     let call = call.clone();
     std::thread::spawn(move || shared.models().run(call))
@@ -443,7 +444,8 @@ fn many_threads_run_calls_at_once() {
                         .models()
                         .new_call("oa", request(true), CallOptions::default())
                         .unwrap();
-                    assert_eq!(shared.models().run(call).unwrap().content, "pq");
+                    shared.models().run(call.clone()).unwrap();
+                    assert_eq!(call.result().unwrap().unwrap().content, "pq");
                 }
             })
         })

@@ -307,7 +307,7 @@ pub unsafe extern "C" fn agentos_request_wait(
     ffi_boundary!(err = err, {
         let req = as_ref(req, "req")?;
         let call = req.call.get().ok_or_else(not_started)?;
-        match call.wait(timeout_deadline(timeout_ms)) {
+        match call.wait_status(timeout_deadline(timeout_ms)) {
             Some(Ok(_)) => Ok(()),
             Some(Err(e)) => Err(e),
             None => Err(Error::new(
@@ -335,7 +335,7 @@ pub unsafe extern "C" fn agentos_request_run(
     ffi_boundary!(err = err, {
         let req = as_ref(req, "req")?;
         let call = req.make_call()?;
-        req.shared.models().run(call).map(|_| ())
+        req.shared.models().run(call)
     })
 }
 

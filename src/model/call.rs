@@ -306,6 +306,26 @@ impl CallInner {
         }
     }
 
+    /// Like [`CallInner::wait`], without copying the answer: `Ok(())` when it succeeded.
+    pub fn wait_status(&self, deadline: Option<Instant>) -> Option<Result<(), Error>> {
+        let mut s = self.state.lock();
+        loop {
+            match &s.result {
+                Some(Ok(_)) => return Some(Ok(())),
+                Some(Err(e)) => return Some(Err(e.clone())),
+                None => {}
+            }
+            match deadline {
+                Some(d) => {
+                    if self.cond.wait_until(&mut s, d).timed_out() && s.result.is_none() {
+                        return None;
+                    }
+                }
+                None => self.cond.wait(&mut s),
+            }
+        }
+    }
+
     /// The outcome, if finished.
     pub fn result(&self) -> Option<Result<ChatResponse, Error>> {
         self.state.lock().result.clone()

@@ -291,14 +291,8 @@ fn attempt(conn: &mut DirectConn, call: &Arc<CallInner>, shut_down: &AtomicBool)
         }
     }
     let completed = matches!(result, Some(Ok(())));
-    let c = match conn.multi.remove2(handle) {
-        Ok(mut easy) => {
-            let c = std::mem::replace(easy.get_mut(), Collector::empty());
-            if reusable_after(ep, completed) {
-                conn.easy = Some((easy, stream));
-            }
-            c
-        }
+    let mut easy = match conn.multi.remove2(handle) {
+        Ok(easy) => easy,
         Err(e) => {
             // The transfer cannot be detached: this multi handle is unusable from now on.
             conn.multi = Multi::new();
@@ -308,14 +302,21 @@ fn attempt(conn: &mut DirectConn, call: &Arc<CallInner>, shut_down: &AtomicBool)
             ));
         }
     };
-    match (early, result) {
+    let c = easy.get_ref();
+    let verdict = match (early, result) {
         (Some(Ok(e)), _) => Verdict::Fail(e),
-        (Some(Err(timeout)), _) => failed_attempt(&c, timeout, true),
+        (Some(Err(timeout)), _) => failed_attempt(c, timeout, true),
         (None, Some(result)) => {
             let info = rate_limit_info(&c.headers, SystemTime::now());
             call.endpoint.server_block.observe(Instant::now(), &info);
-            judge(call, &c, result)
+            judge(call, c, result)
         }
         (None, None) => unreachable!("the loop ends with a result or an early stop"),
+    };
+    // The handle (and its collector's buffers) is kept for the next call, without the call.
+    easy.get_mut().call = None;
+    if reusable_after(ep, completed) {
+        conn.easy = Some((easy, stream));
     }
+    verdict
 }

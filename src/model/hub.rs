@@ -3,7 +3,7 @@
 use super::call::{CallInner, CallOptions};
 use super::endpoint::Endpoint;
 use super::engine::Engine;
-use super::types::{ChatRequest, ChatResponse, Usage};
+use super::types::{ChatRequest, Usage};
 use crate::error::{Error, Result, Status};
 use parking_lot::{Mutex, RwLock};
 use serde_json::{json, Value};
@@ -216,11 +216,12 @@ impl ModelHub {
     }
 
     /// Runs a call to its end and waits for it: the synchronous form of [`ModelHub::submit`].
+    /// The answer is then readable through [`CallInner::result`].
     /// When nothing about the call needs the I/O thread's admission queue (see
     /// [`super::direct::DirectCalls::eligible`]), the transfer runs on this thread with no
     /// hand-off; otherwise the call goes to the I/O thread and this thread waits. Either way
     /// the call finishes exactly as through `submit`, and another thread may cancel it.
-    pub fn run(&self, call: Arc<CallInner>) -> Result<ChatResponse> {
+    pub fn run(&self, call: Arc<CallInner>) -> Result<()> {
         if self.shut_down.load(Ordering::Acquire) {
             return Err(Error::new(Status::Shutdown, "the runtime is shutting down"));
         }
@@ -229,7 +230,7 @@ impl ModelHub {
         } else {
             self.submit(call.clone())?;
         }
-        call.wait(None)
+        call.wait_status(None)
             .unwrap_or_else(|| Err(Error::new(Status::Internal, "the call never finished")))
     }
 

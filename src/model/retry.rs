@@ -102,6 +102,9 @@ pub fn is_spend_limit(body: &str) -> bool {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Headers {
     buf: String,
+    /// Whether any `x-ratelimit-*` or `anthropic-ratelimit-*` header arrived (most responses
+    /// have none, and then nothing needs scanning for them).
+    rate_limits: bool,
 }
 
 impl Headers {
@@ -113,12 +116,14 @@ impl Headers {
     /// Forgets every header, keeping the buffer.
     pub fn clear(&mut self) {
         self.buf.clear();
+        self.rate_limits = false;
     }
 
     /// Adds a header (`name` is stored in lower case; line breaks in either part and colons in
     /// the name are dropped).
     pub fn push(&mut self, name: &str, value: &str) {
         let clean = |c: &char| *c != '\n' && *c != '\r';
+        let start = self.buf.len();
         self.buf.extend(
             name.trim()
                 .chars()
@@ -126,6 +131,9 @@ impl Headers {
                 .filter(|c| *c != ':')
                 .map(|c| c.to_ascii_lowercase()),
         );
+        let name = &self.buf[start..];
+        self.rate_limits |=
+            name.starts_with("x-ratelimit-") || name.starts_with("anthropic-ratelimit-");
         self.buf.push(':');
         self.buf.extend(value.trim().chars().filter(clean));
         self.buf.push('\n');
@@ -191,6 +199,9 @@ pub struct RateLimitInfo {
 
 /// Reads `x-ratelimit-*` (OpenAI) and `anthropic-ratelimit-*` headers.
 pub fn rate_limit_info(headers: &Headers, now: SystemTime) -> RateLimitInfo {
+    if !headers.rate_limits {
+        return RateLimitInfo::default();
+    }
     let num = |names: &[&str]| {
         names
             .iter()

@@ -34,6 +34,15 @@ impl SseParser {
         SseParser::default()
     }
 
+    /// Forgets any partial event, keeping the buffers (for the next stream).
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.scanned = 0;
+        self.event.clear();
+        self.data.clear();
+        self.has_data = false;
+    }
+
     /// Feeds bytes, calling `on_event` for every event completed by them.
     pub fn feed(&mut self, bytes: &[u8], mut on_event: impl FnMut(SseEvent<'_>)) {
         // The buffer is taken out of `self` so lines can be borrowed from it while the field

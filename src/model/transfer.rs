@@ -23,6 +23,8 @@ use std::time::{Duration, Instant, SystemTime};
 pub const MAX_BODY: usize = 64 << 20;
 /// libcurl's receive buffer per transfer (its default is 16 KiB).
 const RECEIVE_BUFFER: usize = 4096;
+/// The largest response buffer a reused collector keeps.
+const KEEP_CAPACITY: usize = 256 << 10;
 
 /// Receives one attempt's response.
 pub(crate) struct Collector {
@@ -70,6 +72,28 @@ impl Collector {
         Collector::new(None, Provider::OpenAi, false)
     }
 
+    /// Makes the collector ready for another attempt, keeping its buffers (those that grew
+    /// past [`KEEP_CAPACITY`] are given back).
+    pub(crate) fn reset(&mut self, call: Option<Arc<CallInner>>, provider: Provider, stream: bool) {
+        self.call = call;
+        self.provider = provider;
+        self.stream = stream;
+        self.status = 0;
+        self.headers.clear();
+        self.body.clear();
+        if self.body.capacity() > KEEP_CAPACITY {
+            self.body = Vec::new();
+        }
+        self.sse.clear();
+        self.sse_mode = None;
+        self.meta = StreamMeta::default();
+        self.batch.clear();
+        self.stream_error = None;
+        self.first_byte = None;
+        self.last_byte = Instant::now();
+        self.too_large = false;
+    }
+
     fn on_event(&mut self, ev: SseEvent<'_>) {
         if self.stream_error.is_some() {
             return;
@@ -86,7 +110,15 @@ impl Collector {
 
 impl Handler for Collector {
     fn header(&mut self, data: &[u8]) -> bool {
-        let line = String::from_utf8_lossy(data);
+        // Header lines are ASCII in practice; anything else is decoded lossily.
+        let lossy;
+        let line = match std::str::from_utf8(data) {
+            Ok(l) => l,
+            Err(_) => {
+                lossy = String::from_utf8_lossy(data);
+                &lossy
+            }
+        };
         let line = line.trim_end();
         if line.starts_with("HTTP/") {
             // A new status line (after 100-continue or a redirect) starts a fresh header set.
@@ -437,13 +469,15 @@ pub(crate) fn build_easy(
 ) -> std::result::Result<Easy2<Collector>, curl::Error> {
     let ep = &call.endpoint.config;
     let stream = call.request.stream;
-    let collector = Collector::new(Some(call.clone()), ep.provider, stream);
     let (mut easy, configured) = match pooled {
         Some((mut e, configured)) => {
-            *e.get_mut() = collector;
+            e.get_mut().reset(Some(call.clone()), ep.provider, stream);
             (e, configured)
         }
-        None => (Easy2::new(collector), false),
+        None => (
+            Easy2::new(Collector::new(Some(call.clone()), ep.provider, stream)),
+            false,
+        ),
     };
     if !configured {
         configure_easy(&mut easy, ep, stream)?;
