@@ -43,7 +43,10 @@ int main(int argc, char **argv) {
     agentos_config *cfg = NULL;
     agentos_runtime *rt = NULL;
     agentos_config_new(&cfg);
-    agentos_config_set_workers(cfg, 1);
+    /* Workers: the runtime's default (one per core) unless WORKERS says otherwise. With a
+       second worker idle, an agent whose next wait is its only work keeps its worker and
+       makes the call itself (no hand-off to the I/O thread). */
+    if (getenv("WORKERS")) agentos_config_set_workers(cfg, (uint32_t)atoi(getenv("WORKERS")));
     agentos_runtime_new(cfg, &rt, NULL);
     agentos_config_free(cfg);
     char ep[512];

@@ -2,7 +2,8 @@
 # Agent benchmarks against local fake servers (benches/fake_openai_server.c) on 127.0.0.1
 # (release build): per-turn
 # overhead vs raw libcurl, 10,000 agents each running a 3-step tool loop, and urgent-agent
-# latency under a flood with preemption on and off. Prints figures only.
+# latency under a flood with preemption on and off. Prints figures only. Arguments pick some:
+# turn, scale, priority.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 prefix="$PWD/target/bench-prefix"
@@ -31,12 +32,21 @@ serve() {
   for _ in $(seq 100); do grep -q ready "target/fake-$p.log" 2>/dev/null && return; sleep 0.05; done
   echo "server on $p did not start" >&2; exit 1
 }
-p1=$(port); serve "$p1" --tool-steps 1
-p2=$(port); serve "$p2" --tool-steps 3 --delay 0.2
-p3=$(port); serve "$p3" --stream-chunks 40 --chunk-interval 0.01
-echo "== per-turn overhead (one tool call per turn)"
-target/bench_agent_turn "http://127.0.0.1:$p1/v1" "${TURNS:-1000}"
-echo "== scale: ${AGENTS:-10000} agents, 3-step tool loops, server waits 200 ms"
-target/bench_agent_scale "http://127.0.0.1:$p2/v1" "${AGENTS:-10000}"
-echo "== priority: urgent agents under a streaming flood"
-target/bench_agent_priority "http://127.0.0.1:$p3/v1" "${FLOOD:-200}" "${URGENT:-20}" 8
+# Which benchmarks to run: the arguments (turn, scale, priority), all by default.
+selected="$*"
+want() { [ -z "$selected" ] || [[ " ${selected} " == *" $1 "* ]]; }
+if want turn; then
+  p1=$(port); serve "$p1" --tool-steps 1
+  echo "== per-turn overhead (one tool call per turn)"
+  target/bench_agent_turn "http://127.0.0.1:$p1/v1" "${TURNS:-1000}"
+fi
+if want scale; then
+  p2=$(port); serve "$p2" --tool-steps 3 --delay 0.2
+  echo "== scale: ${AGENTS:-10000} agents, 3-step tool loops, server waits 200 ms"
+  target/bench_agent_scale "http://127.0.0.1:$p2/v1" "${AGENTS:-10000}"
+fi
+if want priority; then
+  p3=$(port); serve "$p3" --stream-chunks 40 --chunk-interval 0.01
+  echo "== priority: urgent agents under a streaming flood"
+  target/bench_agent_priority "http://127.0.0.1:$p3/v1" "${FLOOD:-200}" "${URGENT:-20}" 8
+fi

@@ -32,19 +32,19 @@ serve() { # port, args...
   echo "server on $p did not start" >&2; exit 1
 }
 # Which benchmarks to run: the arguments (overhead, fanout, stream), all by default.
-want() { [[ " ${selected} " == *" $1 "* ]]; }
 selected="$*"
-if [ -z "$selected" ] || want overhead; then
+want() { [ -z "$selected" ] || [[ " ${selected} " == *" $1 "* ]]; }
+if want overhead; then
   p1=$(port); serve "$p1"
   echo "== overhead per call (fast local server)"
   "target/bench_model_overhead" "http://127.0.0.1:$p1/v1" "${CALLS:-2000}"
 fi
-if [ -z "$selected" ] || want fanout; then
+if want fanout; then
   p2=$(port); serve "$p2" --delay 1
   echo "== fan-out: ${FANOUT:-10000} concurrent calls, server waits 1 s"
   "target/bench_model_fanout" "http://127.0.0.1:$p2/v1" "${FANOUT:-10000}"
 fi
-if [ -z "$selected" ] || want stream; then
+if want stream; then
   p3=$(port); serve "$p3" --stream-chunks 100 --chunk-interval 0.005
   echo "== streaming: chunk sent -> C caller has it"
   "target/bench_model_stream_latency" "http://127.0.0.1:$p3/v1" 5

@@ -544,3 +544,64 @@ fn request_bodies_are_rendered_in_a_turn_arena_that_is_reset_when_the_turn_ends(
     let rt_stats = rt.shared().stats_json();
     assert!(rt_stats["arena_high_water_total"].as_u64().unwrap() > 0);
 }
+
+/// Waits until both workers of a fresh runtime are parked waiting for work.
+fn let_workers_park() {
+    std::thread::sleep(Duration::from_millis(100));
+}
+
+#[test]
+fn a_lone_agent_keeps_its_worker_and_the_io_thread_never_starts() {
+    let srv = FakeServer::start();
+    let rt = runtime("");
+    endpoint(&rt, &srv, "");
+    add_tool(&rt, "weather", CITY, |inv| {
+        inv.complete(ToolOutcome::Ok("sunny".into()));
+    });
+    let h = agent(
+        &rt,
+        r#"{"name":"a","endpoint":"fake","tools":["weather"],"stream":false}"#,
+    );
+    let_workers_park();
+    for _ in 0..3 {
+        srv.push(Reply::openai_tool_call(
+            "c1",
+            "weather",
+            r#"{"city":"Oslo"}"#,
+        ));
+        srv.push(Reply::openai_text("sunny in Oslo"));
+        send(&rt, h, "weather?");
+        let end = turn_end(&rt, h);
+        assert_eq!(end.status, Status::Ok);
+        assert_eq!(end.text, "sunny in Oslo");
+    }
+    // With the other worker idle, each call ran on the agent's own worker: nothing needed the
+    // I/O thread (a tool that finished at once arms no timeout timer either).
+    assert_eq!(rt.shared().models().io_threads(), 0);
+    assert_eq!(srv.connections_accepted(), 1, "one kept connection");
+    assert_eq!(rt.shared().agent(h).unwrap().stats().tool_calls, 3);
+}
+
+#[test]
+fn a_worker_busy_with_a_slow_call_does_not_hold_up_other_agents() {
+    let srv = FakeServer::start();
+    let rt = runtime("");
+    endpoint(&rt, &srv, "");
+    let slow = agent(&rt, r#"{"name":"slow","endpoint":"fake","stream":false}"#);
+    let quick = agent(&rt, r#"{"name":"quick","endpoint":"fake","stream":false}"#);
+    let_workers_park();
+    srv.push(Reply::openai_text("late").delay(Duration::from_millis(1500)));
+    srv.push(Reply::openai_text("soon"));
+    send(&rt, slow, "take your time");
+    assert!(srv.wait_for_requests(1, Duration::from_secs(10)));
+    send(&rt, quick, "hurry");
+    let first = until(&rt, |e| e.kind == EventKind::TurnEnd).pop().unwrap();
+    assert_eq!(first.agent, quick.raw(), "the quick agent finished first");
+    assert_eq!(first.text, "soon");
+    assert_eq!(
+        rt.shared().agent(slow).unwrap().state(),
+        AgentState::WaitingModel
+    );
+    let end = turn_end(&rt, slow);
+    assert_eq!((end.status, end.text.as_str()), (Status::Ok, "late"));
+}

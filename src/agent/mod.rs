@@ -577,25 +577,63 @@ impl Agent {
         }
     }
 
-    /// One scheduling step (runs on a worker).
+    /// One scheduling step (runs on a worker). When the step's only wait is a model call or a
+    /// single tool that this worker may run itself (see [`Shared::worker_may_linger`]), the
+    /// agent stays on the worker: it runs that work here and steps again, with no hand-off to
+    /// the I/O thread or another worker.
     pub fn step(self: &Arc<Self>) {
         self.scheduled.store(false, Ordering::Release);
         let Ok(shared) = self.shared() else { return };
-        let mut actions = Vec::new();
-        let went_idle = {
-            let mut g = self.inner.lock();
-            self.advance(&mut g, &shared, &mut actions);
-            let bytes = history_bytes(&g.history);
-            shared.add_history_bytes(bytes as i64 - g.history_bytes as i64);
-            g.history_bytes = bytes;
-            let busy = Self::has_work(&g);
-            let went_idle = g.busy && !busy;
-            g.busy = busy;
-            went_idle
-        };
-        self.perform(&shared, actions);
-        if went_idle {
-            shared.agent_busy_changed(false);
+        loop {
+            let mut actions = Vec::new();
+            let went_idle = {
+                let mut g = self.inner.lock();
+                self.advance(&mut g, &shared, &mut actions);
+                let bytes = history_bytes(&g.history);
+                shared.add_history_bytes(bytes as i64 - g.history_bytes as i64);
+                g.history_bytes = bytes;
+                let busy = Self::has_work(&g);
+                let went_idle = g.busy && !busy;
+                g.busy = busy;
+                went_idle
+            };
+            let here = self.perform(&shared, actions);
+            if went_idle {
+                shared.agent_busy_changed(false);
+            }
+            let Some(work) = here else { break };
+            // Marked as scheduled while the work runs, so whatever it wakes (the call's finish,
+            // the tool's completion, a message) does not queue the agent elsewhere: its next
+            // step runs right here. If it is already queued, the work goes the usual way.
+            if self.scheduled.swap(true, Ordering::AcqRel) {
+                self.dispatch(&shared, work);
+                break;
+            }
+            match work {
+                Here::Call(call) => {
+                    if !shared.models().try_run_here(&call) {
+                        self.scheduled.store(false, Ordering::Release);
+                        self.dispatch(&shared, Here::Call(call));
+                        break;
+                    }
+                }
+                Here::Tool(tool, inv) => run_tool(&shared, self, tool, inv, true),
+            }
+            self.scheduled.store(false, Ordering::Release);
+        }
+    }
+
+    /// Sends work that will not run on this worker the usual way: a call to the I/O thread,
+    /// a tool to the run queue.
+    fn dispatch(self: &Arc<Self>, shared: &Arc<Shared>, work: Here) {
+        match work {
+            Here::Call(call) => {
+                if let Err(e) = shared.models().submit(call.clone()) {
+                    call.finish(Err(e));
+                    self.schedule(shared);
+                }
+            }
+            Here::Tool(tool, inv) => run_tool(shared, self, tool, inv, false),
         }
     }
 
@@ -1245,14 +1283,28 @@ impl Agent {
         }
     }
 
-    fn perform(self: &Arc<Self>, shared: &Arc<Shared>, actions: Vec<Action>) {
+    /// Carries out a step's actions. Returns the one model call or tool this worker may run
+    /// itself, after the other actions; everything else is dispatched.
+    fn perform(self: &Arc<Self>, shared: &Arc<Shared>, actions: Vec<Action>) -> Option<Here> {
+        let tools = actions
+            .iter()
+            .filter(|a| matches!(a, Action::RunTool(..)))
+            .count();
+        let calls = actions
+            .iter()
+            .filter(|a| matches!(a, Action::StartCall(_)))
+            .count();
+        // Parallel tool calls run concurrently, so only a lone call or tool stays here.
+        let mut here = None;
+        let may_stay = |shared: &Shared| tools + calls == 1 && shared.worker_may_linger();
         for a in actions {
             match a {
                 Action::Emit(ev) => shared.events().emit(ev),
                 Action::StartCall(call) => {
-                    if let Err(e) = shared.models().submit(call.clone()) {
-                        call.finish(Err(e));
-                        self.schedule(shared);
+                    if may_stay(shared) && crate::model::direct_eligible(&call) {
+                        here = Some(Here::Call(call));
+                    } else {
+                        self.dispatch(shared, Here::Call(call));
                     }
                 }
                 Action::CancelCall(call) => shared.models().cancel(&call),
@@ -1287,7 +1339,13 @@ impl Agent {
                         );
                     }
                 }
-                Action::RunTool(tool, inv) => run_tool(shared, self, tool, inv),
+                Action::RunTool(tool, inv) => {
+                    if may_stay(shared) {
+                        here = Some(Here::Tool(tool, inv));
+                    } else {
+                        run_tool(shared, self, tool, inv, false);
+                    }
+                }
                 Action::Deliver {
                     to,
                     from,
@@ -1317,7 +1375,14 @@ impl Agent {
                 }
             }
         }
+        here
     }
+}
+
+/// Work a worker may run itself instead of handing it off.
+enum Here {
+    Call(Arc<CallInner>),
+    Tool(Arc<Tool>, Arc<ToolInvocation>),
 }
 
 enum Resolved {
@@ -1408,13 +1473,25 @@ fn select_tools(
     }
 }
 
-fn run_tool(shared: &Arc<Shared>, agent: &Arc<Agent>, tool: Arc<Tool>, inv: Arc<ToolInvocation>) {
+/// Runs a tool call: `here` on this thread (also in deterministic mode), else as a job on the
+/// run queue. Its timeout is armed unless the tool finished before it could matter (a tool run
+/// here that completed before returning).
+fn run_tool(
+    shared: &Arc<Shared>,
+    agent: &Arc<Agent>,
+    tool: Arc<Tool>,
+    inv: Arc<ToolInvocation>,
+    here: bool,
+) {
     let timeout = if tool.timeout.is_zero() {
         agent.config.tool_timeout
     } else {
         tool.timeout
     };
-    if !timeout.is_zero() {
+    let arm_timeout = |inv: &Arc<ToolInvocation>| {
+        if timeout.is_zero() || inv.is_done() {
+            return;
+        }
         let inv2 = inv.clone();
         let ms = timeout.as_millis();
         let _ = shared.models().schedule(
@@ -1425,18 +1502,23 @@ fn run_tool(shared: &Arc<Shared>, agent: &Arc<Agent>, tool: Arc<Tool>, inv: Arc<
                 )));
             }),
         );
-    }
-    let job = move || {
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            tool.handler.invoke(inv.clone())
-        }));
-        if r.is_err() {
-            inv.complete(ToolOutcome::Err("the tool panicked".into()));
+    };
+    let job = {
+        let inv = inv.clone();
+        move || {
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                tool.handler.invoke(inv.clone())
+            }));
+            if r.is_err() {
+                inv.complete(ToolOutcome::Err("the tool panicked".into()));
+            }
         }
     };
-    if shared.config().deterministic {
+    if here || shared.config().deterministic {
         job();
+        arm_timeout(&inv);
     } else {
+        arm_timeout(&inv);
         let key = RunKey {
             priority: agent.config.priority,
             service: 0,

@@ -225,13 +225,25 @@ impl ModelHub {
         if self.shut_down.load(Ordering::Acquire) {
             return Err(Error::new(Status::Shutdown, "the runtime is shutting down"));
         }
-        if super::direct::DirectCalls::eligible(&call) && !super::engine::on_io_thread() {
-            self.direct.run(&call, &self.shut_down);
-        } else {
+        if !self.try_run_here(&call) {
             self.submit(call.clone())?;
         }
         call.wait_status(None)
             .unwrap_or_else(|| Err(Error::new(Status::Internal, "the call never finished")))
+    }
+
+    /// Runs `call` to its end on this thread when it may (see
+    /// [`super::direct::DirectCalls::eligible`]; never on the I/O thread nor once shutting
+    /// down) and returns true; returns false, leaving the call untouched, otherwise.
+    pub(crate) fn try_run_here(&self, call: &Arc<CallInner>) -> bool {
+        if self.shut_down.load(Ordering::Acquire)
+            || !super::direct::DirectCalls::eligible(call)
+            || super::engine::on_io_thread()
+        {
+            return false;
+        }
+        self.direct.run(call, &self.shut_down);
+        true
     }
 
     /// Starts a call and returns it.

@@ -122,20 +122,33 @@ impl Headers {
     /// Adds a header (`name` is stored in lower case; line breaks in either part and colons in
     /// the name are dropped).
     pub fn push(&mut self, name: &str, value: &str) {
-        let clean = |c: &char| *c != '\n' && *c != '\r';
         let start = self.buf.len();
-        self.buf.extend(
-            name.trim()
-                .chars()
-                .filter(clean)
-                .filter(|c| *c != ':')
-                .map(|c| c.to_ascii_lowercase()),
-        );
+        let name = name.trim();
+        if name
+            .bytes()
+            .all(|b| b.is_ascii() && !matches!(b, b'\n' | b'\r' | b':'))
+        {
+            // The usual case: an ASCII name, lower-cased in place.
+            self.buf.push_str(name);
+            self.buf[start..].make_ascii_lowercase();
+        } else {
+            self.buf.extend(
+                name.chars()
+                    .filter(|c| !matches!(c, '\n' | '\r' | ':'))
+                    .map(|c| c.to_ascii_lowercase()),
+            );
+        }
         let name = &self.buf[start..];
         self.rate_limits |=
             name.starts_with("x-ratelimit-") || name.starts_with("anthropic-ratelimit-");
         self.buf.push(':');
-        self.buf.extend(value.trim().chars().filter(clean));
+        let value = value.trim();
+        if value.bytes().any(|b| matches!(b, b'\n' | b'\r')) {
+            self.buf
+                .extend(value.chars().filter(|c| !matches!(c, '\n' | '\r')));
+        } else {
+            self.buf.push_str(value);
+        }
         self.buf.push('\n');
     }
 

@@ -168,6 +168,12 @@ fn text_content(key: &str, v: &Value) -> Result<String> {
 impl ChatRequest {
     /// Parses an OpenAI-shaped request object. Unknown keys are rejected, naming the key.
     pub fn from_json(text: &str) -> Result<ChatRequest> {
+        // Plain requests (messages of text, the common keys) are read straight into the
+        // request; anything else, including every malformed request, takes the general path,
+        // which names the offending key.
+        if let Some(req) = fast::parse(text) {
+            return Ok(req);
+        }
         let v: Value = serde_json::from_str(text).map_err(|e| {
             Error::new(
                 Status::InvalidJson,
@@ -410,6 +416,51 @@ impl ChatResponse {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_fast_path_reads_requests_exactly_as_the_general_path() {
+        let general = |t: &str| {
+            ChatRequest::from_value(&serde_json::from_str::<Value>(t).unwrap())
+                .map_err(|e| (e.status(), e.message().to_string()))
+        };
+        let fast_and_general_agree = [
+            r#"{"messages":[{"role":"user","content":"ping"}],"max_tokens":8}"#,
+            r#"{"messages":[{"role":"system","content":"be \"brief\" \u00e9"},{"role":"user","content":"hi"}],
+                "model":"m","temperature":0,"stream":true,"stream_options":{"include_usage":true}}"#,
+            r#"{"messages":[{"role":"assistant","content":null},{"role":"tool","content":"42","tool_call_id":"c1"}],
+                "max_completion_tokens":5,"temperature":0.5}"#,
+            r#"{"max_completion_tokens":5,"max_tokens":7,"messages":[{"role":"user","content":"x"}]}"#,
+        ];
+        for t in fast_and_general_agree {
+            let fast = fast::parse(t).unwrap_or_else(|| panic!("fast path declined {t}"));
+            assert_eq!(Ok(fast), general(t), "{t}");
+        }
+        // Everything the fast path declines goes the general way, with its exact errors.
+        let declined = [
+            r#"{"messages":[{"role":"user","content":[{"type":"text","text":"parts"}]}]}"#,
+            r#"{"messages":[{"role":"user","content":"x"}],"tools":[{"type":"function","function":{"name":"f"}}]}"#,
+            r#"{"messages":[{"role":"assistant","content":null,"tool_calls":[{"id":"c","function":{"name":"f","arguments":"{}"}}]}]}"#,
+            r#"{"messages":[{"role":"user","content":"x"}],"model":null}"#,
+            r#"{"messages":[{"role":"user","content":"x"}],"temperature":null}"#,
+            r#"{"messages":[{"role":"user","content":"x"}],"max_tokens":-1}"#,
+            r#"{"messages":[{"role":"user","content":"x"}],"stream":"yes"}"#,
+            r#"{"messages":[{"role":"robot","content":"x"}]}"#,
+            r#"{"messages":[{"role":"tool","content":"x"}]}"#,
+            r#"{"messages":[]}"#,
+            r#"{"messages":[{"role":"user","content":"x"}],"extra":1}"#,
+            r#"{"messages":[{"role":"user","content":"x","tool_call_id":null}]}"#,
+        ];
+        for t in declined {
+            assert!(fast::parse(t).is_none(), "fast path took {t}");
+            let via_from_json =
+                ChatRequest::from_json(t).map_err(|e| (e.status(), e.message().to_string()));
+            assert_eq!(via_from_json, general(t), "{t}");
+        }
+        assert!(ChatRequest::from_json(
+            r#"{"messages":[{"role":"user","content":"x"}],"model":null}"#
+        )
+        .is_err());
+    }
+
     use super::*;
 
     #[test]
@@ -466,5 +517,83 @@ mod tests {
             assert_eq!(e.status(), Status::InvalidJson);
             assert!(e.message().contains(needle), "{doc}: {}", e.message());
         }
+    }
+}
+
+/// The fast path of [`ChatRequest::from_json`]: typed, borrowing deserialization of plain
+/// requests, with no JSON tree. Returns `None` for anything it does not cover.
+mod fast {
+    use super::{ChatMessage, ChatRequest, Role};
+    use crate::model::json_text::Str;
+    use serde::Deserialize;
+    use serde_json::value::RawValue;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Request<'a> {
+        #[serde(borrow)]
+        messages: Vec<Message<'a>>,
+        #[serde(borrow, default, deserialize_with = "present")]
+        model: Option<Str<'a>>,
+        #[serde(default, deserialize_with = "present")]
+        temperature: Option<f64>,
+        #[serde(default, deserialize_with = "present")]
+        max_tokens: Option<u32>,
+        #[serde(default, deserialize_with = "present")]
+        max_completion_tokens: Option<u32>,
+        #[serde(default, deserialize_with = "present")]
+        stream: Option<bool>,
+        #[serde(borrow, default)]
+        stream_options: Option<&'a RawValue>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Message<'a> {
+        #[serde(borrow)]
+        role: Str<'a>,
+        #[serde(borrow, default)]
+        content: Option<Str<'a>>,
+        #[serde(borrow, default, deserialize_with = "present")]
+        tool_call_id: Option<Str<'a>>,
+    }
+
+    /// A key that, when present, must hold a `T` (`null` included is refused, as the general
+    /// path refuses it).
+    fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+    where
+        D: serde::Deserializer<'de>,
+        T: Deserialize<'de>,
+    {
+        T::deserialize(d).map(Some)
+    }
+
+    pub(super) fn parse(text: &str) -> Option<ChatRequest> {
+        let r: Request = serde_json::from_str(text).ok()?;
+        if r.messages.is_empty() {
+            return None;
+        }
+        let _ = r.stream_options; // always set by the library when streaming
+        let mut messages = Vec::with_capacity(r.messages.len());
+        for m in r.messages {
+            let role = Role::parse(&m.role)?;
+            if role == Role::Tool && m.tool_call_id.is_none() {
+                return None;
+            }
+            let mut msg = ChatMessage::text(
+                role,
+                m.content.map(|c| c.0.into_owned()).unwrap_or_default(),
+            );
+            msg.tool_call_id = m.tool_call_id.map(|id| id.0.into_owned());
+            messages.push(msg);
+        }
+        Some(ChatRequest {
+            model: r.model.map(|m| m.0.into_owned()),
+            messages,
+            temperature: r.temperature,
+            max_tokens: r.max_tokens.or(r.max_completion_tokens),
+            stream: r.stream.unwrap_or(false),
+            ..Default::default()
+        })
     }
 }

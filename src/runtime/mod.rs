@@ -93,6 +93,13 @@ impl Shared {
             .map_err(|_| Error::new(Status::Shutdown, "the runtime is shutting down"))
     }
 
+    /// Whether a worker may spend a while on one job without holding anyone up: the runtime
+    /// is not deterministic, nothing is queued, and another worker is idle to take whatever
+    /// arrives meanwhile.
+    pub(crate) fn worker_may_linger(&self) -> bool {
+        !self.config.deterministic && self.on_worker_thread() && self.queue.idle_and_empty()
+    }
+
     /// The model layer: endpoints, the I/O thread, usage totals.
     pub fn models(&self) -> &ModelHub {
         &self.models

@@ -31,6 +31,8 @@ struct State {
     ages: VecDeque<(Instant, u64)>,
     next_seq: u64,
     closed: bool,
+    /// Poppers blocked waiting for a job.
+    idle: usize,
 }
 
 /// A blocking, closable priority queue of [`Job`]s.
@@ -84,6 +86,7 @@ impl RunQueue {
                 ages: VecDeque::new(),
                 next_seq: 0,
                 closed: false,
+                idle: 0,
             }),
             ready: Condvar::new(),
             starvation_limit,
@@ -120,15 +123,26 @@ impl RunQueue {
             if s.closed {
                 return None;
             }
-            match deadline {
-                Some(d) => {
-                    if self.ready.wait_until(&mut s, d).timed_out() {
-                        return s.take(self.starvation_limit);
-                    }
+            s.idle += 1;
+            let timed_out = match deadline {
+                Some(d) => self.ready.wait_until(&mut s, d).timed_out(),
+                None => {
+                    self.ready.wait(&mut s);
+                    false
                 }
-                None => self.ready.wait(&mut s),
+            };
+            s.idle -= 1;
+            if timed_out {
+                return s.take(self.starvation_limit);
             }
         }
+    }
+
+    /// Whether nothing is queued and at least one popper is blocked waiting for work: a job
+    /// pushed now would start at once on that popper.
+    pub fn idle_and_empty(&self) -> bool {
+        let s = self.state.lock();
+        s.jobs.is_empty() && s.idle > 0 && !s.closed
     }
 
     /// Takes the next job without blocking.
