@@ -247,6 +247,11 @@ fn error_of(text: &str) -> Option<String> {
 
 /// Parses a complete (non-streamed) response.
 pub fn parse_response(body: &[u8]) -> Result<ChatResponse, String> {
+    parse_response_in(body, &bumpalo::Bump::new())
+}
+
+/// [`parse_response`], decoding in `arena` (the collector's, reset after the call).
+pub fn parse_response_in(body: &[u8], arena: &bumpalo::Bump) -> Result<ChatResponse, String> {
     let text =
         std::str::from_utf8(body).map_err(|e| format!("response is not valid UTF-8: {e}"))?;
     let v: Response = match serde_json::from_str(text) {
@@ -263,7 +268,7 @@ pub fn parse_response(body: &[u8]) -> Result<ChatResponse, String> {
     let blocks = v
         .content
         .ok_or_else(|| "response has no content".to_string())?;
-    let mut batch = DeltaBatch::new();
+    let mut batch = DeltaBatch::new_in(arena);
     for b in &blocks {
         match b.kind.as_deref() {
             Some("text") => {
@@ -331,7 +336,7 @@ struct EventDelta<'a> {
 pub fn apply_event(
     ev: &SseEvent<'_>,
     meta: &mut StreamMeta,
-    out: &mut DeltaBatch,
+    out: &mut DeltaBatch<'_>,
 ) -> Result<(), String> {
     // JSON that is not an object carries nothing.
     if !ev.data.trim_start().starts_with('{') && serde_json::from_str::<IgnoredAny>(ev.data).is_ok()
@@ -500,7 +505,8 @@ mod tests {
 
         let mut acc = StreamAccumulator::default();
         let mut meta = StreamMeta::default();
-        let mut out = DeltaBatch::new();
+        let arena = bumpalo::Bump::new();
+        let mut out = DeltaBatch::new_in(&arena);
         for (name, data) in [
             (
                 "message_start",

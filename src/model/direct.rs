@@ -313,8 +313,10 @@ fn attempt(conn: &mut DirectConn, call: &Arc<CallInner>, shut_down: &AtomicBool)
         }
         (None, None) => unreachable!("the loop ends with a result or an early stop"),
     };
-    // The handle (and its collector's buffers) is kept for the next call, without the call.
+    // The handle (and its collector's buffers) is kept for the next call, without the call;
+    // what the answer was decoded into is released.
     easy.get_mut().call = None;
+    easy.get_mut().reset_arena();
     if reusable_after(ep, completed) {
         conn.easy = Some((easy, stream));
     }

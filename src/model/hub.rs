@@ -205,7 +205,8 @@ impl ModelHub {
                     Box::new(move || {
                         let mut pending = pending;
                         let c = pending.0.take().expect("runs once");
-                        c.push_deltas(&super::stream::DeltaBatch::from_response(&r), None);
+                        let arena = bumpalo::Bump::new();
+                        c.push_deltas(&super::stream::DeltaBatch::from_response(&r, &arena), None);
                         c.endpoint.record(&r.usage, true, 0);
                         c.finish(Ok(r));
                     }),

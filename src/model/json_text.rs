@@ -11,15 +11,58 @@ use std::borrow::Cow;
 use std::fmt;
 use std::marker::PhantomData;
 
+/// A growable UTF-8 buffer [`unescape_into`] can decode into: a `String`, or a string in a
+/// bump arena.
+pub trait TextOut {
+    /// Bytes held.
+    fn text_len(&self) -> usize;
+    /// Appends text.
+    fn append(&mut self, s: &str);
+    /// Appends one character.
+    fn append_char(&mut self, c: char);
+    /// Cuts back to `len` bytes (a character boundary).
+    fn cut(&mut self, len: usize);
+}
+
+impl TextOut for String {
+    fn text_len(&self) -> usize {
+        self.len()
+    }
+    fn append(&mut self, s: &str) {
+        self.push_str(s)
+    }
+    fn append_char(&mut self, c: char) {
+        self.push(c)
+    }
+    fn cut(&mut self, len: usize) {
+        self.truncate(len)
+    }
+}
+
+impl TextOut for bumpalo::collections::String<'_> {
+    fn text_len(&self) -> usize {
+        self.len()
+    }
+    fn append(&mut self, s: &str) {
+        self.push_str(s)
+    }
+    fn append_char(&mut self, c: char) {
+        self.push(c)
+    }
+    fn cut(&mut self, len: usize) {
+        self.truncate(len)
+    }
+}
+
 /// Appends the decoded contents of the JSON string literal `raw` (quotes included) to `out`.
 /// Returns false, leaving `out` unchanged, when `raw` is not a well-formed string literal.
 /// Lone surrogates in `\u` escapes become U+FFFD.
-pub fn unescape_into(raw: &str, out: &mut String) -> bool {
+pub fn unescape_into(raw: &str, out: &mut impl TextOut) -> bool {
     let b = raw.as_bytes();
     if b.len() < 2 || b[0] != b'"' || b[b.len() - 1] != b'"' {
         return false;
     }
-    let start_len = out.len();
+    let start_len = out.text_len();
     let body = &raw[1..raw.len() - 1];
     let bytes = body.as_bytes();
     let mut i = 0;
@@ -29,9 +72,9 @@ pub fn unescape_into(raw: &str, out: &mut String) -> bool {
             i += 1;
             continue;
         }
-        out.push_str(&body[run..i]);
+        out.append(&body[run..i]);
         let Some(&e) = bytes.get(i + 1) else {
-            out.truncate(start_len);
+            out.cut(start_len);
             return false;
         };
         i += 2;
@@ -46,7 +89,7 @@ pub fn unescape_into(raw: &str, out: &mut String) -> bool {
             b't' => '\t',
             b'u' => {
                 let Some(hi) = hex4(bytes, i) else {
-                    out.truncate(start_len);
+                    out.cut(start_len);
                     return false;
                 };
                 i += 4;
@@ -70,14 +113,14 @@ pub fn unescape_into(raw: &str, out: &mut String) -> bool {
                 }
             }
             _ => {
-                out.truncate(start_len);
+                out.cut(start_len);
                 return false;
             }
         };
-        out.push(c);
+        out.append_char(c);
         run = i;
     }
-    out.push_str(&body[run..]);
+    out.append(&body[run..]);
     true
 }
 

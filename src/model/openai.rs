@@ -213,7 +213,7 @@ fn piece(v: Option<&RawValue>) -> Option<Piece<'_>> {
 
 /// Adds a message's text: a string, or the text parts of an array of content parts (as some
 /// servers send); any other value carries no text.
-fn push_content(v: Option<&RawValue>, out: &mut DeltaBatch) {
+fn push_content(v: Option<&RawValue>, out: &mut DeltaBatch<'_>) {
     #[derive(Deserialize)]
     struct Part<'a> {
         #[serde(borrow)]
@@ -251,7 +251,7 @@ impl<'a> ToolCalls<'a> {
     }
 
     /// Adds every call to `batch`, as one piece each.
-    fn push_into(&self, batch: &mut DeltaBatch) {
+    fn push_into(&self, batch: &mut DeltaBatch<'_>) {
         for (n, c) in self.iter().enumerate() {
             let f = c.function.as_ref();
             batch.push_tool_call(
@@ -324,6 +324,11 @@ fn error_of(text: &str) -> Option<String> {
 
 /// Parses a complete (non-streamed) response.
 pub fn parse_response(body: &[u8]) -> Result<ChatResponse, String> {
+    parse_response_in(body, &bumpalo::Bump::new())
+}
+
+/// [`parse_response`], decoding in `arena` (the collector's, reset after the call).
+pub fn parse_response_in(body: &[u8], arena: &bumpalo::Bump) -> Result<ChatResponse, String> {
     let text =
         std::str::from_utf8(body).map_err(|e| format!("response is not valid UTF-8: {e}"))?;
     let v: Response = match serde_json::from_str(text) {
@@ -341,7 +346,7 @@ pub fn parse_response(body: &[u8]) -> Result<ChatResponse, String> {
         .choices
         .0
         .ok_or_else(|| "response has no choices".to_string())?;
-    let mut batch = DeltaBatch::new();
+    let mut batch = DeltaBatch::new_in(arena);
     if let Some(m) = choice.message.as_ref().or(choice.delta.as_ref()) {
         push_content(m.content, &mut batch);
         m.tool_calls.push_into(&mut batch);
@@ -384,7 +389,7 @@ struct Chunk<'a> {
 pub fn apply_event(
     ev: &SseEvent<'_>,
     meta: &mut StreamMeta,
-    out: &mut DeltaBatch,
+    out: &mut DeltaBatch<'_>,
 ) -> Result<(), String> {
     if ev.data == "[DONE]" {
         meta.done = true;
@@ -531,7 +536,8 @@ mod tests {
     fn replay(events: &[&str]) -> (StreamAccumulator, StreamMeta, Vec<Result<(), String>>) {
         let mut acc = StreamAccumulator::default();
         let mut meta = StreamMeta::default();
-        let mut batch = DeltaBatch::new();
+        let arena = bumpalo::Bump::new();
+        let mut batch = DeltaBatch::new_in(&arena);
         let mut results = Vec::new();
         for e in events {
             let ev = SseEvent { event: "", data: e };

@@ -2,13 +2,15 @@
 //! accumulator that rebuilds the full answer, and the buffer a caller pulls a delta into.
 //!
 //! Nothing here allocates per token. A provider decodes the pieces of one network read into a
-//! [`DeltaBatch`] (one text buffer, reused); the call appends them to its
+//! [`DeltaBatch`] in a bump arena (reset after every read); the call appends them to its
 //! [`StreamAccumulator`] and queues [`PendingDelta`] ranges into it; a puller copies the next
 //! one into its own reusable [`DeltaBuf`]. Buffers grow to the size of the answer and keep
 //! their capacity.
 
 use super::json_text::unescape_into;
 use super::types::{ChatResponse, ToolCall, Usage};
+use bumpalo::collections::{String as BumpString, Vec as BumpVec};
+use bumpalo::Bump;
 use std::collections::VecDeque;
 
 /// One piece of a streamed answer, borrowed from the buffer that holds it.
@@ -46,12 +48,13 @@ enum Item {
     },
 }
 
-/// Deltas decoded from one read of the network, in reusable buffers: one text buffer all pieces
-/// are decoded into, and the spans that cut it into deltas.
-#[derive(Debug, Default)]
-pub struct DeltaBatch {
-    text: String,
-    items: Vec<Item>,
+/// Deltas decoded from one read of the network, in a bump arena: one text buffer all pieces
+/// are decoded into, and the spans that cut it into deltas. The arena's owner resets it once
+/// the batch has been handed on, so decoding allocates nothing from the heap per token.
+#[derive(Debug)]
+pub struct DeltaBatch<'a> {
+    text: BumpString<'a>,
+    items: BumpVec<'a, Item>,
 }
 
 /// Where a string of a delta comes from.
@@ -63,10 +66,13 @@ pub enum Piece<'a> {
     Json(&'a str),
 }
 
-impl DeltaBatch {
-    /// An empty batch.
-    pub fn new() -> DeltaBatch {
-        DeltaBatch::default()
+impl<'a> DeltaBatch<'a> {
+    /// An empty batch whose buffers live in `arena`.
+    pub fn new_in(arena: &'a Bump) -> DeltaBatch<'a> {
+        DeltaBatch {
+            text: BumpString::new_in(arena),
+            items: BumpVec::new_in(arena),
+        }
     }
 
     fn put(&mut self, p: Piece<'_>) -> Option<Span> {
@@ -176,8 +182,8 @@ impl DeltaBatch {
 
     /// The pieces a whole (non-streamed or cached) answer is delivered as: its text, then one
     /// piece per tool call.
-    pub fn from_response(r: &ChatResponse) -> DeltaBatch {
-        let mut b = DeltaBatch::default();
+    pub fn from_response(r: &ChatResponse, arena: &'a Bump) -> DeltaBatch<'a> {
+        let mut b = DeltaBatch::new_in(arena);
         b.push_text(Piece::Plain(&r.content));
         for (i, tc) in r.tool_calls.iter().enumerate() {
             b.push_tool_call(
@@ -437,7 +443,8 @@ mod tests {
 
     #[test]
     fn batch_decodes_and_accumulator_keeps_ranges() {
-        let mut b = DeltaBatch::new();
+        let arena = Bump::new();
+        let mut b = DeltaBatch::new_in(&arena);
         b.push_text(Piece::Json(r#""Hel\nlo""#));
         b.push_text(Piece::Json("null"));
         b.push_text(Piece::Plain(""));
@@ -539,7 +546,8 @@ mod tests {
             }],
             ..Default::default()
         };
-        let b = DeltaBatch::from_response(&r);
+        let arena = Bump::new();
+        let b = DeltaBatch::from_response(&r, &arena);
         assert_eq!(b.len(), 2);
         assert_eq!(b.iter().next(), Some(StreamDelta::Text("hi")));
     }

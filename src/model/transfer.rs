@@ -10,10 +10,11 @@ use super::call::{CallInner, Phase};
 use super::endpoint::{Endpoint, Provider};
 use super::openai;
 use super::retry::{classify, FailureClass, Headers};
-use super::sse::{SseEvent, SseParser};
+use super::sse::SseParser;
 use super::stream::{DeltaBatch, StreamMeta};
 use super::types::ChatResponse;
 use crate::error::{Error, Result, Status};
+use bumpalo::Bump;
 use curl::easy::{Easy2, Handler, HttpVersion, List, WriteError};
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime};
 pub const MAX_BODY: usize = 64 << 20;
 /// libcurl's receive buffer per transfer (its default is 16 KiB).
 const RECEIVE_BUFFER: usize = 4096;
-/// The largest response buffer a reused collector keeps.
+/// The largest response buffer (and decoding arena) a reused collector keeps.
 const KEEP_CAPACITY: usize = 256 << 10;
 
 /// Receives one attempt's response.
@@ -39,8 +40,9 @@ pub(crate) struct Collector {
     sse_mode: Option<bool>,
     /// What this attempt's stream said about itself.
     pub(crate) meta: StreamMeta,
-    /// The deltas decoded from the current read, handed to the call after each read.
-    batch: DeltaBatch,
+    /// Where a read's deltas (and a whole answer) are decoded: reset after every read, once
+    /// its deltas are handed to the call, and when the collector is reused.
+    arena: Bump,
     stream_error: Option<String>,
     pub(crate) first_byte: Option<Instant>,
     pub(crate) last_byte: Instant,
@@ -59,7 +61,7 @@ impl Collector {
             sse: SseParser::new(),
             sse_mode: None,
             meta: StreamMeta::default(),
-            batch: DeltaBatch::new(),
+            arena: Bump::new(),
             stream_error: None,
             first_byte: None,
             last_byte: Instant::now(),
@@ -87,23 +89,20 @@ impl Collector {
         self.sse.clear();
         self.sse_mode = None;
         self.meta = StreamMeta::default();
-        self.batch.clear();
+        self.reset_arena();
         self.stream_error = None;
         self.first_byte = None;
         self.last_byte = Instant::now();
         self.too_large = false;
     }
 
-    fn on_event(&mut self, ev: SseEvent<'_>) {
-        if self.stream_error.is_some() {
-            return;
-        }
-        let r = match self.provider {
-            Provider::OpenAi => openai::apply_event(&ev, &mut self.meta, &mut self.batch),
-            Provider::Anthropic => anthropic::apply_event(&ev, &mut self.meta, &mut self.batch),
-        };
-        if let Err(e) = r {
-            self.stream_error = Some(e);
+    /// Empties the arena, keeping its memory unless a large answer made it grow past
+    /// [`KEEP_CAPACITY`].
+    pub(crate) fn reset_arena(&mut self) {
+        if self.arena.allocated_bytes() > KEEP_CAPACITY {
+            self.arena = Bump::new();
+        } else {
+            self.arena.reset();
         }
     }
 }
@@ -155,15 +154,34 @@ impl Handler for Collector {
                 return Ok(0); // aborts the transfer
             }
             let usage_before = self.meta.usage;
-            let mut parser = std::mem::take(&mut self.sse);
-            parser.feed(data, |ev| self.on_event(ev));
-            self.sse = parser;
-            let usage_changed = self.meta.usage != usage_before;
-            if !self.batch.is_empty() || usage_changed {
-                if let Some(call) = &self.call {
-                    call.push_deltas(&self.batch, usage_changed.then_some(&self.meta.usage));
+            self.reset_arena();
+            let Collector {
+                arena,
+                sse,
+                meta,
+                stream_error,
+                provider,
+                call,
+                ..
+            } = self;
+            let mut batch = DeltaBatch::new_in(arena);
+            sse.feed(data, |ev| {
+                if stream_error.is_some() {
+                    return;
                 }
-                self.batch.clear();
+                let r = match provider {
+                    Provider::OpenAi => openai::apply_event(&ev, meta, &mut batch),
+                    Provider::Anthropic => anthropic::apply_event(&ev, meta, &mut batch),
+                };
+                if let Err(e) = r {
+                    *stream_error = Some(e);
+                }
+            });
+            let usage_changed = meta.usage != usage_before;
+            if !batch.is_empty() || usage_changed {
+                if let Some(call) = call {
+                    call.push_deltas(&batch, usage_changed.then_some(&meta.usage));
+                }
             }
         } else {
             if self.body.len() + data.len() > MAX_BODY {
@@ -281,13 +299,13 @@ pub(crate) fn judge(
         return Verdict::Success(call.state.lock().acc.response(&c.meta));
     }
     let parsed = match ep.provider {
-        Provider::OpenAi => openai::parse_response(&c.body),
-        Provider::Anthropic => anthropic::parse_response(&c.body),
+        Provider::OpenAi => openai::parse_response_in(&c.body, &c.arena),
+        Provider::Anthropic => anthropic::parse_response_in(&c.body, &c.arena),
     };
     match parsed {
         Ok(r) => {
             // A non-streamed answer is delivered as one delta too, so pullers see it.
-            call.push_deltas(&DeltaBatch::from_response(&r), Some(&r.usage));
+            call.push_deltas(&DeltaBatch::from_response(&r, &c.arena), Some(&r.usage));
             Verdict::Success(r)
         }
         Err(e) => Verdict::Fail(Error::new(
@@ -645,7 +663,16 @@ mod tests {
             per_event < 0.01,
             "{per_event} allocations per streamed event"
         );
+        // Each read is decoded in the collector's arena, which is reset once the read's deltas
+        // are handed on: it stays at one small chunk while the answer grows to tens of KB.
+        assert!(
+            c.arena.allocated_bytes() <= 8 << 10,
+            "arena holds {} bytes",
+            c.arena.allocated_bytes()
+        );
+        c.reset_arena();
         let s = call.state.lock();
+        assert!(s.acc.content.len() > 40_000);
         assert_eq!(
             s.acc.tool_calls[0].arguments.len(),
             2000 * "{\"k\": 1}".len()
