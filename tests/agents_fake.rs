@@ -562,8 +562,11 @@ fn a_lone_agent_keeps_its_worker_and_the_io_thread_never_starts() {
         &rt,
         r#"{"name":"a","endpoint":"fake","tools":["weather"],"stream":false}"#,
     );
-    let_workers_park();
     for _ in 0..3 {
+        // Both workers parked: the one that takes the turn sees the other idle. (Right after a
+        // turn ends its worker may still be finishing the step; a turn started then would go
+        // through the I/O thread, which is correct but not what this test looks at.)
+        let_workers_park();
         srv.push(Reply::openai_tool_call(
             "c1",
             "weather",
