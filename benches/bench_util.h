@@ -16,6 +16,13 @@ static inline double bench_now_us(void) {
     return (double)ts.tv_sec * 1e6 + (double)ts.tv_nsec / 1e3;
 }
 
+/* Sleeps `us` microseconds: lets background threads finish what the last measured step left
+   them before the next one is timed. */
+static inline void bench_settle(long us) {
+    struct timespec ts = {0, us * 1000L};
+    nanosleep(&ts, NULL);
+}
+
 static inline int bench_cmp(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);

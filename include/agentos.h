@@ -675,9 +675,11 @@ agentos_status agentos_runtime_add_endpoint(const agentos_runtime *rt,
 
 /**
  * Model usage totals as JSON: `{"runtime":{"usage":{...},"succeeded":N,"failed":N,
- * "retries":N},"endpoints":{"<name>":{...same...}}}` where usage holds `prompt_tokens`,
- * `completion_tokens`, `cached_tokens`, `cache_creation_tokens`, `reasoning_tokens` and
- * `cost_usd`.
+ * "retries":N,"caller_thread_calls":N},"endpoints":{"<name>":{...same, without
+ * caller_thread_calls...}}}` where usage holds `prompt_tokens`, `completion_tokens`,
+ * `cached_tokens`, `cache_creation_tokens`, `reasoning_tokens` and `cost_usd`.
+ * `caller_thread_calls` counts the calls that ran on the thread that asked for them (a
+ * `agentos_request_run`, or an agent's worker) instead of on the I/O thread.
  *
  * On success `*out` receives a string the caller frees with `agentos_string_free`.
  * Returns `OK` or `NULL_ARGUMENT`.

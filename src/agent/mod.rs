@@ -9,7 +9,7 @@
 
 pub mod config;
 
-use crate::context::compact::{build_view, is_context_overflow, recall, ViewStats};
+use crate::context::compact::{build_view_counted, is_context_overflow, recall, ViewStats};
 use crate::context::tokens;
 use crate::error::{Error, Result, Status};
 use crate::model::call::{CallInner, CallObserver, CallOptions};
@@ -149,6 +149,8 @@ struct Inner {
     last_body: usize,
     /// The most the arena ever held in one turn (capacity of its chunks).
     arena_high_water: usize,
+    /// Token counts of `history`'s messages, each counted once.
+    message_tokens: tokens::MessageTokens,
 }
 
 /// An agent.
@@ -245,6 +247,7 @@ impl Agent {
                 arena_in_use: 0,
                 last_body: 0,
                 arena_high_water: 0,
+                message_tokens: Default::default(),
             }),
             scheduled: AtomicBool::new(false),
             shared: Arc::downgrade(shared),
@@ -479,14 +482,16 @@ impl Agent {
         let Ok(shared) = self.shared() else {
             return Value::Null;
         };
-        let g = self.inner.lock();
+        let mut g = self.inner.lock();
         let (tools, limit) = self.request_plan(&g, &shared);
         let level = if g.force_compaction {
             2
         } else {
             g.compact_level
         };
-        let view = build_view(&g.history, &g.policy, limit, level);
+        let g = &mut *g;
+        let counts = g.message_tokens.sync(&g.history);
+        let view = build_view_counted(&g.history, &counts, &g.policy, limit, level);
         let st = view.stats;
         json!({
             "limit_tokens": limit,
@@ -1254,7 +1259,8 @@ impl Agent {
         } else {
             g.compact_level
         };
-        let view = build_view(&g.history, &g.policy, limit, level);
+        let counts = g.message_tokens.sync(&g.history);
+        let view = build_view_counted(&g.history, &counts, &g.policy, limit, level);
         g.last_view = view.stats;
         let st = view.stats;
         // `recall` is offered only when this view actually hides something (small models are
@@ -1301,7 +1307,11 @@ impl Agent {
             match a {
                 Action::Emit(ev) => shared.events().emit(ev),
                 Action::StartCall(call) => {
-                    if may_stay(shared) && crate::model::direct_eligible(&call) {
+                    // Only quick calls: a worker must not sit out a model call of seconds.
+                    if call.endpoint.answers_quickly()
+                        && may_stay(shared)
+                        && crate::model::direct_eligible(&call)
+                    {
                         here = Some(Here::Call(call));
                     } else {
                         self.dispatch(shared, Here::Call(call));

@@ -86,9 +86,24 @@ fn digest_line(text: &str, max_items: usize) -> String {
 /// ones too; they stay recallable), 2 also drops old turns down to half the target. With the
 /// budget on, a view still over `limit` is rebuilt at the next level.
 pub fn build_view(history: &[ChatMessage], policy: &ContextPolicy, limit: u64, level: u32) -> View {
+    let counts: Vec<u64> = history.iter().map(message_tokens).collect();
+    build_view_counted(history, &counts, policy, limit, level)
+}
+
+/// [`build_view`] with the messages' token counts already known (`counts[i]` for
+/// `history[i]`, as [`super::tokens::MessageTokens`] keeps them): only messages the view
+/// changes are counted again.
+pub fn build_view_counted(
+    history: &[ChatMessage],
+    counts: &[u64],
+    policy: &ContextPolicy,
+    limit: u64,
+    level: u32,
+) -> View {
+    debug_assert_eq!(history.len(), counts.len());
     let mut level = level.min(3);
     loop {
-        let v = build_view_at(history, policy, limit, level);
+        let v = build_view_at(history, counts, policy, limit, level);
         if !policy.budget.enabled || v.stats.tokens_sent <= limit || level >= 3 {
             return v;
         }
@@ -96,7 +111,13 @@ pub fn build_view(history: &[ChatMessage], policy: &ContextPolicy, limit: u64, l
     }
 }
 
-fn build_view_at(history: &[ChatMessage], policy: &ContextPolicy, limit: u64, level: u32) -> View {
+fn build_view_at(
+    history: &[ChatMessage],
+    counts: &[u64],
+    policy: &ContextPolicy,
+    limit: u64,
+    level: u32,
+) -> View {
     let mut stats = ViewStats::default();
     // Digests shrink as pressure rises: all of them at level 0, a half at 1, a quarter at 2,
     // none at 3 (keys stay, so everything remains recallable).
@@ -130,10 +151,14 @@ fn build_view_at(history: &[ChatMessage], policy: &ContextPolicy, limit: u64, le
 
     let mut seen_outputs: HashMap<&str, &str> = HashMap::new();
     let mut out: Vec<ChatMessage> = Vec::with_capacity(history.len());
+    // The token count of each message of `out`.
+    let mut out_tokens: Vec<u64> = Vec::with_capacity(history.len());
     for (i, m) in history.iter().enumerate() {
-        stats.tokens_full += message_tokens(m);
+        let count = counts.get(i).copied().unwrap_or_else(|| message_tokens(m));
+        stats.tokens_full += count;
         if m.role != Role::Tool {
             out.push(m.clone());
+            out_tokens.push(count);
             continue;
         }
         let id = m.tool_call_id.as_deref().unwrap_or("");
@@ -150,6 +175,7 @@ fn build_view_at(history: &[ChatMessage], policy: &ContextPolicy, limit: u64, le
         let mask = policy.masking.enabled
             && !recent.contains(&i)
             && content.is_none()
+            && m.content.len() >= policy.masking.min_chars // a cheap bound first
             && m.content.chars().count() >= policy.masking.min_chars;
         if mask {
             let digest = if summaries {
@@ -192,13 +218,16 @@ fn build_view_at(history: &[ChatMessage], policy: &ContextPolicy, limit: u64, le
             }
         }
         let mut msg = m.clone();
+        let mut count = count;
         if let Some(c) = content {
             msg.content = c;
+            count = message_tokens(&msg);
         }
         out.push(msg);
+        out_tokens.push(count);
     }
 
-    let mut tokens: u64 = out.iter().map(message_tokens).sum();
+    let mut tokens: u64 = out_tokens.iter().sum();
     let over = policy.budget.enabled && tokens as f64 > policy.budget.trigger * limit as f64;
     if policy.window.enabled && (over || level >= 2) {
         let target = if level >= 2 {
@@ -239,11 +268,12 @@ fn build_view_at(history: &[ChatMessage], policy: &ContextPolicy, limit: u64, le
             if tokens - dropped_tokens <= goal {
                 break;
             }
-            dropped_tokens += out[a..b].iter().map(message_tokens).sum::<u64>();
+            dropped_tokens += out_tokens[a..b].iter().sum::<u64>();
             drop_to = b;
         }
         if drop_to > start {
             let dropped: Vec<ChatMessage> = out.drain(start..drop_to).collect();
+            out_tokens.drain(start..drop_to);
             stats.dropped = dropped.len();
             // The digest is taken from the stored history, not the masked view, so identifiers
             // from masked results survive too.
@@ -274,7 +304,7 @@ fn build_view_at(history: &[ChatMessage], policy: &ContextPolicy, limit: u64, le
                     .iter()
                     .filter_map(|m| m.tool_call_id.as_deref())
                     .collect();
-                let rest: u64 = out.iter().map(message_tokens).sum();
+                let rest: u64 = out_tokens.iter().sum();
                 let mut room = if summaries {
                     u64::MAX
                 } else {
@@ -303,8 +333,10 @@ fn build_view_at(history: &[ChatMessage], policy: &ContextPolicy, limit: u64, le
                 }
                 stats.summarized = true;
             }
-            out.insert(start, ChatMessage::text(Role::User, summary));
-            tokens = out.iter().map(message_tokens).sum();
+            let summary = ChatMessage::text(Role::User, summary);
+            out_tokens.insert(start, message_tokens(&summary));
+            out.insert(start, summary);
+            tokens = out_tokens.iter().sum();
         }
     }
     stats.tokens_sent = tokens;
@@ -444,6 +476,12 @@ mod tests {
         let full: u64 = h.iter().map(message_tokens).sum();
         let v = build_view(&h, &p, full / 4, 0);
         assert!(v.stats.dropped > 0 && v.stats.summarized);
+        // With cached counts the view is the same.
+        let counts = super::super::tokens::MessageTokens::default().sync(&h);
+        let cached = build_view_counted(&h, &counts, &p, full / 4, 0);
+        assert_eq!(cached.messages, v.messages);
+        assert_eq!(cached.stats.tokens_sent, v.stats.tokens_sent);
+        assert_eq!(cached.stats.tokens_full, v.stats.tokens_full);
         assert_eq!(v.messages[0].content, "sys");
         assert_eq!(v.messages[1].content, "first question");
         assert!(v.messages[2].content.starts_with("[Summary of"));

@@ -101,6 +101,43 @@ pub fn message_tokens(m: &ChatMessage) -> u64 {
     t
 }
 
+/// The token counts of a history's messages, each counted once: the cache behind "counts are
+/// cached per message". Histories grow by appending, so a step counts only its new messages; a
+/// message whose text changed size since it was counted is counted again.
+#[derive(Clone, Debug, Default)]
+pub struct MessageTokens {
+    /// Per message: its count, and the shape it was counted at (content bytes, tool-call
+    /// bytes) to notice a message that changed.
+    counts: Vec<(u64, usize, usize)>,
+}
+
+fn shape(m: &ChatMessage) -> (usize, usize) {
+    let calls = m
+        .tool_calls
+        .iter()
+        .map(|c| c.name.len() + c.arguments.len() + 1)
+        .sum();
+    (m.content.len(), calls)
+}
+
+impl MessageTokens {
+    /// Brings the cache in line with `history` and returns one count per message.
+    pub fn sync(&mut self, history: &[ChatMessage]) -> Vec<u64> {
+        self.counts.truncate(history.len());
+        for (m, c) in history.iter().zip(self.counts.iter_mut()) {
+            let (content, calls) = shape(m);
+            if (c.1, c.2) != (content, calls) {
+                *c = (message_tokens(m), content, calls);
+            }
+        }
+        for m in &history[self.counts.len()..] {
+            let (content, calls) = shape(m);
+            self.counts.push((message_tokens(m), content, calls));
+        }
+        self.counts.iter().map(|c| c.0).collect()
+    }
+}
+
 /// Estimated tokens of the tool definitions sent with a request.
 pub fn tools_tokens(tools: &[ToolSpec]) -> u64 {
     tools
@@ -154,6 +191,34 @@ impl Calibration {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::types::{Role, ToolCall};
+
+    #[test]
+    fn message_counts_are_cached_and_follow_the_history() {
+        let mut h = vec![
+            ChatMessage::text(Role::System, "be brief"),
+            ChatMessage::text(Role::User, "what is 2+2?"),
+        ];
+        let mut cache = MessageTokens::default();
+        let fresh = |h: &[ChatMessage]| h.iter().map(message_tokens).collect::<Vec<_>>();
+        assert_eq!(cache.sync(&h), fresh(&h));
+        let mut call = ChatMessage::text(Role::Assistant, "");
+        call.tool_calls.push(ToolCall {
+            id: "c1".into(),
+            name: "calc".into(),
+            arguments: r#"{"expr":"2+2"}"#.into(),
+        });
+        h.push(call);
+        h.push(ChatMessage::text(Role::Tool, "4"));
+        assert_eq!(cache.sync(&h), fresh(&h));
+        // A message that changed is counted again; a shorter history drops its counts.
+        h[1].content = "what is two plus two, in words, please?".into();
+        h[2].tool_calls[0].arguments.push_str(", more arguments");
+        assert_eq!(cache.sync(&h), fresh(&h));
+        h.truncate(2);
+        assert_eq!(cache.sync(&h), fresh(&h));
+        assert_eq!(cache.counts.len(), 2);
+    }
 
     #[test]
     fn estimates_have_the_right_shape() {

@@ -41,6 +41,9 @@ pub struct EndpointState {
     pub cache: Option<crate::mem::cache::ResponseCache>,
     /// Until when the server told every sender to wait.
     pub server_block: super::limiter::ServerBlock,
+    /// How long successful calls have been taking lately (microseconds, a moving average;
+    /// 0 until one succeeds).
+    recent_latency_us: AtomicU64,
 }
 
 impl EndpointState {
@@ -75,7 +78,25 @@ impl Drop for ShutdownGuard {
     }
 }
 
+/// The longest recent call latency for which an agent's worker makes the call itself.
+const QUICK_CALL: std::time::Duration = std::time::Duration::from_millis(2);
+
 impl EndpointState {
+    /// Folds a successful call's duration into the recent latency (1/8 weight).
+    pub(crate) fn observe_latency(&self, took: std::time::Duration) {
+        let us = (took.as_micros() as u64).max(1);
+        let old = self.recent_latency_us.load(Ordering::Relaxed);
+        let new = if old == 0 { us } else { old - old / 8 + us / 8 };
+        self.recent_latency_us.store(new, Ordering::Relaxed);
+    }
+
+    /// Whether calls to this endpoint have lately been quick (under 2 ms), so a worker may
+    /// make one itself instead of handing it to the I/O thread. Unknown until a call succeeds.
+    pub fn answers_quickly(&self) -> bool {
+        let us = self.recent_latency_us.load(Ordering::Relaxed);
+        us > 0 && us < QUICK_CALL.as_micros() as u64
+    }
+
     /// Records a finished call.
     pub(crate) fn record(&self, usage: &Usage, ok: bool, retries: u32) {
         for stats in [&mut *self.stats.lock(), &mut *self.runtime_stats.lock()] {
@@ -105,6 +126,8 @@ pub struct ModelHub {
     shut_down: std::sync::atomic::AtomicBool,
     /// Synchronous calls running on their callers' threads.
     direct: super::direct::DirectCalls,
+    /// Calls run on their callers' threads so far.
+    direct_runs: AtomicU64,
 }
 
 impl ModelHub {
@@ -118,6 +141,7 @@ impl ModelHub {
             thread_name: format!("{thread_name}-io"),
             shut_down: std::sync::atomic::AtomicBool::new(false),
             direct: Default::default(),
+            direct_runs: AtomicU64::new(0),
         }
     }
 
@@ -147,6 +171,7 @@ impl ModelHub {
                 runtime_stats: self.totals.clone(),
                 cache,
                 server_block: Default::default(),
+                recent_latency_us: AtomicU64::new(0),
             }),
         );
         Ok(name)
@@ -243,8 +268,15 @@ impl ModelHub {
         {
             return false;
         }
+        self.direct_runs.fetch_add(1, Ordering::Relaxed);
         self.direct.run(call, &self.shut_down);
         true
+    }
+
+    /// How many calls ran on their callers' threads (see [`ModelHub::run`]) rather than on
+    /// the I/O thread.
+    pub fn caller_thread_calls(&self) -> u64 {
+        self.direct_runs.load(Ordering::Relaxed)
     }
 
     /// Starts a call and returns it.
@@ -294,7 +326,9 @@ impl ModelHub {
                 (k.clone(), j)
             })
             .collect();
-        json!({"runtime": self.totals().to_json(), "endpoints": eps})
+        let mut runtime = self.totals().to_json();
+        runtime["caller_thread_calls"] = json!(self.caller_thread_calls());
+        json!({"runtime": runtime, "endpoints": eps})
     }
 
     /// The number of threads the model layer runs (0 until the first call, then 1).

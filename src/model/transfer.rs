@@ -363,6 +363,7 @@ pub(crate) fn attempt_deadline(
 /// Completes a successful call: prices it, records what it reported, fills the response cache
 /// and finishes it. Returns the tokens it actually used (for the limiter), if reported.
 pub(crate) fn succeed(call: &CallInner, mut r: ChatResponse) -> Option<u64> {
+    call.endpoint.observe_latency(call.created.elapsed());
     let ep = &call.endpoint.config;
     r.usage.cost_usd = ep.prices.cost(&r.usage);
     {
