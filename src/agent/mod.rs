@@ -1303,9 +1303,19 @@ impl Agent {
         // Parallel tool calls run concurrently, so only a lone call or tool stays here.
         let mut here = None;
         let may_stay = |shared: &Shared| tools + calls == 1 && shared.worker_may_linger();
+        // Consecutive events go out together (one wake-up of whoever waits for events),
+        // before any other action, so their order relative to it is kept.
+        let mut events = Vec::new();
         for a in actions {
+            if let Action::Emit(ev) = a {
+                events.push(ev);
+                continue;
+            }
+            if !events.is_empty() {
+                shared.events().emit_all(events.drain(..));
+            }
             match a {
-                Action::Emit(ev) => shared.events().emit(ev),
+                Action::Emit(_) => unreachable!("handled above"),
                 Action::StartCall(call) => {
                     // Only quick calls: a worker must not sit out a model call of seconds.
                     if call.endpoint.answers_quickly()
@@ -1384,6 +1394,9 @@ impl Agent {
                     }
                 }
             }
+        }
+        if !events.is_empty() {
+            shared.events().emit_all(events);
         }
         here
     }

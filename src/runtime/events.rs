@@ -171,36 +171,49 @@ impl EventQueue {
     }
 
     /// Emits an event.
-    pub fn emit(&self, mut ev: Event) {
-        ev.time_ms = SystemTime::now()
+    pub fn emit(&self, ev: Event) {
+        self.emit_all(std::iter::once(ev));
+    }
+
+    /// Emits events in order, waking waiters once for all of them.
+    pub fn emit_all(&self, events: impl IntoIterator<Item = Event>) {
+        let time_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let copy = {
+        // Copies only for a callback; otherwise the events move into the queue.
+        let cb = self.callback.lock().clone();
+        let mut copies = Vec::new();
+        {
             let mut q = self.q.lock();
-            ev.seq = q.next_seq;
-            q.next_seq += 1;
-            if q.events.len() >= self.capacity {
-                q.events.pop_front();
-                q.dropped += 1;
-            }
-            ev.dropped_before = std::mem::take(&mut q.dropped);
-            if ev.dropped_before > 0 {
-                // Charge the drop to the oldest event still queued, which the host pulls next.
-                if let Some(front) = q.events.front_mut() {
-                    front.dropped_before += ev.dropped_before;
-                    ev.dropped_before = 0;
+            for mut ev in events {
+                ev.time_ms = time_ms;
+                ev.seq = q.next_seq;
+                q.next_seq += 1;
+                if q.events.len() >= self.capacity {
+                    q.events.pop_front();
+                    q.dropped += 1;
                 }
+                ev.dropped_before = std::mem::take(&mut q.dropped);
+                if ev.dropped_before > 0 {
+                    // Charge the drop to the oldest event still queued, which the host pulls
+                    // next.
+                    if let Some(front) = q.events.front_mut() {
+                        front.dropped_before += ev.dropped_before;
+                        ev.dropped_before = 0;
+                    }
+                }
+                if cb.is_some() {
+                    copies.push(ev.clone());
+                }
+                q.events.push_back(ev);
             }
-            // A copy only for a callback; otherwise the event moves into the queue.
-            let cb = self.callback.lock().clone();
-            let copy = cb.map(|cb| (cb, ev.clone()));
-            q.events.push_back(ev);
-            copy
-        };
+        }
         self.cond.notify_all();
-        if let Some((cb, ev)) = copy {
-            cb(&ev);
+        if let Some(cb) = cb {
+            for ev in &copies {
+                cb(ev);
+            }
         }
     }
 
