@@ -59,7 +59,7 @@ fn load() -> Vec<Conversation> {
         .collect()
 }
 
-fn contains(view: &[ChatMessage], fact: &str) -> bool {
+fn contains(view: &[std::borrow::Cow<'_, ChatMessage>], fact: &str) -> bool {
     view.iter().any(|m| {
         m.content.contains(fact) || m.tool_calls.iter().any(|c| c.arguments.contains(fact))
     })

@@ -25,6 +25,7 @@ pub const RECALL: &str = "recall";
 pub use config::{AgentConfig, Budget};
 use parking_lot::Mutex;
 use serde_json::{json, Value};
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -141,14 +142,8 @@ struct Inner {
     force_compaction: bool,
     /// Bytes of text in `history`, kept current after every step.
     history_bytes: usize,
-    /// The turn's arena: request bodies are rendered here; reset when the turn ends.
-    arena: bumpalo::Bump,
-    /// Bytes rendered into the arena this turn (0 between turns).
-    arena_in_use: usize,
-    /// Size of the last body rendered (the next is sized from it).
-    last_body: usize,
-    /// The most the arena ever held in one turn (capacity of its chunks).
-    arena_high_water: usize,
+    /// Where request bodies are rendered.
+    body: BodyArena,
     /// Token counts of `history`'s messages, each counted once.
     message_tokens: tokens::MessageTokens,
 }
@@ -243,10 +238,7 @@ impl Agent {
                 policy,
                 force_compaction: false,
                 history_bytes: 0,
-                arena: bumpalo::Bump::new(),
-                arena_in_use: 0,
-                last_body: 0,
-                arena_high_water: 0,
+                body: BodyArena::default(),
                 message_tokens: Default::default(),
             }),
             scheduled: AtomicBool::new(false),
@@ -325,8 +317,8 @@ impl Agent {
             tokens_sent_total: g.tokens_sent_total,
             last_view: g.last_view,
             calibration: g.calibration.ratio(),
-            arena_in_use: g.arena_in_use,
-            arena_high_water: g.arena_high_water,
+            arena_in_use: g.body.in_use,
+            arena_high_water: g.body.high_water,
         }
     }
 
@@ -509,7 +501,7 @@ impl Agent {
             "calibration": g.calibration.ratio(),
             "stats": {"masked": st.masked, "truncated": st.truncated, "deduped": st.deduped,
                       "minified": st.minified, "dropped": st.dropped, "summarized": st.summarized},
-            "messages": view.messages.iter().map(ChatMessage::to_openai_json).collect::<Vec<_>>(),
+            "messages": view.messages.iter().map(|m| m.to_openai_json()).collect::<Vec<_>>(),
         })
     }
 
@@ -675,8 +667,7 @@ impl Agent {
         let Some(turn) = g.turn.take() else { return };
         g.last_status = status;
         // The turn's scratch memory goes in one step.
-        g.arena.reset();
-        g.arena_in_use = 0;
+        g.body.end_turn();
         actions.push(Action::Emit(
             self.event(EventKind::TurnEnd, turn.number)
                 .status(status)
@@ -824,8 +815,12 @@ impl Agent {
                         self.end_turn(g, shared, Status::LimitExceeded, why, actions);
                         continue;
                     }
-                    let request = self.build_request(g, shared);
-                    let body = self.render_body(g, shared, &request);
+                    let PreparedCall {
+                        request,
+                        body,
+                        n_messages,
+                        prompt_chars,
+                    } = self.prepare_call(g, shared);
                     let view = g.last_view;
                     let opts = CallOptions {
                         priority: self.config.priority,
@@ -833,8 +828,8 @@ impl Agent {
                         preemptible: self.config.preemptible,
                         observer: Some(Box::new(AgentObserver(Arc::downgrade(self)))),
                         body,
+                        prompt_chars: Some(prompt_chars),
                     };
-                    let n_messages = request.messages.len();
                     match shared
                         .models()
                         .new_call(&self.config.endpoint, request, opts)
@@ -1157,40 +1152,6 @@ impl Agent {
         self.schedule(&shared);
     }
 
-    /// Renders the request body in the turn arena, in the endpoint's wire format (no JSON
-    /// tree, no per-message heap allocation), and hands the call one copy of it.
-    fn render_body(
-        &self,
-        g: &mut Inner,
-        shared: &Shared,
-        request: &ChatRequest,
-    ) -> Option<Vec<u8>> {
-        use crate::model::endpoint::Provider;
-        let ep = shared.models().endpoint(&self.config.endpoint).ok()?;
-        let bytes = {
-            // Sized from the last body (bodies grow by a message or two per step), so the
-            // body is written once, without regrowing.
-            let hint = g.last_body + g.last_body / 4 + 256;
-            let mut buf = bumpalo::collections::Vec::with_capacity_in(hint, &g.arena);
-            let mut w = ArenaWriter(&mut buf);
-            match ep.config.provider {
-                Provider::OpenAi => crate::model::openai::write_body(request, &ep.config, &mut w),
-                Provider::Anthropic => {
-                    crate::model::anthropic::write_body(request, &ep.config, &mut w)
-                }
-            }
-            .ok()?;
-            g.arena_in_use += buf.len();
-            buf.as_slice().to_vec()
-        };
-        g.last_body = bytes.len();
-        g.arena_high_water = g.arena_high_water.max(g.arena.allocated_bytes());
-        // The call has its copy: the arena keeps one chunk, not one per step, so thousands of
-        // agents mid-turn hold one body's worth each.
-        g.arena.reset();
-        Some(bytes)
-    }
-
     /// Whether the agent gets the built-in `recall` tool (masking or cutting can hide text).
     fn has_recall(&self, g: &Inner) -> bool {
         let p = &g.policy;
@@ -1252,40 +1213,64 @@ impl Agent {
         (tools, limit)
     }
 
-    fn build_request(&self, g: &mut Inner, shared: &Shared) -> ChatRequest {
+    /// Builds the next request: the view of the history under the context policies, rendered
+    /// into the body arena. Messages the view leaves unchanged are borrowed from the history,
+    /// not copied. The returned request carries its messages only when the call may need to
+    /// render itself again (a preemptible stream continues from a snapshot; a caching
+    /// endpoint keys on the body); otherwise the body is all it sends.
+    fn prepare_call(&self, g: &mut Inner, shared: &Shared) -> PreparedCall {
         let (mut tools, limit) = self.request_plan(g, shared);
         let level = if std::mem::take(&mut g.force_compaction) {
             2
         } else {
             g.compact_level
         };
+        let with_recall = self.has_recall(g);
+        let first_step = g.turn.as_ref().is_some_and(|t| t.steps == 0);
         let counts = g.message_tokens.sync(&g.history);
         let view = build_view_counted(&g.history, &counts, &g.policy, limit, level);
-        g.last_view = view.stats;
         let st = view.stats;
+        g.last_view = st;
+        g.tokens_full_total += st.tokens_full;
+        g.tokens_sent_total += st.tokens_sent;
         // `recall` is offered only when this view actually hides something (small models are
         // easily distracted by tools they do not need, and every definition costs tokens).
-        if self.has_recall(g) && st.masked + st.truncated + st.deduped + st.dropped > 0 {
+        if with_recall && st.masked + st.truncated + st.deduped + st.dropped > 0 {
             tools.push(ToolSpec {
                 name: RECALL.into(),
                 description: "Get back the full text of an earlier tool result that was masked or cut to save context, by its key.".into(),
                 parameters: recall_schema(),
             });
         }
-        g.tokens_full_total += view.stats.tokens_full;
-        g.tokens_sent_total += view.stats.tokens_sent;
-        let first_step = g.turn.as_ref().is_some_and(|t| t.steps == 0);
         let tool_choice =
             (self.config.tool_first && first_step && !tools.is_empty()).then(|| json!("required"));
-        ChatRequest {
+        let mut request = ChatRequest {
             model: self.config.model.clone(),
-            messages: view.messages,
+            messages: Vec::new(),
             tools,
             temperature: self.config.temperature,
             max_tokens: self.config.max_tokens,
             stream: self.config.stream,
             response_format: None,
             tool_choice,
+        };
+        let endpoint = shared.models().endpoint(&self.config.endpoint).ok();
+        let body = endpoint
+            .as_ref()
+            .and_then(|ep| g.body.render(&ep.config, &request, &view.messages));
+        let n_messages = view.messages.len();
+        let prompt_chars = view.messages.iter().map(|m| m.content.len() + 8).sum();
+        let needs_messages = body.is_none()
+            || (self.config.preemptible && self.config.stream)
+            || endpoint.is_some_and(|ep| ep.cache.is_some());
+        if needs_messages {
+            request.messages = view.messages.into_iter().map(Cow::into_owned).collect();
+        }
+        PreparedCall {
+            request,
+            body,
+            n_messages,
+            prompt_chars,
         }
     }
 
@@ -1406,6 +1391,70 @@ impl Agent {
 enum Here {
     Call(Arc<CallInner>),
     Tool(Arc<Tool>, Arc<ToolInvocation>),
+}
+
+/// A request ready to go: what [`Agent::prepare_call`] builds.
+struct PreparedCall {
+    request: ChatRequest,
+    body: Option<Vec<u8>>,
+    n_messages: usize,
+    /// Characters of the messages sent (for the admission estimate when the request does not
+    /// carry its messages).
+    prompt_chars: usize,
+}
+
+/// The turn's arena, where request bodies are rendered, and its accounting.
+#[derive(Default)]
+struct BodyArena {
+    arena: bumpalo::Bump,
+    /// Bytes rendered this turn (0 between turns).
+    in_use: usize,
+    /// Size of the last body rendered (the next is sized from it).
+    last_body: usize,
+    /// The most the arena ever held in one turn (capacity of its chunks).
+    high_water: usize,
+}
+
+impl BodyArena {
+    /// Renders the body of `request` with `messages` as its conversation. The call gets its
+    /// own copy and the arena is reset at once, so thousands of agents mid-turn hold one
+    /// body's worth each, not one per step.
+    fn render(
+        &mut self,
+        ep: &crate::model::endpoint::Endpoint,
+        request: &ChatRequest,
+        messages: &[Cow<'_, ChatMessage>],
+    ) -> Option<Vec<u8>> {
+        use crate::model::endpoint::Provider;
+        let bytes = {
+            // Sized from the last body (bodies grow by a message or two per step), so the
+            // body is written once, without regrowing.
+            let hint = self.last_body + self.last_body / 4 + 256;
+            let mut buf = bumpalo::collections::Vec::with_capacity_in(hint, &self.arena);
+            let mut w = ArenaWriter(&mut buf);
+            match ep.provider {
+                Provider::OpenAi => {
+                    crate::model::openai::write_body_with(request, messages, ep, &mut w)
+                }
+                Provider::Anthropic => {
+                    crate::model::anthropic::write_body_with(request, messages, ep, &mut w)
+                }
+            }
+            .ok()?;
+            self.in_use += buf.len();
+            buf.as_slice().to_vec()
+        };
+        self.last_body = bytes.len();
+        self.high_water = self.high_water.max(self.arena.allocated_bytes());
+        self.arena.reset();
+        Some(bytes)
+    }
+
+    /// The turn's scratch memory goes in one step.
+    fn end_turn(&mut self) {
+        self.arena.reset();
+        self.in_use = 0;
+    }
 }
 
 enum Resolved {

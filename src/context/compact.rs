@@ -11,6 +11,7 @@ use super::digest;
 use super::policy::ContextPolicy;
 use super::tokens::message_tokens;
 use crate::model::types::{ChatMessage, Role};
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 /// What compaction did to one view.
@@ -36,9 +37,9 @@ pub struct ViewStats {
 
 /// The messages to send and what it took to get them.
 #[derive(Clone, Debug, Default)]
-pub struct View {
-    /// The messages.
-    pub messages: Vec<ChatMessage>,
+pub struct View<'a> {
+    /// The messages: borrowed from the history where the view leaves them as they are.
+    pub messages: Vec<Cow<'a, ChatMessage>>,
     /// Statistics.
     pub stats: ViewStats,
 }
@@ -85,7 +86,12 @@ fn digest_line(text: &str, max_items: usize) -> String {
 /// provider reported an overflow (or a forced compaction): 1 masks every tool result (recent
 /// ones too; they stay recallable), 2 also drops old turns down to half the target. With the
 /// budget on, a view still over `limit` is rebuilt at the next level.
-pub fn build_view(history: &[ChatMessage], policy: &ContextPolicy, limit: u64, level: u32) -> View {
+pub fn build_view<'a>(
+    history: &'a [ChatMessage],
+    policy: &ContextPolicy,
+    limit: u64,
+    level: u32,
+) -> View<'a> {
     let counts: Vec<u64> = history.iter().map(message_tokens).collect();
     build_view_counted(history, &counts, policy, limit, level)
 }
@@ -93,13 +99,13 @@ pub fn build_view(history: &[ChatMessage], policy: &ContextPolicy, limit: u64, l
 /// [`build_view`] with the messages' token counts already known (`counts[i]` for
 /// `history[i]`, as [`super::tokens::MessageTokens`] keeps them): only messages the view
 /// changes are counted again.
-pub fn build_view_counted(
-    history: &[ChatMessage],
+pub fn build_view_counted<'a>(
+    history: &'a [ChatMessage],
     counts: &[u64],
     policy: &ContextPolicy,
     limit: u64,
     level: u32,
-) -> View {
+) -> View<'a> {
     debug_assert_eq!(history.len(), counts.len());
     let mut level = level.min(3);
     loop {
@@ -111,13 +117,13 @@ pub fn build_view_counted(
     }
 }
 
-fn build_view_at(
-    history: &[ChatMessage],
+fn build_view_at<'a>(
+    history: &'a [ChatMessage],
     counts: &[u64],
     policy: &ContextPolicy,
     limit: u64,
     level: u32,
-) -> View {
+) -> View<'a> {
     let mut stats = ViewStats::default();
     // Digests shrink as pressure rises: all of them at level 0, a half at 1, a quarter at 2,
     // none at 3 (keys stay, so everything remains recallable).
@@ -150,14 +156,14 @@ fn build_view_at(
         tool_positions[recent_from..].iter().copied().collect();
 
     let mut seen_outputs: HashMap<&str, &str> = HashMap::new();
-    let mut out: Vec<ChatMessage> = Vec::with_capacity(history.len());
+    let mut out: Vec<Cow<'a, ChatMessage>> = Vec::with_capacity(history.len());
     // The token count of each message of `out`.
     let mut out_tokens: Vec<u64> = Vec::with_capacity(history.len());
     for (i, m) in history.iter().enumerate() {
         let count = counts.get(i).copied().unwrap_or_else(|| message_tokens(m));
         stats.tokens_full += count;
         if m.role != Role::Tool {
-            out.push(m.clone());
+            out.push(Cow::Borrowed(m));
             out_tokens.push(count);
             continue;
         }
@@ -217,14 +223,18 @@ fn build_view_at(
                 content = Some(text);
             }
         }
-        let mut msg = m.clone();
-        let mut count = count;
-        if let Some(c) = content {
-            msg.content = c;
-            count = message_tokens(&msg);
+        match content {
+            Some(c) => {
+                let mut msg = m.clone();
+                msg.content = c;
+                out_tokens.push(message_tokens(&msg));
+                out.push(Cow::Owned(msg));
+            }
+            None => {
+                out.push(Cow::Borrowed(m));
+                out_tokens.push(count);
+            }
         }
-        out.push(msg);
-        out_tokens.push(count);
     }
 
     let mut tokens: u64 = out_tokens.iter().sum();
@@ -272,15 +282,15 @@ fn build_view_at(
             drop_to = b;
         }
         if drop_to > start {
-            let dropped: Vec<ChatMessage> = out.drain(start..drop_to).collect();
+            let dropped = out.drain(start..drop_to).count();
             out_tokens.drain(start..drop_to);
-            stats.dropped = dropped.len();
+            stats.dropped = dropped;
             // The digest is taken from the stored history, not the masked view, so identifiers
             // from masked results survive too.
             let originals = &history[start..drop_to];
             let mut summary = format!(
                 "[Summary of {} earlier messages, removed to fit the context window. Tool results can be recalled by key.]",
-                dropped.len()
+                dropped
             );
             if policy.summaries.enabled {
                 // One digest per dropped message, de-duplicated. Under the last-resort level
@@ -335,7 +345,7 @@ fn build_view_at(
             }
             let summary = ChatMessage::text(Role::User, summary);
             out_tokens.insert(start, message_tokens(&summary));
-            out.insert(start, summary);
+            out.insert(start, Cow::Owned(summary));
             tokens = out_tokens.iter().sum();
         }
     }
@@ -413,7 +423,7 @@ mod tests {
     fn off_sends_everything_verbatim() {
         let h = history(5);
         let v = build_view(&h, &ContextPolicy::off(), 1_000, 0);
-        assert_eq!(v.messages, h);
+        assert!(v.messages.iter().map(|m| &**m).eq(h.iter()));
         assert_eq!(v.stats.tokens_full, v.stats.tokens_sent);
     }
 

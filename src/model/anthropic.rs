@@ -4,7 +4,7 @@ use super::endpoint::Endpoint;
 use super::json_text::{write_json, Count, Str};
 use super::sse::SseEvent;
 use super::stream::{DeltaBatch, Piece, StreamMeta};
-use super::types::{ChatRequest, ChatResponse, Role, Usage};
+use super::types::{ChatMessage, ChatRequest, ChatResponse, Role, Usage};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -34,6 +34,22 @@ fn tool_input(arguments: &str) -> &str {
 /// top-level `system`; tool calls and results become `tool_use` / `tool_result` blocks;
 /// consecutive same-role messages are merged, as the API requires alternating roles.
 pub fn write_body<W: Write>(req: &ChatRequest, ep: &Endpoint, out: &mut W) -> std::io::Result<()> {
+    write_body_with(req, &req.messages, ep, out)
+}
+
+/// [`write_body`] with the conversation given separately (`req.messages` is ignored), so a
+/// caller can send a view that borrows most messages from elsewhere.
+pub fn write_body_with<W: Write, M: std::borrow::Borrow<ChatMessage>>(
+    req: &ChatRequest,
+    messages: &[M],
+    ep: &Endpoint,
+    out: &mut W,
+) -> std::io::Result<()> {
+    let messages = || {
+        messages
+            .iter()
+            .map(std::borrow::Borrow::<ChatMessage>::borrow)
+    };
     out.write_all(b"{\"model\":")?;
     write_json(out, req.model.as_deref().unwrap_or(&ep.model))?;
     write!(
@@ -41,19 +57,14 @@ pub fn write_body<W: Write>(req: &ChatRequest, ep: &Endpoint, out: &mut W) -> st
         ",\"max_tokens\":{}",
         req.max_tokens.unwrap_or(ep.max_output_tokens)
     )?;
-    let mut systems = req
-        .messages
-        .iter()
-        .filter(|m| m.role == Role::System && !m.content.is_empty());
+    let mut systems = messages().filter(|m| m.role == Role::System && !m.content.is_empty());
     if let Some(first) = systems.next() {
         out.write_all(b",\"system\":")?;
         match systems.next() {
             None => write_json(out, &first.content)?,
             Some(_) => {
                 // Several system messages (rare): joined by blank lines.
-                let joined: Vec<&str> = req
-                    .messages
-                    .iter()
+                let joined: Vec<&str> = messages()
                     .filter(|m| m.role == Role::System && !m.content.is_empty())
                     .map(|m| m.content.as_str())
                     .collect();
@@ -64,7 +75,7 @@ pub fn write_body<W: Write>(req: &ChatRequest, ep: &Endpoint, out: &mut W) -> st
     out.write_all(b",\"messages\":[")?;
     let mut open: Option<&str> = None;
     let mut first_block = true;
-    for msg in &req.messages {
+    for msg in messages() {
         let role = match msg.role {
             Role::System => continue,
             Role::User | Role::Tool => "user",

@@ -53,6 +53,9 @@ pub struct CallOptions {
     pub observer: Option<Box<dyn CallObserver>>,
     /// A request body rendered by the caller (used as is, except when continuing a snapshot).
     pub body: Option<Vec<u8>>,
+    /// Characters of the prompt, when the request does not carry its messages (a rendered
+    /// `body` stands for them); admission estimates tokens from it.
+    pub prompt_chars: Option<usize>,
 }
 
 /// Where a call is in its life.
@@ -104,6 +107,8 @@ pub struct CallInner {
     pub cache_key: Option<Vec<u8>>,
     /// A body rendered by the caller.
     pub body: Option<Vec<u8>>,
+    /// Characters of the prompt (messages plus 8 per message), for admission estimates.
+    pub prompt_chars: usize,
     /// When the call was created.
     pub created: Instant,
 }
@@ -137,6 +142,9 @@ impl CallInner {
     ) -> CallInner {
         let preemptible = opts.preemptible && request.stream;
         let cache_key = endpoint.cache_key(&request);
+        let prompt_chars = opts
+            .prompt_chars
+            .unwrap_or_else(|| request.messages.iter().map(|m| m.content.len() + 8).sum());
         CallInner {
             id,
             endpoint,
@@ -159,6 +167,7 @@ impl CallInner {
             cancel: AtomicBool::new(false),
             observer: opts.observer,
             cache_key,
+            prompt_chars,
             body: opts.body,
             created: Instant::now(),
         }

@@ -877,15 +877,9 @@ impl IoLoop {
 }
 
 fn estimate_tokens(call: &CallInner) -> u64 {
-    let chars: usize = call
-        .request
-        .messages
-        .iter()
-        .map(|m| m.content.len() + 8)
-        .sum();
     let out = call
         .request
         .max_tokens
         .unwrap_or(call.endpoint.config.max_output_tokens) as usize;
-    ((chars / 4) + out) as u64
+    ((call.prompt_chars / 4) + out) as u64
 }

@@ -4,7 +4,7 @@ use super::endpoint::Endpoint;
 use super::json_text::{write_json, Count, First, Str};
 use super::sse::SseEvent;
 use super::stream::{DeltaBatch, Piece, StreamMeta};
-use super::types::{ChatRequest, ChatResponse, Usage};
+use super::types::{ChatMessage, ChatRequest, ChatResponse, Usage};
 use serde::de::{Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -24,6 +24,17 @@ pub fn write_body<W: std::io::Write>(
     ep: &Endpoint,
     out: &mut W,
 ) -> std::io::Result<()> {
+    write_body_with(req, &req.messages, ep, out)
+}
+
+/// [`write_body`] with the conversation given separately (`req.messages` is ignored), so a
+/// caller can send a view that borrows most messages from elsewhere.
+pub fn write_body_with<W: std::io::Write, M: std::borrow::Borrow<ChatMessage>>(
+    req: &ChatRequest,
+    messages: &[M],
+    ep: &Endpoint,
+    out: &mut W,
+) -> std::io::Result<()> {
     out.write_all(b"{")?;
     let model = req.model.as_deref().unwrap_or(&ep.model);
     if !model.is_empty() {
@@ -32,7 +43,8 @@ pub fn write_body<W: std::io::Write>(
         out.write_all(b",")?;
     }
     out.write_all(b"\"messages\":[")?;
-    for (i, m) in req.messages.iter().enumerate() {
+    for (i, m) in messages.iter().map(std::borrow::Borrow::borrow).enumerate() {
+        let m: &ChatMessage = m;
         if i > 0 {
             out.write_all(b",")?;
         }
