@@ -13,8 +13,8 @@ use super::call::{cancelled_error, CallInner, Phase};
 use super::hub::EndpointState;
 use super::retry::rate_limit_info;
 use super::transfer::{
-    attempt_body, attempt_deadline, attempt_timeout, build_easy, failed_attempt, finish_call,
-    judge, plan_retry, reusable_after, succeed, Collector, Jitter, Verdict,
+    attempt_deadline, attempt_timeout, build_easy, failed_attempt, finish_call, judge, plan_retry,
+    reusable_after, succeed, Collector, Jitter, Verdict,
 };
 use crate::error::{Error, Status};
 use curl::easy::Easy2;
@@ -224,8 +224,7 @@ fn attempt(conn: &mut DirectConn, call: &Arc<CallInner>, shut_down: &AtomicBool)
         }
         None => None,
     };
-    let body = attempt_body(call, None);
-    let easy = match build_easy(pooled, call, &body, false) {
+    let easy = match build_easy(pooled, call, None, false) {
         Ok(e) => e,
         Err(e) => {
             return Verdict::Fail(Error::new(

@@ -14,8 +14,8 @@ use super::limiter::Limiter;
 use super::poller::{Poller, Ready, Waker};
 use super::retry::rate_limit_info;
 use super::transfer::{
-    attempt_body, attempt_timeout, build_easy, failed_attempt, finish_call, judge, plan_retry,
-    reusable_after, Collector, Jitter, Verdict,
+    attempt_timeout, build_easy, failed_attempt, finish_call, judge, plan_retry, reusable_after,
+    Collector, Jitter, Verdict,
 };
 use crate::error::{Error, Result, Status};
 use crossbeam_channel::{Receiver, Sender};
@@ -611,7 +611,6 @@ impl IoLoop {
         let ep = &call.endpoint.config;
         let stream = call.request.stream;
         let snapshot = call.state.lock().snapshot.clone().filter(|s| !s.is_empty());
-        let body = attempt_body(&call, snapshot.as_deref());
         let shard = self.pick_shard();
         let counts = self.conns.entry((key, shard)).or_default();
         let fresh = ep.base_url.starts_with("http:") && counts.all_busy();
@@ -627,7 +626,7 @@ impl IoLoop {
                 (i.easy, false)
             }),
         };
-        let easy = match build_easy(pooled, &call, &body, fresh) {
+        let easy = match build_easy(pooled, &call, snapshot.as_deref(), fresh) {
             Ok(e) => e,
             Err(e) => {
                 self.release(key, call.id, None);

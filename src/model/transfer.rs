@@ -16,7 +16,6 @@ use super::types::ChatResponse;
 use crate::error::{Error, Result, Status};
 use bumpalo::Bump;
 use curl::easy::{Easy2, Handler, HttpVersion, List, WriteError};
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -36,6 +35,9 @@ pub(crate) struct Collector {
     pub(crate) status: u32,
     pub(crate) headers: Headers,
     body: Vec<u8>,
+    /// The request body, when rendered for this attempt (reused across attempts and calls;
+    /// libcurl sends it from here without a copy).
+    request: Vec<u8>,
     sse: SseParser,
     sse_mode: Option<bool>,
     /// What this attempt's stream said about itself.
@@ -58,6 +60,7 @@ impl Collector {
             status: 0,
             headers: Headers::new(),
             body: Vec::new(),
+            request: Vec::new(),
             sse: SseParser::new(),
             sse_mode: None,
             meta: StreamMeta::default(),
@@ -85,6 +88,10 @@ impl Collector {
         self.body.clear();
         if self.body.capacity() > KEEP_CAPACITY {
             self.body = Vec::new();
+        }
+        self.request.clear();
+        if self.request.capacity() > KEEP_CAPACITY {
+            self.request = Vec::new();
         }
         self.sse.clear();
         self.sse_mode = None;
@@ -453,37 +460,41 @@ fn provider_error_text(provider: Provider, body: &str) -> String {
     })
 }
 
-/// The body of the call's next attempt: the caller's rendered body, or one built from the
-/// request, with `snapshot` (a preempted stream's output) appended as an assistant message the
-/// model continues (assistant prefill, supported by OpenAI-compatible servers such as
-/// llama.cpp and by Anthropic).
-pub(crate) fn attempt_body<'a>(call: &'a CallInner, snapshot: Option<&str>) -> Cow<'a, [u8]> {
+/// Renders the body of the call's next attempt into `out`, built from the request with
+/// `snapshot` (a preempted stream's output) appended as an assistant message the model
+/// continues (assistant prefill, supported by OpenAI-compatible servers such as llama.cpp and
+/// by Anthropic).
+fn render_body(call: &CallInner, snapshot: Option<&str>, out: &mut Vec<u8>) {
     let ep = &call.endpoint.config;
-    let build = |r: &super::types::ChatRequest| match ep.provider {
-        Provider::OpenAi => openai::build_body(r, ep),
-        Provider::Anthropic => anthropic::build_body(r, ep),
-    };
-    match (snapshot, &call.body) {
-        (None, Some(b)) => Cow::Borrowed(b.as_slice()),
-        (None, None) => Cow::Owned(build(&call.request)),
-        (Some(snap), _) => {
+    let with_snapshot;
+    let request = match snapshot {
+        None => &call.request,
+        Some(snap) => {
             let mut r = call.request.clone();
             r.messages.push(super::types::ChatMessage::text(
                 super::types::Role::Assistant,
                 snap.to_string(),
             ));
-            Cow::Owned(build(&r))
+            with_snapshot = r;
+            &with_snapshot
         }
-    }
+    };
+    let written = match ep.provider {
+        Provider::OpenAi => openai::write_body(request, ep, out),
+        Provider::Anthropic => anthropic::write_body(request, ep, out),
+    };
+    written.expect("writing to a Vec cannot fail");
 }
 
-/// An easy handle for `call`: `pooled` is a handle from an earlier transfer, with whether it
-/// is still configured for this endpoint and mode (then only the body and the per-transfer
-/// flags are set).
+/// An easy handle for `call`'s next attempt: `pooled` is a handle from an earlier transfer,
+/// with whether it is still configured for this endpoint and mode (then only the body and the
+/// per-transfer flags are set). The body is the caller's rendered one, or one rendered into
+/// the collector's reused buffer (with `snapshot` appended, when continuing a preempted
+/// stream); either way libcurl sends it from where it is, without copying it.
 pub(crate) fn build_easy(
     pooled: Option<(Easy2<Collector>, bool)>,
     call: &Arc<CallInner>,
-    body: &[u8],
+    snapshot: Option<&str>,
     fresh_connection: bool,
 ) -> std::result::Result<Easy2<Collector>, curl::Error> {
     let ep = &call.endpoint.config;
@@ -501,7 +512,34 @@ pub(crate) fn build_easy(
     if !configured {
         configure_easy(&mut easy, ep, stream)?;
     }
-    easy.post_fields_copy(body)?;
+    let body: &[u8] = match (&call.body, snapshot) {
+        (Some(b), None) => b,
+        _ => {
+            let c = easy.get_mut();
+            render_body(call, snapshot, &mut c.request);
+            &c.request
+        }
+    };
+    let (ptr, len) = (body.as_ptr(), body.len());
+    // SAFETY: the body outlives the transfer and is not touched during it: it is either the
+    // call's own rendered body (the collector holds the call) or the collector's buffer,
+    // which is only refilled here, before the next transfer of this handle. The size is set
+    // first, so libcurl never reads the data as a C string.
+    unsafe {
+        let raw = easy.raw();
+        let rc = curl_sys::curl_easy_setopt(
+            raw,
+            curl_sys::CURLOPT_POSTFIELDSIZE_LARGE,
+            len as curl_sys::curl_off_t,
+        );
+        if rc != curl_sys::CURLE_OK {
+            return Err(curl::Error::new(rc));
+        }
+        let rc = curl_sys::curl_easy_setopt(raw, curl_sys::CURLOPT_POSTFIELDS, ptr);
+        if rc != curl_sys::CURLE_OK {
+            return Err(curl::Error::new(rc));
+        }
+    }
     easy.fresh_connect(fresh_connection)?;
     Ok(easy)
 }
