@@ -841,9 +841,10 @@ impl Agent {
                             t.call = Some(call.clone());
                             let step = t.steps;
                             self.set_state(g, shared, AgentState::WaitingModel);
+                            let endpoint = self.config.endpoint.clone();
                             actions.push(Action::Emit(
                                 self.event(EventKind::ModelRequest, number)
-                                    .detail(json!({"step": step, "messages": n_messages, "endpoint": self.config.endpoint,
+                                    .detail_with(move || json!({"step": step, "messages": n_messages, "endpoint": endpoint,
                                         "context": {"tokens_full": view.tokens_full, "tokens_sent": view.tokens_sent,
                                                     "masked": view.masked, "truncated": view.truncated, "deduped": view.deduped,
                                                     "minified": view.minified, "dropped": view.dropped, "summarized": view.summarized}})),
@@ -948,10 +949,12 @@ impl Agent {
         number: u64,
         actions: &mut Vec<Action>,
     ) {
+        let (tool_calls, finish_reason, usage) =
+            (r.tool_calls.clone(), r.finish_reason.clone(), r.usage);
         actions.push(Action::Emit(
-            self.event(EventKind::ModelResponse, number).text(r.content.clone()).detail(json!({
-                "tool_calls": r.tool_calls.iter().map(|c| json!({"id": c.id, "name": c.name, "arguments": c.arguments})).collect::<Vec<_>>(),
-                "finish_reason": r.finish_reason, "usage": r.usage.to_json()})),
+            self.event(EventKind::ModelResponse, number).text(r.content.clone()).detail_with(move || json!({
+                "tool_calls": tool_calls.iter().map(|c| json!({"id": c.id, "name": c.name, "arguments": c.arguments})).collect::<Vec<_>>(),
+                "finish_reason": finish_reason, "usage": usage.to_json()})),
         ));
         if r.tool_calls.is_empty() {
             g.history.push(r.to_message());

@@ -344,7 +344,10 @@ impl CallInner {
     /// output after a failure or cancellation).
     pub fn partial(&self) -> ChatResponse {
         let s = self.state.lock();
-        s.acc.response(&s.meta)
+        match &s.result {
+            Some(Ok(r)) => r.clone(),
+            _ => s.acc.response(&s.meta),
+        }
     }
 
     /// The current phase.

@@ -74,8 +74,10 @@ impl DirectCalls {
             && !call.preemptible
             && call.cache_key.is_none()
             && ep.server_block.until(Instant::now()).is_none()
-            && call.attempts().attempts == 0
-            && call.phase() == Phase::Queued
+            && {
+                let s = call.state.lock();
+                s.attempts == 0 && s.phase == Phase::Queued
+            }
     }
 
     /// Runs `call` to its end on this thread; `shut_down` is the runtime's shutdown flag.

@@ -373,12 +373,9 @@ pub(crate) fn succeed(call: &CallInner, mut r: ChatResponse) -> Option<u64> {
     call.endpoint.observe_latency(call.created.elapsed());
     let ep = &call.endpoint.config;
     r.usage.cost_usd = ep.prices.cost(&r.usage);
-    {
-        let mut s = call.state.lock();
-        s.meta.usage = r.usage;
-        s.meta.set_finish_reason(&r.finish_reason);
-        s.meta.set_model(&r.model);
-    }
+    // The answer itself is the call's outcome from now on (model and finish reason are read
+    // from it, see CallInner::partial); only the usage is noted alongside.
+    call.state.lock().meta.usage = r.usage;
     let actual = r
         .usage
         .prompt_tokens

@@ -60,6 +60,38 @@ impl EventKind {
     }
 }
 
+/// An event's structured detail: a JSON value, or a function that builds it when it is first
+/// read (events on the hot path are built for every step, and most are never looked at in
+/// detail, or only as the JSON text handed to C).
+#[derive(Clone, Default)]
+pub struct Detail {
+    value: std::sync::OnceLock<Value>,
+    make: Option<std::sync::Arc<dyn Fn() -> Value + Send + Sync>>,
+}
+
+impl Detail {
+    /// The detail (`null` when there is none).
+    pub fn get(&self) -> &Value {
+        self.value.get_or_init(|| match &self.make {
+            Some(f) => f(),
+            None => Value::Null,
+        })
+    }
+}
+
+impl std::fmt::Debug for Detail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.get().fmt(f)
+    }
+}
+
+impl std::ops::Index<&str> for Detail {
+    type Output = Value;
+    fn index(&self, key: &str) -> &Value {
+        &self.get()[key]
+    }
+}
+
 /// One event.
 #[derive(Clone, Debug)]
 pub struct Event {
@@ -78,7 +110,7 @@ pub struct Event {
     /// The main text (see [`EventKind`]).
     pub text: String,
     /// Extra structured detail.
-    pub detail: Value,
+    pub detail: Detail,
     /// Wall-clock time, milliseconds since the Unix epoch.
     pub time_ms: u64,
     /// Events dropped (queue full) just before this one.
@@ -96,7 +128,7 @@ impl Event {
             turn,
             status: Status::Ok,
             text: String::new(),
-            detail: Value::Null,
+            detail: Detail::default(),
             time_ms: 0,
             dropped_before: 0,
         }
@@ -116,7 +148,19 @@ impl Event {
 
     /// Sets the detail.
     pub fn detail(mut self, d: Value) -> Event {
-        self.detail = d;
+        self.detail = Detail {
+            value: std::sync::OnceLock::from(d),
+            make: None,
+        };
+        self
+    }
+
+    /// Sets the detail to what `make` builds, when the detail is first read.
+    pub fn detail_with(mut self, make: impl Fn() -> Value + Send + Sync + 'static) -> Event {
+        self.detail = Detail {
+            value: std::sync::OnceLock::new(),
+            make: Some(std::sync::Arc::new(make)),
+        };
         self
     }
 
@@ -125,7 +169,7 @@ impl Event {
         json!({
             "seq": self.seq, "kind": self.kind.name(), "agent": self.agent,
             "agent_name": self.agent_name, "turn": self.turn, "status": self.status.name(),
-            "text": self.text, "detail": self.detail, "time_ms": self.time_ms,
+            "text": self.text, "detail": self.detail.get(), "time_ms": self.time_ms,
             "dropped_before": self.dropped_before,
         })
     }
@@ -259,6 +303,33 @@ impl EventQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lazy_details_are_built_once_when_read() {
+        let built = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let b = built.clone();
+        let ev = Event::new(EventKind::ModelRequest, 1, "a", 1).detail_with(move || {
+            b.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            json!({"step": 2, "context": {"masked": 1}})
+        });
+        let copy = ev.clone();
+        assert_eq!(
+            built.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "not built yet"
+        );
+        assert_eq!(ev.to_json()["detail"]["context"]["masked"], 1);
+        assert_eq!(ev.detail["step"], 2);
+        assert_eq!(
+            built.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "built once"
+        );
+        assert_eq!(copy.detail["step"], 2);
+        let plain = Event::new(EventKind::TurnStart, 1, "a", 1);
+        assert!(plain.detail.get().is_null());
+        assert_eq!(plain.to_json()["detail"], Value::Null);
+    }
     use std::time::Duration;
 
     #[test]
