@@ -27,11 +27,17 @@ int main(int argc, char **argv) {
     double *raw = calloc((size_t)turns, sizeof *raw), *ours = calloc((size_t)turns, sizeof *ours);
     char url[512];
     snprintf(url, sizeof url, "%s/chat/completions", argv[1]);
-    const char *first = "{\"model\":\"bench\",\"messages\":[{\"role\":\"user\",\"content\":\"go\"}]}";
+    /* The two requests the agent sends: the question, then the question, the tool call and its
+       result, each offering the tool. */
+    const char *first = "{\"model\":\"bench\",\"messages\":[{\"role\":\"user\",\"content\":\"go\"}],"
+        "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"step\",\"description\":\"one step\","
+        "\"parameters\":{\"type\":\"object\"}}}]}";
     const char *second =
         "{\"model\":\"bench\",\"messages\":[{\"role\":\"user\",\"content\":\"go\"},{\"role\":\"assistant\","
         "\"content\":null,\"tool_calls\":[{\"id\":\"c\",\"type\":\"function\",\"function\":{\"name\":\"step\","
-        "\"arguments\":\"{}\"}}]},{\"role\":\"tool\",\"tool_call_id\":\"c\",\"content\":\"{}\"}]}";
+        "\"arguments\":\"{}\"}}]},{\"role\":\"tool\",\"tool_call_id\":\"c\",\"content\":\"{}\"}],"
+        "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"step\",\"description\":\"one step\","
+        "\"parameters\":{\"type\":\"object\"}}}]}";
     curl_global_init(CURL_GLOBAL_DEFAULT);
     CURL *c = curl_easy_init();
     struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
@@ -53,8 +59,8 @@ int main(int argc, char **argv) {
     snprintf(ep, sizeof ep, "{\"name\":\"b\",\"provider\":\"openai\",\"base_url\":\"%s\"}", argv[1]);
     agentos_runtime_add_endpoint(rt, ep, NULL);
     agentos_runtime_add_tool(rt, "step", "one step", "{\"type\":\"object\"}", 0, step_tool, NULL, NULL);
+    const char *agent_json = "{\"name\":\"a\",\"endpoint\":\"b\",\"tools\":[\"step\"],\"stream\":false}";
     agentos_agent_id a = 0;
-    agentos_agent_new(rt, "{\"name\":\"a\",\"endpoint\":\"b\",\"tools\":[\"step\"],\"stream\":false}", &a, NULL);
 
     for (int i = -turns / 10; i < turns; i++) { /* negative i: warm-up */
         /* Each measurement starts from a quiet process: the runtime's worker may still be
@@ -68,10 +74,12 @@ int main(int argc, char **argv) {
         curl_easy_perform(c);
         if (i >= 0) raw[i] = bench_now_us() - t0;
 
+        /* A fresh agent for every turn, created before the clock starts: its requests then
+           carry the same conversation as the raw loop's (an agent kept across turns would
+           send its growing history). */
+        if (agentos_agent_new(rt, agent_json, &a, NULL) != AGENTOS_STATUS_OK) return 1;
         bench_settle(300);
         t0 = bench_now_us();
-        /* A fresh agent per turn would measure creation; reuse one and drop its history by
-           recreating it every 50 turns to keep the prompt size steady. */
         if (agentos_agent_send(rt, a, "go", NULL) != AGENTOS_STATUS_OK) return 1;
         agentos_event *ev = NULL;
         for (;;) {
@@ -85,10 +93,7 @@ int main(int argc, char **argv) {
             }
         }
         if (i >= 0) ours[i] = bench_now_us() - t0;
-        if ((i + turns) % 50 == 49) {
-            agentos_agent_free(rt, a);
-            agentos_agent_new(rt, "{\"name\":\"a\",\"endpoint\":\"b\",\"tools\":[\"step\"],\"stream\":false}", &a, NULL);
-        }
+        agentos_agent_free(rt, a);
     }
     double mr = bench_quantile(raw, turns, 0.5), pr = bench_quantile(raw, turns, 0.99);
     double mo = bench_quantile(ours, turns, 0.5), po = bench_quantile(ours, turns, 0.99);
@@ -96,6 +101,16 @@ int main(int argc, char **argv) {
     printf("raw libcurl, 2 requests (floor)  median %8.1f us   p99 %8.1f us\n", mr, pr);
     printf("agent turn via events           median %8.1f us   p99 %8.1f us\n", mo, po);
     printf("ratio (median): %.3fx   p99 ratio: %.3fx   overhead: %+.1f us per turn\n", mo / mr, po / pr, mo - mr);
+    char *usage = NULL;
+    if (agentos_runtime_usage_json(rt, &usage) == AGENTOS_STATUS_OK) {
+        const char *k = strstr(usage, "\"caller_thread_calls\":");
+        const char *s = strstr(usage, "\"succeeded\":");
+        if (k && s)
+            printf("model calls made on the agent's own worker: %ld of %ld\n",
+                   strtol(k + strlen("\"caller_thread_calls\":"), NULL, 10),
+                   strtol(s + strlen("\"succeeded\":"), NULL, 10));
+        agentos_string_free(usage);
+    }
     agentos_runtime_free(rt);
     curl_slist_free_all(h);
     curl_easy_cleanup(c);

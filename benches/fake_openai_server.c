@@ -11,9 +11,9 @@
  * chat.completion reply after --delay. With "stream":true in the body it sends N SSE chunks
  * (default 20) --chunk-interval apart (default 0.01 s); each chunk's content is the server's send
  * time in nanoseconds (CLOCK_REALTIME), so the client can measure chunk-to-caller latency.
- * With --tool-steps N, a request whose conversation holds fewer than N tool results
- * ("role":"tool") gets a tool call to "step" back (finish_reason tool_calls), so an agent runs
- * an N-step tool loop. Listens on 127.0.0.1 only, prints "ready" once listening, and stops on
+ * With --tool-steps N, a request whose current turn (after the last "role":"user" message)
+ * holds fewer than N tool results ("role":"tool") gets a tool call to "step" back
+ * (finish_reason tool_calls), so an agent runs an N-step tool loop every turn. Listens on 127.0.0.1 only, prints "ready" once listening, and stops on
  * SIGTERM/SIGINT.
  *
  * Delays and chunk intervals are deadlines in one binary min-heap, served by a single timerfd
@@ -399,7 +399,12 @@ static void process(struct conn *c) {
         if (avail < c->need) return;
         const char *body = base + c->head_len;
         size_t blen = c->need - c->head_len;
-        size_t tools_done = count_occurrences(body, blen, "\"role\":\"tool\"", 13);
+        /* Tool results of the current turn: those after the last user message, so an agent
+           that keeps its history runs the same N-step loop every turn. */
+        const char *turn = body, *u;
+        while ((u = memmem(turn, blen - (size_t)(turn - body), "\"role\":\"user\"", 13)) != NULL)
+            turn = u + 13;
+        size_t tools_done = count_occurrences(turn, blen - (size_t)(turn - body), "\"role\":\"tool\"", 13);
         if (tool_steps && (long long)tools_done < (long long)tool_steps) {
             c->kind = K_TOOL;
             c->tool_n = tools_done;
