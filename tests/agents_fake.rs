@@ -629,3 +629,89 @@ fn a_worker_busy_with_a_slow_call_does_not_hold_up_other_agents() {
     assert_eq!(turn_end(&rt, quick).text, "again");
     assert_eq!(rt.shared().models().caller_thread_calls(), 0);
 }
+
+/// Runs turns until the endpoint is known to answer quickly (calls then run on the agent's
+/// worker); returns how many turns that took.
+fn warm_up(rt: &Runtime, srv: &FakeServer, h: Handle) -> u32 {
+    let models = rt.shared().models();
+    for n in 1..30 {
+        let before = models.caller_thread_calls();
+        let_workers_park();
+        srv.push(Reply::openai_text("warm"));
+        send(rt, h, "warm up");
+        assert_eq!(turn_end(rt, h).status, Status::Ok);
+        if models.caller_thread_calls() > before {
+            return n;
+        }
+    }
+    panic!("calls never ran on the agent's worker");
+}
+
+#[test]
+fn a_tool_that_blocks_its_worker_still_times_out_and_the_turn_goes_on() {
+    let srv = FakeServer::start();
+    let rt = runtime("");
+    endpoint(&rt, &srv, "");
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let held = Mutex::new(held);
+    let released = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let r2 = released.clone();
+    add_tool(&rt, "stuck", r#"{"type":"object"}"#, move |inv| {
+        // Blocks its thread until the test lets go (a badly behaved tool).
+        let _ = held.lock().unwrap().recv_timeout(Duration::from_secs(15));
+        r2.store(true, std::sync::atomic::Ordering::SeqCst);
+        inv.complete(ToolOutcome::Ok("too late".into()));
+    });
+    let h = agent(
+        &rt,
+        r#"{"name":"a","endpoint":"fake","tools":["stuck"],"stream":false,"tool_timeout_ms":200}"#,
+    );
+    warm_up(&rt, &srv, h);
+    let_workers_park();
+    srv.push(Reply::openai_tool_call("c1", "stuck", "{}"));
+    srv.push(Reply::openai_text("gave up on the tool"));
+    send(&rt, h, "use the tool");
+    let end = turn_end(&rt, h);
+    assert_eq!(end.status, Status::Ok);
+    assert_eq!(end.text, "gave up on the tool");
+    assert!(
+        !released.load(std::sync::atomic::Ordering::SeqCst),
+        "the turn ended while the tool still held its thread"
+    );
+    let hist = rt.shared().agent(h).unwrap().history_json();
+    let tool_msg = hist
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "tool")
+        .unwrap()
+        .clone();
+    assert!(
+        tool_msg["content"].as_str().unwrap().contains("timed out"),
+        "{tool_msg}"
+    );
+    release.send(()).unwrap();
+}
+
+#[test]
+fn a_retry_of_a_call_made_on_the_agents_worker_continues_on_the_io_thread() {
+    let srv = FakeServer::start();
+    let rt = runtime("");
+    endpoint(
+        &rt,
+        &srv,
+        r#","retry":{"max_retries":2,"base_delay_ms":20,"max_delay_ms":40}"#,
+    );
+    let h = agent(&rt, r#"{"name":"a","endpoint":"fake","stream":false}"#);
+    warm_up(&rt, &srv, h);
+    let before = srv.request_count();
+    let_workers_park();
+    srv.push(Reply::status_error(503, "busy"));
+    srv.push(Reply::openai_text("second try"));
+    send(&rt, h, "again");
+    let end = turn_end(&rt, h);
+    assert_eq!((end.status, end.text.as_str()), (Status::Ok, "second try"));
+    assert_eq!(srv.request_count() - before, 2);
+    assert_eq!(rt.shared().models().totals().retries, 1);
+}

@@ -559,8 +559,12 @@ impl Agent {
         g.state.is_busy() || !g.inbox.is_empty() || g.turn.is_some()
     }
 
-    /// Puts the agent on the run queue unless it is already there.
+    /// Puts the agent on the run queue unless it is already there (or this thread is running
+    /// its work and steps it next anyway, see [`Agent::step`]).
     pub fn schedule(self: &Arc<Self>, shared: &Shared) {
+        if SteppingHere::is(self) {
+            return;
+        }
         if self.scheduled.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -599,24 +603,23 @@ impl Agent {
                 shared.agent_busy_changed(false);
             }
             let Some(work) = here else { break };
-            // Marked as scheduled while the work runs, so whatever it wakes (the call's finish,
-            // the tool's completion, a message) does not queue the agent elsewhere: its next
-            // step runs right here. If it is already queued, the work goes the usual way.
-            if self.scheduled.swap(true, Ordering::AcqRel) {
-                self.dispatch(&shared, work);
-                break;
-            }
+            // While this thread runs the work, wake-ups it raises itself for this agent (the
+            // call's finish, a tool completing before it returns) are not queued: the loop steps
+            // the agent right after. Wake-ups from other threads (a tool's timeout, a
+            // cancellation, a message) queue the agent as usual, so another worker steps it
+            // even while this one is held up, say by a tool that blocks.
+            let _here = SteppingHere::enter(self);
             match work {
                 Here::Call(call) => {
-                    if !shared.models().try_run_here(&call) {
-                        self.scheduled.store(false, Ordering::Release);
+                    // Its retries, if any, continue on the I/O thread: a worker never sits
+                    // out a backoff.
+                    if !shared.models().try_run_here(&call, false) {
                         self.dispatch(&shared, Here::Call(call));
                         break;
                     }
                 }
                 Here::Tool(tool, inv) => run_tool(&shared, self, tool, inv, true),
             }
-            self.scheduled.store(false, Ordering::Release);
         }
     }
 
@@ -1390,6 +1393,30 @@ impl Agent {
     }
 }
 
+thread_local! {
+    /// The agent whose work this thread is running itself (its address; 0 for none).
+    static STEPPING_HERE: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the current thread as running an agent's work until dropped (also when unwinding).
+struct SteppingHere(usize);
+
+impl SteppingHere {
+    fn enter(agent: &Arc<Agent>) -> SteppingHere {
+        SteppingHere(STEPPING_HERE.with(|c| c.replace(Arc::as_ptr(agent) as usize)))
+    }
+
+    fn is(agent: &Arc<Agent>) -> bool {
+        STEPPING_HERE.with(|c| c.get()) == Arc::as_ptr(agent) as usize
+    }
+}
+
+impl Drop for SteppingHere {
+    fn drop(&mut self) {
+        STEPPING_HERE.with(|c| c.set(self.0));
+    }
+}
+
 /// Work a worker may run itself instead of handing it off.
 enum Here {
     Call(Arc<CallInner>),
@@ -1549,8 +1576,8 @@ fn select_tools(
 }
 
 /// Runs a tool call: `here` on this thread (also in deterministic mode), else as a job on the
-/// run queue. Its timeout is armed unless the tool finished before it could matter (a tool run
-/// here that completed before returning).
+/// run queue. Its timeout is armed first, so a tool that blocks still times out (the timer
+/// holds the invocation weakly: a finished one is freed at once).
 fn run_tool(
     shared: &Arc<Shared>,
     agent: &Arc<Agent>,
@@ -1563,37 +1590,31 @@ fn run_tool(
     } else {
         tool.timeout
     };
-    let arm_timeout = |inv: &Arc<ToolInvocation>| {
-        if timeout.is_zero() || inv.is_done() {
-            return;
-        }
-        let inv2 = inv.clone();
+    if !timeout.is_zero() {
+        let weak = Arc::downgrade(&inv);
         let ms = timeout.as_millis();
         let _ = shared.models().schedule(
             Instant::now() + timeout,
             Box::new(move || {
-                inv2.complete(ToolOutcome::Err(format!(
-                    "the tool timed out after {ms} ms"
-                )));
+                if let Some(inv) = weak.upgrade() {
+                    inv.complete(ToolOutcome::Err(format!(
+                        "the tool timed out after {ms} ms"
+                    )));
+                }
             }),
         );
-    };
-    let job = {
-        let inv = inv.clone();
-        move || {
-            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                tool.handler.invoke(inv.clone())
-            }));
-            if r.is_err() {
-                inv.complete(ToolOutcome::Err("the tool panicked".into()));
-            }
+    }
+    let job = move || {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            tool.handler.invoke(inv.clone())
+        }));
+        if r.is_err() {
+            inv.complete(ToolOutcome::Err("the tool panicked".into()));
         }
     };
     if here || shared.config().deterministic {
         job();
-        arm_timeout(&inv);
     } else {
-        arm_timeout(&inv);
         let key = RunKey {
             priority: agent.config.priority,
             service: 0,

@@ -273,7 +273,10 @@ pub unsafe extern "C" fn agentos_request_start(
 impl agentos_request {
     /// Turns the pending request into its call (once).
     fn make_call(&self) -> Result<Arc<CallInner>, Error> {
-        let p = self.pending.lock().take().ok_or_else(already_started)?;
+        // The lock is held until the call is set, so a concurrent agentos_request_cancel sees
+        // either a request not started (nothing to cancel) or its call.
+        let mut pending = self.pending.lock();
+        let p = pending.take().ok_or_else(already_started)?;
         let opts = CallOptions {
             priority: p.priority,
             observer: p.callback,
@@ -285,7 +288,14 @@ impl agentos_request {
             .new_call(&p.endpoint, p.request, opts)?;
         // The pending request was taken under the lock, so this is the only set.
         let _ = self.call.set(call.clone());
+        drop(pending);
         Ok(call)
+    }
+
+    /// The call, once started (taking the same lock as `make_call`).
+    fn started_call(&self) -> Option<&Arc<CallInner>> {
+        let _pending = self.pending.lock();
+        self.call.get()
     }
 }
 
@@ -397,7 +407,7 @@ pub unsafe extern "C" fn agentos_request_next_delta(
 pub unsafe extern "C" fn agentos_request_cancel(req: *const agentos_request) -> agentos_status {
     ffi_boundary!(err = std::ptr::null_mut(), {
         let req = as_ref(req, "req")?;
-        if let Some(call) = req.call.get() {
+        if let Some(call) = req.started_call() {
             req.shared.models().cancel(call);
         }
         Ok(())

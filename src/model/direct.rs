@@ -13,8 +13,8 @@ use super::call::{cancelled_error, CallInner, Phase};
 use super::hub::EndpointState;
 use super::retry::rate_limit_info;
 use super::transfer::{
-    attempt_deadline, attempt_timeout, build_easy, failed_attempt, finish_call, judge, plan_retry,
-    reusable_after, succeed, Collector, Jitter, Verdict,
+    attempt_deadline, attempt_timeout, build_easy, failed_attempt, finish_call, forget_body, judge,
+    plan_retry, reusable_after, succeed, Collector, Jitter, Verdict,
 };
 use crate::error::{Error, Status};
 use curl::easy::Easy2;
@@ -72,6 +72,7 @@ impl DirectCalls {
             && limits.tpm == 0
             && limits.concurrency == 0
             && !call.preemptible
+            && !call.cancel_requested()
             && call.cache_key.is_none()
             && ep.server_block.until(Instant::now()).is_none()
             && {
@@ -80,8 +81,17 @@ impl DirectCalls {
             }
     }
 
-    /// Runs `call` to its end on this thread; `shut_down` is the runtime's shutdown flag.
-    pub(crate) fn run(&self, call: &Arc<CallInner>, shut_down: &AtomicBool) {
+    /// Runs `call` on this thread; `shut_down` is the runtime's shutdown flag. With
+    /// `retries_here`, the call runs to its end here, backing off between attempts; without,
+    /// a retry is not waited for here: the call is returned (counted and queued) with its
+    /// backoff, for the I/O thread to go on with.
+    pub(crate) fn run(
+        &self,
+        call: &Arc<CallInner>,
+        shut_down: &AtomicBool,
+        retries_here: bool,
+    ) -> Option<Duration> {
+        let mut handed_over = None;
         let mut conn = self.checkout(&call.endpoint);
         self.running.lock().insert(call.id, conn.multi.waker());
         let mut jitter = None;
@@ -109,6 +119,10 @@ impl DirectCalls {
                     }
                     let r = jitter.get_or_insert_with(Jitter::new).next01();
                     let stop = match plan_retry(call, err, after, r) {
+                        Ok(delay) if !retries_here => {
+                            handed_over = Some(delay);
+                            break;
+                        }
                         Ok(delay) => match pause(&conn, call, shut_down, Instant::now() + delay) {
                             Woken::Due => None,
                             Woken::Stop(e) => Some(e),
@@ -123,9 +137,8 @@ impl DirectCalls {
             }
         }
         self.running.lock().remove(&call.id);
-        if !shut_down.load(Ordering::Acquire) {
-            self.checkin(conn);
-        }
+        self.checkin(conn, shut_down);
+        handed_over
     }
 
     /// Wakes the caller running call `id`, if it runs on its caller's thread, so it sees a
@@ -175,8 +188,12 @@ impl DirectCalls {
         }
     }
 
-    fn checkin(&self, conn: DirectConn) {
+    fn checkin(&self, conn: DirectConn, shut_down: &AtomicBool) {
         let mut idle = self.idle.lock();
+        // Checked under the lock, so a connection never outlives a shutdown that cleared it.
+        if shut_down.load(Ordering::Acquire) {
+            return;
+        }
         if idle.len() >= IDLE_CONNS {
             idle.remove(0);
         }
@@ -306,7 +323,10 @@ fn attempt(conn: &mut DirectConn, call: &Arc<CallInner>, shut_down: &AtomicBool)
     let c = easy.get_ref();
     let verdict = match (early, result) {
         (Some(Ok(e)), _) => Verdict::Fail(e),
-        (Some(Err(timeout)), _) => failed_attempt(c, timeout, true),
+        (Some(Err(timeout)), _) => {
+            call.endpoint.observe_latency(c.started.elapsed());
+            failed_attempt(c, timeout, true)
+        }
         (None, Some(result)) => {
             let info = rate_limit_info(&c.headers, SystemTime::now());
             call.endpoint.server_block.observe(Instant::now(), &info);
@@ -319,6 +339,7 @@ fn attempt(conn: &mut DirectConn, call: &Arc<CallInner>, shut_down: &AtomicBool)
     easy.get_mut().call = None;
     easy.get_mut().reset_arena();
     if reusable_after(ep, completed) {
+        forget_body(&mut easy);
         conn.easy = Some((easy, stream));
     }
     verdict

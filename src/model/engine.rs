@@ -14,8 +14,8 @@ use super::limiter::Limiter;
 use super::poller::{Poller, Ready, Waker};
 use super::retry::rate_limit_info;
 use super::transfer::{
-    attempt_timeout, build_easy, failed_attempt, finish_call, judge, plan_retry, reusable_after,
-    Collector, Jitter, Verdict,
+    attempt_timeout, build_easy, failed_attempt, finish_call, forget_body, judge, plan_retry,
+    reusable_after, Collector, Jitter, Verdict,
 };
 use crate::error::{Error, Result, Status};
 use crossbeam_channel::{Receiver, Sender};
@@ -45,6 +45,8 @@ pub(crate) fn on_io_thread() -> bool {
 
 enum Cmd {
     Submit(Arc<CallInner>),
+    /// A call to start once the instant has passed (a retry after its backoff).
+    SubmitAt(Arc<CallInner>, Instant),
     Cancel(u64),
     Timer(Instant, Box<dyn FnOnce() + Send>),
 }
@@ -90,6 +92,19 @@ impl Engine {
         }
         self.tx
             .send(Cmd::Submit(call))
+            .map_err(|_| Error::new(Status::Shutdown, "the I/O thread has stopped"))?;
+        self.waker.wake();
+        Ok(())
+    }
+
+    /// Queues a call for the I/O thread to start at `at` (a retry handed over after its first
+    /// attempt ran elsewhere).
+    pub fn submit_at(&self, call: Arc<CallInner>, at: Instant) -> Result<()> {
+        if self.stop.load(Ordering::Acquire) {
+            return Err(Error::new(Status::Shutdown, "the runtime is shutting down"));
+        }
+        self.tx
+            .send(Cmd::SubmitAt(call, at))
             .map_err(|_| Error::new(Status::Shutdown, "the I/O thread has stopped"))?;
         self.waker.wake();
         Ok(())
@@ -383,6 +398,7 @@ impl IoLoop {
             while let Ok(cmd) = self.rx.try_recv() {
                 match cmd {
                     Cmd::Submit(call) => self.enqueue(call, Instant::now()),
+                    Cmd::SubmitAt(call, at) => self.enqueue(call, at),
                     Cmd::Cancel(id) => self.cancel(id),
                     Cmd::Timer(at, f) => {
                         self.seq += 1;
@@ -719,6 +735,7 @@ impl IoLoop {
                 if reusable_after(&call.endpoint.config, completed)
                     && self.idle_easy.len() < EASY_POOL
                 {
+                    forget_body(&mut easy);
                     self.idle_easy.push(IdleEasy {
                         endpoint: call.endpoint.clone(),
                         stream: call.request.stream,
@@ -786,6 +803,7 @@ impl IoLoop {
             let Some((call, key, c)) = self.take_slot(slot, false) else {
                 continue;
             };
+            call.endpoint.observe_latency(c.started.elapsed());
             let verdict = failed_attempt(&c, err, true);
             self.apply(call, key, verdict);
         }
@@ -862,7 +880,7 @@ impl IoLoop {
         }
         self.timer_fns.clear();
         while let Ok(cmd) = self.rx.try_recv() {
-            if let Cmd::Submit(call) = cmd {
+            if let Cmd::Submit(call) | Cmd::SubmitAt(call, _) = cmd {
                 finish_call(
                     &call,
                     Err(Error::new(

@@ -216,8 +216,18 @@ impl ModelHub {
         self.engine()?.schedule(at, f)
     }
 
-    /// Hands a call to the I/O thread.
+    /// Hands a call to the I/O thread. When that fails (the runtime is shutting down, the I/O
+    /// thread cannot start), the call is finished with the error too, so nobody waits on it
+    /// forever.
     pub fn submit(&self, call: Arc<CallInner>) -> Result<()> {
+        let r = self.submit_to_engine(call.clone());
+        if let Err(e) = &r {
+            call.finish(Err(e.clone()));
+        }
+        r
+    }
+
+    fn submit_to_engine(&self, call: Arc<CallInner>) -> Result<()> {
         if let (Some(cache), Some(key)) = (&call.endpoint.cache, &call.cache_key) {
             if let Some(mut r) = cache.get(key) {
                 // Served from memory: no tokens spent, nothing billed. Delivered from the I/O
@@ -249,19 +259,23 @@ impl ModelHub {
     /// the call finishes exactly as through `submit`, and another thread may cancel it.
     pub fn run(&self, call: Arc<CallInner>) -> Result<()> {
         if self.shut_down.load(Ordering::Acquire) {
-            return Err(Error::new(Status::Shutdown, "the runtime is shutting down"));
+            let e = Error::new(Status::Shutdown, "the runtime is shutting down");
+            call.finish(Err(e.clone()));
+            return Err(e);
         }
-        if !self.try_run_here(&call) {
+        if !self.try_run_here(&call, true) {
             self.submit(call.clone())?;
         }
         call.wait_status(None)
             .unwrap_or_else(|| Err(Error::new(Status::Internal, "the call never finished")))
     }
 
-    /// Runs `call` to its end on this thread when it may (see
-    /// [`super::direct::DirectCalls::eligible`]; never on the I/O thread nor once shutting
-    /// down) and returns true; returns false, leaving the call untouched, otherwise.
-    pub(crate) fn try_run_here(&self, call: &Arc<CallInner>) -> bool {
+    /// Runs `call` on this thread when it may (see [`super::direct::DirectCalls::eligible`];
+    /// never on the I/O thread nor once shutting down) and returns true; returns false, leaving
+    /// the call untouched, otherwise. With `retries_here` false, a call that must be retried is
+    /// handed to the I/O thread for its backoff and later attempts (the caller must not wait
+    /// here), so it may still be running when this returns.
+    pub(crate) fn try_run_here(&self, call: &Arc<CallInner>, retries_here: bool) -> bool {
         if self.shut_down.load(Ordering::Acquire)
             || !super::direct::DirectCalls::eligible(call)
             || super::engine::on_io_thread()
@@ -269,7 +283,14 @@ impl ModelHub {
             return false;
         }
         self.direct_runs.fetch_add(1, Ordering::Relaxed);
-        self.direct.run(call, &self.shut_down);
+        if let Some(backoff) = self.direct.run(call, &self.shut_down, retries_here) {
+            let r = self
+                .engine()
+                .and_then(|e| e.submit_at(call.clone(), std::time::Instant::now() + backoff));
+            if let Err(e) = r {
+                call.finish(Err(e));
+            }
+        }
         true
     }
 

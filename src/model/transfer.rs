@@ -48,6 +48,8 @@ pub(crate) struct Collector {
     stream_error: Option<String>,
     pub(crate) first_byte: Option<Instant>,
     pub(crate) last_byte: Instant,
+    /// When the attempt was set up.
+    pub(crate) started: Instant,
     too_large: bool,
 }
 
@@ -68,6 +70,7 @@ impl Collector {
             stream_error: None,
             first_byte: None,
             last_byte: Instant::now(),
+            started: Instant::now(),
             too_large: false,
         }
     }
@@ -100,6 +103,7 @@ impl Collector {
         self.stream_error = None;
         self.first_byte = None;
         self.last_byte = Instant::now();
+        self.started = self.last_byte;
         self.too_large = false;
     }
 
@@ -247,6 +251,9 @@ pub(crate) fn judge(
 ) -> Verdict {
     let ep = &call.endpoint.config;
     let name = &ep.name;
+    // How long the endpoint took, failures included (an endpoint that starts to hang or fail
+    // slowly is no longer taken for a quick one).
+    call.endpoint.observe_latency(c.started.elapsed());
     if let Err(e) = result {
         let (status, what) = if c.too_large {
             (
@@ -370,7 +377,6 @@ pub(crate) fn attempt_deadline(
 /// Completes a successful call: prices it, records what it reported, fills the response cache
 /// and finishes it. Returns the tokens it actually used (for the limiter), if reported.
 pub(crate) fn succeed(call: &CallInner, mut r: ChatResponse) -> Option<u64> {
-    call.endpoint.observe_latency(call.created.elapsed());
     let ep = &call.endpoint.config;
     r.usage.cost_usd = ep.prices.cost(&r.usage);
     // The answer itself is the call's outcome from now on (model and finish reason are read
@@ -571,6 +577,21 @@ fn configure_easy(
         easy.timeout(ep.timeouts.total)?;
     }
     Ok(())
+}
+
+/// Points a handle that goes back to a pool at no body: the body it sent belongs to a call or
+/// a buffer that may go away before the handle is used again.
+pub(crate) fn forget_body(easy: &mut Easy2<Collector>) {
+    // SAFETY: a null POSTFIELDS with size 0 is a valid setting; the handle is not in a transfer.
+    unsafe {
+        let raw = easy.raw();
+        curl_sys::curl_easy_setopt(
+            raw,
+            curl_sys::CURLOPT_POSTFIELDSIZE_LARGE,
+            0 as curl_sys::curl_off_t,
+        );
+        curl_sys::curl_easy_setopt(raw, curl_sys::CURLOPT_POSTFIELDS, std::ptr::null::<u8>());
+    }
 }
 
 /// Whether an easy handle may be kept for another transfer after this one: only after a

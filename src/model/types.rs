@@ -448,6 +448,10 @@ mod tests {
             r#"{"messages":[]}"#,
             r#"{"messages":[{"role":"user","content":"x"}],"extra":1}"#,
             r#"{"messages":[{"role":"user","content":"x","tool_call_id":null}]}"#,
+            r#"[[{"role":"user","content":"hi"}]]"#,
+            r#"{"messages":[["user","hi"]]}"#,
+            r#"{"messages":[{"role":"user","role":"system","content":"x"}]}"#,
+            r#"{"messages":[{"content":"x"}]}"#,
         ];
         for t in declined {
             assert!(fast::parse(t).is_none(), "fast path took {t}");
@@ -547,15 +551,47 @@ mod fast {
         stream_options: Option<&'a RawValue>,
     }
 
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
     struct Message<'a> {
-        #[serde(borrow)]
         role: Str<'a>,
-        #[serde(borrow, default)]
         content: Option<Str<'a>>,
-        #[serde(borrow, default, deserialize_with = "present")]
         tool_call_id: Option<Str<'a>>,
+    }
+
+    /// A message is read from a JSON object only (a derived impl would also take an array of
+    /// its fields), with no unknown or repeated key, and `tool_call_id` a string when present.
+    impl<'de: 'a, 'a> Deserialize<'de> for Message<'a> {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = Message<'de>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a message object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(
+                    self,
+                    mut map: A,
+                ) -> Result<Message<'de>, A::Error> {
+                    use serde::de::Error;
+                    let (mut role, mut content, mut id) = (None, None, None);
+                    while let Some(key) = map.next_key::<Str<'de>>()? {
+                        match &*key {
+                            "role" if role.is_none() => role = Some(map.next_value::<Str>()?),
+                            "content" if content.is_none() => {
+                                content = Some(map.next_value::<Option<Str>>()?)
+                            }
+                            "tool_call_id" if id.is_none() => id = Some(map.next_value::<Str>()?),
+                            other => return Err(A::Error::custom(format!("key {other}"))),
+                        }
+                    }
+                    Ok(Message {
+                        role: role.ok_or_else(|| A::Error::missing_field("role"))?,
+                        content: content.flatten(),
+                        tool_call_id: id,
+                    })
+                }
+            }
+            d.deserialize_map(V)
+        }
     }
 
     /// A key that, when present, must hold a `T` (`null` included is refused, as the general
@@ -569,6 +605,10 @@ mod fast {
     }
 
     pub(super) fn parse(text: &str) -> Option<ChatRequest> {
+        // Objects only (a derived struct would also take an array of its fields).
+        if !text.trim_start().starts_with('{') {
+            return None;
+        }
         let r: Request = serde_json::from_str(text).ok()?;
         if r.messages.is_empty() {
             return None;

@@ -126,6 +126,8 @@ int main(void) {
     CHECK(agentos_request_new(rt, "dead", HI, &req, NULL) == AGENTOS_STATUS_OK);
     agentos_runtime_free(rt);
     EXPECT(agentos_request_start(req, &err), AGENTOS_STATUS_SHUTDOWN, NULL);
+    /* The failed start finished the call: waiting returns at once. */
+    EXPECT(agentos_request_wait(req, -1, &err), AGENTOS_STATUS_SHUTDOWN, NULL);
     agentos_request_free(req);
     agentos_request_free(NULL);
 
