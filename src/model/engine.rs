@@ -30,6 +30,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 /// How often in-flight transfers are checked for first-byte and idle timeouts.
 const TIMEOUT_TICK: Duration = Duration::from_millis(20);
+/// The longest the I/O thread sleeps: it drains its command queue at least this often.
+const MAX_SLEEP: Duration = Duration::from_secs(1);
 /// Easy handles kept for reuse at most.
 const EASY_POOL: usize = 1024;
 
@@ -111,7 +113,9 @@ impl Engine {
     }
 
     /// Runs `f` on the I/O thread at `at` (or soon after). Timers still pending at shutdown
-    /// are dropped without running.
+    /// are dropped without running. A timer due later than the loop's longest sleep does not
+    /// wake the thread: it is picked up at the next wake-up anyway (tool timeouts, armed for
+    /// every tool call, would otherwise cost a wake-up each).
     pub fn schedule(&self, at: Instant, f: Box<dyn FnOnce() + Send>) -> Result<()> {
         if self.stop.load(Ordering::Acquire) {
             return Err(Error::new(Status::Shutdown, "the runtime is shutting down"));
@@ -119,7 +123,9 @@ impl Engine {
         self.tx
             .send(Cmd::Timer(at, f))
             .map_err(|_| Error::new(Status::Shutdown, "the I/O thread has stopped"))?;
-        self.waker.wake();
+        if at.saturating_duration_since(Instant::now()) <= MAX_SLEEP {
+            self.waker.wake();
+        }
         Ok(())
     }
 
@@ -480,7 +486,7 @@ impl IoLoop {
     }
 
     fn poll_timeout(&self, now: Instant) -> Duration {
-        let mut wait = Duration::from_secs(1);
+        let mut wait = MAX_SLEEP;
         if !self.by_call.is_empty() {
             wait = wait.min(TIMEOUT_TICK);
         }
