@@ -13,9 +13,9 @@
 //! Every assistant message in a conversation is a model call; its prompt is everything before
 //! it. Tokens are the library's estimates (the same for every policy, so ratios compare).
 
-use agentos::context::compact::build_view;
+use agentos::context::compact::{build_view, build_view_counted, ViewCache};
 use agentos::context::policy::ContextPolicy;
-use agentos::context::tokens::message_tokens;
+use agentos::context::tokens::MessageTokens;
 use agentos::model::types::{ChatMessage, ChatRequest, Role};
 use serde_json::Value;
 
@@ -74,7 +74,9 @@ struct Outcome {
     lost: Vec<String>,
 }
 
-fn replay(convs: &[Conversation], policy: &ContextPolicy, limit: u64) -> Outcome {
+/// Replays every conversation; with `cached`, each keeps its token counts and view cache from
+/// call to call, as an agent does.
+fn replay(convs: &[Conversation], policy: &ContextPolicy, limit: u64, cached: bool) -> Outcome {
     let mut o = Outcome {
         sent: 0,
         full: 0,
@@ -84,14 +86,20 @@ fn replay(convs: &[Conversation], policy: &ContextPolicy, limit: u64) -> Outcome
         lost: Vec::new(),
     };
     for c in convs {
+        let (mut counts, mut cache) = (MessageTokens::default(), ViewCache::default());
         for (i, m) in c.messages.iter().enumerate() {
             if m.role != Role::Assistant {
                 continue;
             }
             let prompt = &c.messages[..i];
-            let view = build_view(prompt, policy, limit, 0);
+            let view = if cached {
+                let n = counts.sync(prompt);
+                build_view_counted(prompt, &n, Some(&mut cache), policy, limit, 0)
+            } else {
+                build_view(prompt, policy, limit, 0)
+            };
             o.sent += view.stats.tokens_sent;
-            o.full += prompt.iter().map(message_tokens).sum::<u64>();
+            o.full += view.stats.tokens_full;
             o.calls += 1;
             for (fact, _, needed_at) in &c.facts {
                 // The answer at needed_at + 1 is generated from the prompt [0, needed_at + 1).
@@ -193,13 +201,13 @@ fn main() {
             );
         }
     }
-    let base = replay(&convs, &off, limit).sent.max(1);
+    let base = replay(&convs, &off, limit, true).sent.max(1);
     println!(
         "{:<36} {:>12} {:>8} {:>12} {:>10}",
         "policy", "prompt tok", "cut", "retention", "calls"
     );
     for (name, p) in &rows {
-        let o = replay(&convs, p, limit);
+        let o = replay(&convs, p, limit, true);
         println!(
             "{:<36} {:>12} {:>7.2}x {:>5}/{:<3} {:>3.0}% {:>6}",
             name,
@@ -221,4 +229,22 @@ fn main() {
         }
         let _ = o.full;
     }
+    // What building the views costs per call, with and without the per-agent caches (token
+    // counts and view cache), for the combined defaults. Both must send the same.
+    let calls = replay(&convs, &ContextPolicy::default(), limit, true)
+        .calls
+        .max(1);
+    let mut per_call = Vec::new();
+    let mut sent = Vec::new();
+    for cached in [false, true] {
+        let t = std::time::Instant::now();
+        let o = replay(&convs, &ContextPolicy::default(), limit, cached);
+        per_call.push(t.elapsed().as_secs_f64() * 1e3 / calls as f64);
+        sent.push((o.sent, o.kept));
+    }
+    assert_eq!(sent[0], sent[1], "cached and uncached views differ");
+    println!(
+        "view building per call (combined defaults): {:.2} ms without caches, {:.2} ms with the per-agent caches (token counts, view cache)",
+        per_call[0], per_call[1]
+    );
 }

@@ -9,7 +9,9 @@
 
 pub mod config;
 
-use crate::context::compact::{build_view_counted, is_context_overflow, recall, ViewStats};
+use crate::context::compact::{
+    build_view_counted, is_context_overflow, recall, ViewCache, ViewStats,
+};
 use crate::context::tokens;
 use crate::error::{Error, Result, Status};
 use crate::model::call::{CallInner, CallObserver, CallOptions};
@@ -146,6 +148,8 @@ struct Inner {
     body: BodyArena,
     /// Token counts of `history`'s messages, each counted once.
     message_tokens: tokens::MessageTokens,
+    /// What building views computed per message (minified JSON, digests), reused.
+    view_cache: ViewCache,
 }
 
 /// An agent.
@@ -240,6 +244,7 @@ impl Agent {
                 history_bytes: 0,
                 body: BodyArena::default(),
                 message_tokens: Default::default(),
+                view_cache: Default::default(),
             }),
             scheduled: AtomicBool::new(false),
             shared: Arc::downgrade(shared),
@@ -483,7 +488,14 @@ impl Agent {
         };
         let g = &mut *g;
         let counts = g.message_tokens.sync(&g.history);
-        let view = build_view_counted(&g.history, &counts, &g.policy, limit, level);
+        let view = build_view_counted(
+            &g.history,
+            &counts,
+            Some(&mut g.view_cache),
+            &g.policy,
+            limit,
+            level,
+        );
         let st = view.stats;
         json!({
             "limit_tokens": limit,
@@ -1234,7 +1246,14 @@ impl Agent {
         let with_recall = self.has_recall(g);
         let first_step = g.turn.as_ref().is_some_and(|t| t.steps == 0);
         let counts = g.message_tokens.sync(&g.history);
-        let view = build_view_counted(&g.history, &counts, &g.policy, limit, level);
+        let view = build_view_counted(
+            &g.history,
+            &counts,
+            Some(&mut g.view_cache),
+            &g.policy,
+            limit,
+            level,
+        );
         let st = view.stats;
         g.last_view = st;
         g.tokens_full_total += st.tokens_full;

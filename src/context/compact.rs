@@ -72,12 +72,148 @@ fn minify(s: &str) -> Option<String> {
     (out.len() < s.len()).then_some(out)
 }
 
-fn digest_line(text: &str, max_items: usize) -> String {
-    let items = digest::extract(text, max_items);
+fn digest_line(items: &[String]) -> String {
     if items.is_empty() {
         String::new()
     } else {
         format!("\nKey items (verbatim): {}", items.join(" | "))
+    }
+}
+
+/// What building a view computes per message that the next step can reuse (the history only
+/// grows, so it stays valid): minified JSON and extracted digests. Kept by each agent, so a step
+/// costs work for its new messages, not for the whole conversation.
+#[derive(Clone, Debug, Default)]
+pub struct ViewCache {
+    msgs: Vec<MsgCache>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct MsgCache {
+    /// The content's length when cached (a message that changed starts over).
+    len: usize,
+    /// The minified content (when minifying shortens it), and its length in characters.
+    minified: Option<Option<(std::sync::Arc<str>, usize)>>,
+    /// The content's length in characters.
+    chars: Option<usize>,
+    /// A hash of the content.
+    hash: Option<u64>,
+    /// (what, max items, start, end) of the text digested, and the items.
+    digests: Vec<((u8, usize, usize, usize), Vec<String>)>,
+}
+
+/// A digest of the whole content (masking, summaries).
+const WHOLE: u8 = 0;
+/// A digest of a cut middle (tool outputs) of the raw text.
+const MIDDLE_RAW: u8 = 1;
+/// A digest of a cut middle of the minified text.
+const MIDDLE_MINIFIED: u8 = 2;
+/// A digest of the content and the tool-call arguments (summaries of dropped turns).
+const WITH_CALLS: u8 = 3;
+
+/// Optional access to a [`ViewCache`]: computes directly without one.
+struct Memo<'c>(Option<&'c mut ViewCache>);
+
+impl Memo<'_> {
+    fn slot(&mut self, i: usize, content: &str) -> Option<&mut MsgCache> {
+        let cache = self.0.as_deref_mut()?;
+        if cache.msgs.len() <= i {
+            cache.msgs.resize_with(i + 1, MsgCache::default);
+        }
+        let slot = &mut cache.msgs[i];
+        if slot.len != content.len() {
+            *slot = MsgCache {
+                len: content.len(),
+                ..Default::default()
+            };
+        }
+        Some(slot)
+    }
+
+    /// The minified form of message `i`'s content, if minifying shortens it, with its length
+    /// in characters.
+    fn minify(&mut self, i: usize, content: &str) -> Option<(std::sync::Arc<str>, usize)> {
+        let make = || {
+            minify(content).map(|m| {
+                let n = m.chars().count();
+                (std::sync::Arc::<str>::from(m), n)
+            })
+        };
+        match self.slot(i, content) {
+            Some(slot) => slot.minified.get_or_insert_with(make).clone(),
+            None => make(),
+        }
+    }
+
+    /// A hash of message `i`'s content.
+    fn hash(&mut self, i: usize, content: &str) -> u64 {
+        let make = || {
+            use std::hash::{BuildHasher, BuildHasherDefault};
+            BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+                .hash_one(content)
+        };
+        match self.slot(i, content) {
+            Some(slot) => *slot.hash.get_or_insert_with(make),
+            None => make(),
+        }
+    }
+
+    /// Message `i`'s content length in characters.
+    fn chars(&mut self, i: usize, content: &str) -> usize {
+        match self.slot(i, content) {
+            Some(slot) => *slot.chars.get_or_insert_with(|| content.chars().count()),
+            None => content.chars().count(),
+        }
+    }
+
+    /// The digest items of `text[start..end]` for message `i`, where `text` is its content
+    /// (`what` = WHOLE or MIDDLE_RAW) or its minified content (MIDDLE_MINIFIED).
+    #[allow(clippy::too_many_arguments)]
+    fn extract(
+        &mut self,
+        i: usize,
+        content: &str,
+        what: u8,
+        text: &str,
+        start: usize,
+        end: usize,
+        max_items: usize,
+    ) -> Vec<String> {
+        let key = (what, max_items, start, end);
+        match self.slot(i, content) {
+            Some(slot) => {
+                if let Some((_, items)) = slot.digests.iter().find(|(k, _)| *k == key) {
+                    return items.clone();
+                }
+                let items = digest::extract(&text[start..end], max_items);
+                slot.digests.push((key, items.clone()));
+                items
+            }
+            None => digest::extract(&text[start..end], max_items),
+        }
+    }
+
+    /// The digest items of message `i`'s content and tool-call arguments, as `make_text`
+    /// joins them (built only when not cached).
+    fn extract_with(
+        &mut self,
+        i: usize,
+        content: &str,
+        max_items: usize,
+        make_text: impl FnOnce() -> String,
+    ) -> Vec<String> {
+        let key = (WITH_CALLS, max_items, 0, 0);
+        match self.slot(i, content) {
+            Some(slot) => {
+                if let Some((_, items)) = slot.digests.iter().find(|(k, _)| *k == key) {
+                    return items.clone();
+                }
+                let items = digest::extract(&make_text(), max_items);
+                slot.digests.push((key, items.clone()));
+                items
+            }
+            None => digest::extract(&make_text(), max_items),
+        }
     }
 }
 
@@ -93,7 +229,7 @@ pub fn build_view<'a>(
     level: u32,
 ) -> View<'a> {
     let counts: Vec<u64> = history.iter().map(message_tokens).collect();
-    build_view_counted(history, &counts, policy, limit, level)
+    build_view_counted(history, &counts, None, policy, limit, level)
 }
 
 /// [`build_view`] with the messages' token counts already known (`counts[i]` for
@@ -102,6 +238,7 @@ pub fn build_view<'a>(
 pub fn build_view_counted<'a>(
     history: &'a [ChatMessage],
     counts: &[u64],
+    mut cache: Option<&mut ViewCache>,
     policy: &ContextPolicy,
     limit: u64,
     level: u32,
@@ -109,7 +246,8 @@ pub fn build_view_counted<'a>(
     debug_assert_eq!(history.len(), counts.len());
     let mut level = level.min(3);
     loop {
-        let v = build_view_at(history, counts, policy, limit, level);
+        let memo = Memo(cache.as_deref_mut());
+        let v = build_view_at(history, counts, memo, policy, limit, level);
         if !policy.budget.enabled || v.stats.tokens_sent <= limit || level >= 3 {
             return v;
         }
@@ -120,6 +258,7 @@ pub fn build_view_counted<'a>(
 fn build_view_at<'a>(
     history: &'a [ChatMessage],
     counts: &[u64],
+    mut memo: Memo<'_>,
     policy: &ContextPolicy,
     limit: u64,
     level: u32,
@@ -155,7 +294,8 @@ fn build_view_at<'a>(
     let recent: std::collections::HashSet<usize> =
         tool_positions[recent_from..].iter().copied().collect();
 
-    let mut seen_outputs: HashMap<&str, &str> = HashMap::new();
+    // Tool outputs seen so far, by a hash of their text (cached per message): (position, id).
+    let mut seen_outputs: HashMap<u64, Vec<(usize, &str)>> = HashMap::new();
     let mut out: Vec<Cow<'a, ChatMessage>> = Vec::with_capacity(history.len());
     // The token count of each message of `out`.
     let mut out_tokens: Vec<u64> = Vec::with_capacity(history.len());
@@ -172,55 +312,72 @@ fn build_view_at<'a>(
         let mut content: Option<String> = None;
         let to = &policy.tool_outputs;
         if to.enabled && to.dedupe {
-            if let Some(first) = seen_outputs.get(m.content.as_str()) {
+            let same = seen_outputs
+                .get(&memo.hash(i, &m.content))
+                .and_then(|v| v.iter().find(|(j, _)| history[*j].content == m.content));
+            if let Some((_, first)) = same {
                 content = Some(format!("[identical to the result of call {first}]"));
                 stats.deduped += 1;
             }
         }
-        seen_outputs.entry(m.content.as_str()).or_insert(id);
+        let list = seen_outputs.entry(memo.hash(i, &m.content)).or_default();
+        if !list.iter().any(|(j, _)| history[*j].content == m.content) {
+            list.push((i, id));
+        }
         let mask = policy.masking.enabled
             && !recent.contains(&i)
             && content.is_none()
             && m.content.len() >= policy.masking.min_chars // a cheap bound first
-            && m.content.chars().count() >= policy.masking.min_chars;
+            && memo.chars(i, &m.content) >= policy.masking.min_chars;
         if mask {
             let digest = if summaries {
-                digest_line(&m.content, max_items)
+                let c = &m.content;
+                digest_line(&memo.extract(i, c, WHOLE, c, 0, c.len(), max_items))
             } else {
                 String::new()
             };
             content = Some(format!(
                 "[result of {tool} masked to save context ({} chars); key: {id}; call recall with this key for the full text]{digest}",
-                m.content.chars().count()
+                memo.chars(i, &m.content)
             ));
             stats.masked += 1;
         }
         if content.is_none() && to.enabled {
-            let mut text = m.content.clone();
-            if to.minify_json {
-                if let Some(min) = minify(&text) {
-                    text = min;
-                    stats.minified += 1;
-                }
+            // Only a message that changes is copied: minified, or cut to head and tail.
+            let minified = if to.minify_json {
+                memo.minify(i, &m.content)
+            } else {
+                None
+            };
+            if minified.is_some() {
+                stats.minified += 1;
             }
-            let n = text.chars().count();
+            let (text, n): (&str, usize) = match &minified {
+                Some((min, n)) => (min, *n),
+                None => (&m.content, memo.chars(i, &m.content)),
+            };
             if n > to.max_chars && to.head + to.tail < n {
-                let head = char_prefix(&text, to.head);
-                let tail = char_suffix(&text, to.tail);
-                let middle = &text[head.len()..text.len() - tail.len()];
+                let head = char_prefix(text, to.head);
+                let tail = char_suffix(text, to.tail);
+                let (start, end) = (head.len(), text.len() - tail.len());
                 let digest = if summaries {
-                    digest_line(middle, max_items)
+                    let what = if minified.is_some() {
+                        MIDDLE_MINIFIED
+                    } else {
+                        MIDDLE_RAW
+                    };
+                    let items = memo.extract(i, &m.content, what, text, start, end, max_items);
+                    digest_line(&items)
                 } else {
                     String::new()
                 };
-                text = format!(
+                content = Some(format!(
                     "{head}\n[... {} chars omitted; key: {id}; call recall with this key for the full text{digest} ...]\n{tail}",
                     n - to.head - to.tail
-                );
+                ));
                 stats.truncated += 1;
-            }
-            if text != m.content {
-                content = Some(text);
+            } else if let Some((min, _)) = &minified {
+                content = Some(min.to_string());
             }
         }
         match content {
@@ -298,13 +455,16 @@ fn build_view_at<'a>(
                 let per_message = policy.summaries.max_items;
                 let mut seen = std::collections::HashSet::new();
                 let mut items = Vec::new();
-                for m in originals {
-                    let mut text = m.content.clone();
-                    for c in &m.tool_calls {
-                        text.push('\n');
-                        text.push_str(&c.arguments);
-                    }
-                    for it in digest::extract(&text, per_message) {
+                for (k, m) in originals.iter().enumerate() {
+                    let found = memo.extract_with(start + k, &m.content, per_message, || {
+                        let mut text = m.content.clone();
+                        for c in &m.tool_calls {
+                            text.push('\n');
+                            text.push_str(&c.arguments);
+                        }
+                        text
+                    });
+                    for it in found {
                         if seen.insert(it.clone()) {
                             items.push(it);
                         }
@@ -477,6 +637,36 @@ mod tests {
     }
 
     #[test]
+    fn a_view_cache_kept_across_steps_gives_the_same_views() {
+        let full = history(30);
+        let mut p = ContextPolicy::default();
+        p.tool_outputs.max_chars = 300;
+        p.tool_outputs.head = 100;
+        p.tool_outputs.tail = 80;
+        let mut cache = ViewCache::default();
+        let mut counts_cache = super::super::tokens::MessageTokens::default();
+        // The conversation grows step by step; every level, several limits.
+        for n in (3..full.len()).step_by(3) {
+            let h = &full[..n];
+            let counts = counts_cache.sync(h);
+            for level in 0..4 {
+                for limit in [400, 2_000, 1_000_000] {
+                    let plain = build_view(h, &p, limit, level);
+                    let cached = build_view_counted(h, &counts, Some(&mut cache), &p, limit, level);
+                    assert_eq!(
+                        cached.messages, plain.messages,
+                        "n={n} level={level} limit={limit}"
+                    );
+                    assert_eq!(cached.stats.tokens_sent, plain.stats.tokens_sent);
+                    assert_eq!(cached.stats.masked, plain.stats.masked);
+                    assert_eq!(cached.stats.dropped, plain.stats.dropped);
+                }
+            }
+        }
+        assert!(!cache.msgs.is_empty(), "the cache was used");
+    }
+
+    #[test]
     fn window_never_splits_calls_from_results_and_keeps_system_and_first_user() {
         let h = history(20);
         let mut p = ContextPolicy::off();
@@ -488,7 +678,7 @@ mod tests {
         assert!(v.stats.dropped > 0 && v.stats.summarized);
         // With cached counts the view is the same.
         let counts = super::super::tokens::MessageTokens::default().sync(&h);
-        let cached = build_view_counted(&h, &counts, &p, full / 4, 0);
+        let cached = build_view_counted(&h, &counts, None, &p, full / 4, 0);
         assert_eq!(cached.messages, v.messages);
         assert_eq!(cached.stats.tokens_sent, v.stats.tokens_sent);
         assert_eq!(cached.stats.tokens_full, v.stats.tokens_full);
