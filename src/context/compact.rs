@@ -99,8 +99,11 @@ struct MsgCache {
     /// A hash of the content.
     hash: Option<u64>,
     /// (what, max items, start, end) of the text digested, and the items.
-    digests: Vec<((u8, usize, usize, usize), Vec<String>)>,
+    digests: Vec<(DigestKey, Vec<String>)>,
 }
+
+/// What was digested: (what, max items, start, end).
+type DigestKey = (u8, usize, usize, usize);
 
 /// A digest of the whole content (masking, summaries).
 const WHOLE: u8 = 0;
