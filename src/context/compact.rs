@@ -98,12 +98,16 @@ struct MsgCache {
     chars: Option<usize>,
     /// A hash of the content.
     hash: Option<u64>,
+    /// Rewritten contents (masked or cut) by what produced them, with their estimated tokens.
+    rewritten: Vec<(RewriteKey, std::sync::Arc<str>, u64)>,
     /// (what, max items, start, end) of the text digested, and the items.
     digests: Vec<(DigestKey, Vec<String>)>,
 }
 
 /// What was digested: (what, max items, start, end).
 type DigestKey = (u8, usize, usize, usize);
+/// What rewrote a message: (masked or cut, with digests, max items, the policy's numbers).
+type RewriteKey = (u8, bool, usize, [usize; 3]);
 
 /// A digest of the whole content (masking, summaries).
 const WHOLE: u8 = 0;
@@ -146,6 +150,27 @@ impl Memo<'_> {
             Some(slot) => slot.minified.get_or_insert_with(make).clone(),
             None => make(),
         }
+    }
+
+    /// Message `i`'s content as `make` rewrites it (for `key`), with its estimated tokens.
+    fn rewrite(
+        &mut self,
+        i: usize,
+        content: &str,
+        key: RewriteKey,
+        make: impl FnOnce(&mut Self) -> String,
+    ) -> (std::sync::Arc<str>, u64) {
+        if let Some(slot) = self.slot(i, content) {
+            if let Some((_, text, tokens)) = slot.rewritten.iter().find(|(k, _, _)| *k == key) {
+                return (text.clone(), *tokens);
+            }
+        }
+        let text: std::sync::Arc<str> = make(self).into();
+        let tokens = super::tokens::estimate(&text);
+        if let Some(slot) = self.slot(i, content) {
+            slot.rewritten.push((key, text.clone(), tokens));
+        }
+        (text, tokens)
     }
 
     /// A hash of message `i`'s content.
@@ -312,14 +337,18 @@ fn build_view_at<'a>(
         }
         let id = m.tool_call_id.as_deref().unwrap_or("");
         let tool = tool_names.get(id).copied().unwrap_or("tool");
-        let mut content: Option<String> = None;
+        // The rewritten content, with its estimated tokens when known.
+        let mut content: Option<(std::sync::Arc<str>, Option<u64>)> = None;
         let to = &policy.tool_outputs;
         if to.enabled && to.dedupe {
             let same = seen_outputs
                 .get(&memo.hash(i, &m.content))
                 .and_then(|v| v.iter().find(|(j, _)| history[*j].content == m.content));
             if let Some((_, first)) = same {
-                content = Some(format!("[identical to the result of call {first}]"));
+                content = Some((
+                    format!("[identical to the result of call {first}]").into(),
+                    None,
+                ));
                 stats.deduped += 1;
             }
         }
@@ -333,16 +362,20 @@ fn build_view_at<'a>(
             && m.content.len() >= policy.masking.min_chars // a cheap bound first
             && memo.chars(i, &m.content) >= policy.masking.min_chars;
         if mask {
-            let digest = if summaries {
-                let c = &m.content;
-                digest_line(&memo.extract(i, c, WHOLE, c, 0, c.len(), max_items))
-            } else {
-                String::new()
-            };
-            content = Some(format!(
-                "[result of {tool} masked to save context ({} chars); key: {id}; call recall with this key for the full text]{digest}",
-                memo.chars(i, &m.content)
-            ));
+            let key = (0, summaries, max_items, [0; 3]);
+            let (text, tokens) = memo.rewrite(i, &m.content, key, |memo| {
+                let digest = if summaries {
+                    let c = &m.content;
+                    digest_line(&memo.extract(i, c, WHOLE, c, 0, c.len(), max_items))
+                } else {
+                    String::new()
+                };
+                format!(
+                    "[result of {tool} masked to save context ({} chars); key: {id}; call recall with this key for the full text]{digest}",
+                    memo.chars(i, &m.content)
+                )
+            });
+            content = Some((text, Some(tokens)));
             stats.masked += 1;
         }
         if content.is_none() && to.enabled {
@@ -360,34 +393,53 @@ fn build_view_at<'a>(
                 None => (&m.content, memo.chars(i, &m.content)),
             };
             if n > to.max_chars && to.head + to.tail < n {
-                let head = char_prefix(text, to.head);
-                let tail = char_suffix(text, to.tail);
-                let (start, end) = (head.len(), text.len() - tail.len());
-                let digest = if summaries {
-                    let what = if minified.is_some() {
-                        MIDDLE_MINIFIED
+                let minified_flag = u8::from(minified.is_some());
+                let key = (
+                    1 + minified_flag,
+                    summaries,
+                    max_items,
+                    [to.max_chars, to.head, to.tail],
+                );
+                let (cut, tokens) = memo.rewrite(i, &m.content, key, |memo| {
+                    let head = char_prefix(text, to.head);
+                    let tail = char_suffix(text, to.tail);
+                    let (start, end) = (head.len(), text.len() - tail.len());
+                    let digest = if summaries {
+                        let what = if minified_flag == 1 {
+                            MIDDLE_MINIFIED
+                        } else {
+                            MIDDLE_RAW
+                        };
+                        let items = memo.extract(i, &m.content, what, text, start, end, max_items);
+                        digest_line(&items)
                     } else {
-                        MIDDLE_RAW
+                        String::new()
                     };
-                    let items = memo.extract(i, &m.content, what, text, start, end, max_items);
-                    digest_line(&items)
-                } else {
-                    String::new()
-                };
-                content = Some(format!(
-                    "{head}\n[... {} chars omitted; key: {id}; call recall with this key for the full text{digest} ...]\n{tail}",
-                    n - to.head - to.tail
-                ));
+                    format!(
+                        "{head}\n[... {} chars omitted; key: {id}; call recall with this key for the full text{digest} ...]\n{tail}",
+                        n - to.head - to.tail
+                    )
+                });
+                content = Some((cut, Some(tokens)));
                 stats.truncated += 1;
             } else if let Some((min, _)) = &minified {
-                content = Some(min.to_string());
+                content = Some((min.clone(), None));
             }
         }
         match content {
-            Some(c) => {
-                let mut msg = m.clone();
-                msg.content = c;
-                out_tokens.push(message_tokens(&msg));
+            Some((text, tokens)) => {
+                // Not m.clone(): that would copy the (long) text being replaced.
+                let msg = ChatMessage {
+                    role: m.role,
+                    content: text.to_string(),
+                    tool_calls: m.tool_calls.clone(),
+                    tool_call_id: m.tool_call_id.clone(),
+                };
+                out_tokens.push(match tokens {
+                    // A tool result has no tool calls: its count is the overhead plus its text.
+                    Some(t) if msg.tool_calls.is_empty() => super::tokens::MESSAGE_OVERHEAD + t,
+                    _ => message_tokens(&msg),
+                });
                 out.push(Cow::Owned(msg));
             }
             None => {
