@@ -150,6 +150,8 @@ struct Inner {
     message_tokens: tokens::MessageTokens,
     /// What building views computed per message (minified JSON, digests), reused.
     view_cache: ViewCache,
+    /// Token estimates of the tool schemas offered (read while planning a request).
+    tool_tokens: std::cell::RefCell<tokens::ToolTokens>,
 }
 
 /// An agent.
@@ -245,6 +247,7 @@ impl Agent {
                 body: BodyArena::default(),
                 message_tokens: Default::default(),
                 view_cache: Default::default(),
+                tool_tokens: Default::default(),
             }),
             scheduled: AtomicBool::new(false),
             shared: Arc::downgrade(shared),
@@ -502,7 +505,7 @@ impl Agent {
             "tokens": g.calibration.correct(st.tokens_sent),
             "tokens_estimated": st.tokens_sent,
             "tokens_full": st.tokens_full,
-            "tools_tokens": tokens::tools_tokens(&tools),
+            "tools_tokens": g.tool_tokens.borrow_mut().tools_tokens(&tools),
             "tokens_exact": tokens::EXACT_AVAILABLE.then(|| {
                 let model = self.config.model.clone().unwrap_or_else(|| {
                     shared.models().endpoint(&self.config.endpoint).map(|e| e.config.model.clone()).unwrap_or_default()
@@ -1193,7 +1196,7 @@ impl Agent {
         };
         window
             .saturating_sub(reserve)
-            .saturating_sub(tokens::tools_tokens(tools))
+            .saturating_sub(g.tool_tokens.borrow_mut().tools_tokens(tools))
     }
 
     /// The tools a request offers (before `recall`, which is added only when the view hides

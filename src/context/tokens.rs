@@ -142,10 +142,50 @@ impl MessageTokens {
 pub fn tools_tokens(tools: &[ToolSpec]) -> u64 {
     tools
         .iter()
-        .map(|t| {
-            8 + estimate(&t.name) + estimate(&t.description) + estimate(&t.parameters.to_string())
-        })
+        .map(|t| tool_tokens(t, schema_tokens(&t.parameters)))
         .sum()
+}
+
+fn tool_tokens(t: &ToolSpec, schema: u64) -> u64 {
+    8 + estimate(&t.name) + estimate(&t.description) + schema
+}
+
+fn schema_tokens(schema: &serde_json::Value) -> u64 {
+    estimate(&schema.to_string())
+}
+
+/// [`tools_tokens`] with each parameter schema estimated once: an agent offers the same tools
+/// step after step, and serializing every schema at every step cost more than the rest of the
+/// estimate. Schemas are recognised by identity (they are shared `Arc`s); the cache keeps them
+/// alive, so an address is never reused while cached.
+#[derive(Clone, Debug, Default)]
+pub struct ToolTokens {
+    schemas: Vec<(std::sync::Arc<serde_json::Value>, u64)>,
+}
+
+impl ToolTokens {
+    /// Estimated tokens of `tools`' definitions.
+    pub fn tools_tokens(&mut self, tools: &[ToolSpec]) -> u64 {
+        // Tools come and go rarely; start over if the cache holds many no longer offered.
+        if self.schemas.len() > 2 * tools.len() + 16 {
+            self.schemas.clear();
+        }
+        let mut total = 0;
+        for t in tools {
+            let known = self
+                .schemas
+                .iter()
+                .find(|(s, _)| std::sync::Arc::ptr_eq(s, &t.parameters))
+                .map(|(_, n)| *n);
+            let schema = known.unwrap_or_else(|| {
+                let n = schema_tokens(&t.parameters);
+                self.schemas.push((t.parameters.clone(), n));
+                n
+            });
+            total += tool_tokens(t, schema);
+        }
+        total
+    }
 }
 
 /// Learns how far estimates are from a provider's real counts.
@@ -192,6 +232,27 @@ impl Calibration {
 mod tests {
     use super::*;
     use crate::model::types::{Role, ToolCall};
+
+    #[test]
+    fn tool_schema_estimates_are_cached_by_identity() {
+        let schema = std::sync::Arc::new(
+            serde_json::json!({"type": "object", "properties": {"city": {"type": "string"}}}),
+        );
+        let t = |name: &str, p: &std::sync::Arc<serde_json::Value>| ToolSpec {
+            name: name.into(),
+            description: "looks things up".into(),
+            parameters: p.clone(),
+        };
+        let tools = vec![t("a", &schema), t("b", &schema)];
+        let mut cache = ToolTokens::default();
+        assert_eq!(cache.tools_tokens(&tools), tools_tokens(&tools));
+        assert_eq!(cache.tools_tokens(&tools), tools_tokens(&tools));
+        assert_eq!(cache.schemas.len(), 1, "one shared schema, estimated once");
+        let other = std::sync::Arc::new(serde_json::json!({"type": "object"}));
+        let more = vec![t("a", &schema), t("c", &other)];
+        assert_eq!(cache.tools_tokens(&more), tools_tokens(&more));
+        assert_eq!(cache.schemas.len(), 2);
+    }
 
     #[test]
     fn message_counts_are_cached_and_follow_the_history() {
