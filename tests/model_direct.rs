@@ -4,46 +4,19 @@
 
 #[path = "support/fake_server.rs"]
 mod fake_server;
+#[path = "support/model_setup.rs"]
+mod model_setup;
 
-use agentos::config::RuntimeConfig;
 use agentos::model::call::{CallInner, CallOptions, DeltaFn, Pull};
 use agentos::model::stream::{DeltaBuf, StreamDelta};
-use agentos::model::types::{ChatRequest, ChatResponse};
+use agentos::model::types::ChatResponse;
 use agentos::runtime::Runtime;
 use agentos::{Error, Status};
 use fake_server::{FakeServer, Reply};
+use model_setup::{add_endpoint, request, runtime};
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-fn runtime() -> Runtime {
-    let mut c = RuntimeConfig::default();
-    c.set_workers(1).unwrap();
-    Runtime::start(c).unwrap()
-}
-
-fn add_endpoint(rt: &Runtime, name: &str, provider: &str, url: &str, extra: &str) {
-    let base = if provider == "openai" {
-        format!("{url}/v1")
-    } else {
-        url.to_string()
-    };
-    let json = format!(
-        r#"{{"name":"{name}","provider":"{provider}","base_url":"{base}","model":"fake-model",
-            "retry":{{"max_retries":3,"base_delay_ms":10,"max_delay_ms":50}}{extra}}}"#
-    );
-    rt.shared()
-        .models()
-        .add_endpoint_json(&json, false)
-        .unwrap();
-}
-
-fn request(stream: bool) -> ChatRequest {
-    ChatRequest::from_json(&format!(
-        r#"{{"messages":[{{"role":"user","content":"hi"}}],"stream":{stream},"temperature":0}}"#
-    ))
-    .unwrap()
-}
 
 /// The names of the threads that delivered the call's pieces.
 type Threads = Arc<Mutex<Vec<String>>>;
