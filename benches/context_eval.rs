@@ -13,9 +13,8 @@
 //! Every assistant message in a conversation is a model call; its prompt is everything before
 //! it. Tokens are the library's estimates (the same for every policy, so ratios compare).
 
-use agentos::context::compact::{build_view, build_view_counted, ViewCache};
+use agentos::context::compact::{build_view, ViewCache};
 use agentos::context::policy::ContextPolicy;
-use agentos::context::tokens::MessageTokens;
 use agentos::model::types::{ChatMessage, ChatRequest, Role};
 use serde_json::Value;
 
@@ -86,15 +85,14 @@ fn replay(convs: &[Conversation], policy: &ContextPolicy, limit: u64, cached: bo
         lost: Vec::new(),
     };
     for c in convs {
-        let (mut counts, mut cache) = (MessageTokens::default(), ViewCache::default());
+        let mut cache = ViewCache::default();
         for (i, m) in c.messages.iter().enumerate() {
             if m.role != Role::Assistant {
                 continue;
             }
             let prompt = &c.messages[..i];
             let view = if cached {
-                let n = counts.sync(prompt);
-                build_view_counted(prompt, &n, Some(&mut cache), policy, limit, 0)
+                cache.view(prompt, policy, limit, 0)
             } else {
                 build_view(prompt, policy, limit, 0)
             };

@@ -9,9 +9,7 @@
 
 pub mod config;
 
-use crate::context::compact::{
-    build_view_counted, is_context_overflow, recall, ViewCache, ViewStats,
-};
+use crate::context::compact::{is_context_overflow, recall, ViewCache, ViewStats};
 use crate::context::tokens;
 use crate::error::{Error, Result, Status};
 use crate::model::call::{CallInner, CallObserver, CallOptions};
@@ -146,9 +144,8 @@ struct Inner {
     history_bytes: usize,
     /// Where request bodies are rendered.
     body: BodyArena,
-    /// Token counts of `history`'s messages, each counted once.
-    message_tokens: tokens::MessageTokens,
-    /// What building views computed per message (minified JSON, digests), reused.
+    /// What building views computed per message (token counts, minified JSON, digests,
+    /// rewritten contents), reused from step to step.
     view_cache: ViewCache,
     /// Token estimates of the tool schemas offered (read while planning a request).
     tool_tokens: std::cell::RefCell<tokens::ToolTokens>,
@@ -245,7 +242,6 @@ impl Agent {
                 force_compaction: false,
                 history_bytes: 0,
                 body: BodyArena::default(),
-                message_tokens: Default::default(),
                 view_cache: Default::default(),
                 tool_tokens: Default::default(),
             }),
@@ -490,15 +486,7 @@ impl Agent {
             g.compact_level
         };
         let g = &mut *g;
-        let counts = g.message_tokens.sync(&g.history);
-        let view = build_view_counted(
-            &g.history,
-            &counts,
-            Some(&mut g.view_cache),
-            &g.policy,
-            limit,
-            level,
-        );
+        let view = g.view_cache.view(&g.history, &g.policy, limit, level);
         let st = view.stats;
         json!({
             "limit_tokens": limit,
@@ -834,6 +822,7 @@ impl Agent {
                         continue;
                     }
                     let PreparedCall {
+                        endpoint,
                         request,
                         body,
                         n_messages,
@@ -848,10 +837,13 @@ impl Agent {
                         body,
                         prompt_chars: Some(prompt_chars),
                     };
-                    match shared
-                        .models()
-                        .new_call(&self.config.endpoint, request, opts)
-                    {
+                    let models = shared.models();
+                    let made = match endpoint {
+                        Some(ep) => Ok(models.new_call_to(ep, request, opts)),
+                        // Gone since the agent was made: new_call reports it by name.
+                        None => models.new_call(&self.config.endpoint, request, opts),
+                    };
+                    match made {
                         Ok(call) => {
                             let t = g.turn.as_mut().expect("turn");
                             t.steps += 1;
@@ -1248,15 +1240,7 @@ impl Agent {
         };
         let with_recall = self.has_recall(g);
         let first_step = g.turn.as_ref().is_some_and(|t| t.steps == 0);
-        let counts = g.message_tokens.sync(&g.history);
-        let view = build_view_counted(
-            &g.history,
-            &counts,
-            Some(&mut g.view_cache),
-            &g.policy,
-            limit,
-            level,
-        );
+        let view = g.view_cache.view(&g.history, &g.policy, limit, level);
         let st = view.stats;
         g.last_view = st;
         g.tokens_full_total += st.tokens_full;
@@ -1290,11 +1274,12 @@ impl Agent {
         let prompt_chars = view.messages.iter().map(|m| m.content.len() + 8).sum();
         let needs_messages = body.is_none()
             || (self.config.preemptible && self.config.stream)
-            || endpoint.is_some_and(|ep| ep.cache.is_some());
+            || endpoint.as_ref().is_some_and(|ep| ep.cache.is_some());
         if needs_messages {
             request.messages = view.messages.into_iter().map(Cow::into_owned).collect();
         }
         PreparedCall {
+            endpoint,
             request,
             body,
             n_messages,
@@ -1333,7 +1318,7 @@ impl Agent {
                     // Only quick calls: a worker must not sit out a model call of seconds.
                     if call.endpoint.answers_quickly()
                         && may_stay(shared)
-                        && crate::model::direct_eligible(&call)
+                        && crate::model::direct::DirectCalls::eligible(&call)
                     {
                         here = Some(Here::Call(call));
                     } else {
@@ -1447,6 +1432,8 @@ enum Here {
 
 /// A request ready to go: what [`Agent::prepare_call`] builds.
 struct PreparedCall {
+    /// The agent's endpoint, looked up once for the body and the call (none if removed).
+    endpoint: Option<Arc<crate::model::hub::EndpointState>>,
     request: ChatRequest,
     body: Option<Vec<u8>>,
     n_messages: usize,

@@ -86,6 +86,23 @@ fn digest_line(items: &[String]) -> String {
 #[derive(Clone, Debug, Default)]
 pub struct ViewCache {
     msgs: Vec<MsgCache>,
+    tokens: super::tokens::MessageTokens,
+}
+
+impl ViewCache {
+    /// [`build_view`] of `history`, reusing what earlier calls computed for its messages (token
+    /// counts, minified JSON, digests, rewritten contents): `history` must be the same
+    /// conversation from call to call, grown by appending.
+    pub fn view<'a>(
+        &mut self,
+        history: &'a [ChatMessage],
+        policy: &ContextPolicy,
+        limit: u64,
+        level: u32,
+    ) -> View<'a> {
+        let counts = self.tokens.sync(history);
+        build_view_counted(history, counts, Some(&mut self.msgs), policy, limit, level)
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -118,16 +135,16 @@ const MIDDLE_MINIFIED: u8 = 2;
 /// A digest of the content and the tool-call arguments (summaries of dropped turns).
 const WITH_CALLS: u8 = 3;
 
-/// Optional access to a [`ViewCache`]: computes directly without one.
-struct Memo<'c>(Option<&'c mut ViewCache>);
+/// Optional access to a [`ViewCache`]'s per-message entries: computes directly without them.
+struct Memo<'c>(Option<&'c mut Vec<MsgCache>>);
 
 impl Memo<'_> {
     fn slot(&mut self, i: usize, content: &str) -> Option<&mut MsgCache> {
-        let cache = self.0.as_deref_mut()?;
-        if cache.msgs.len() <= i {
-            cache.msgs.resize_with(i + 1, MsgCache::default);
+        let msgs = self.0.as_deref_mut()?;
+        if msgs.len() <= i {
+            msgs.resize_with(i + 1, MsgCache::default);
         }
-        let slot = &mut cache.msgs[i];
+        let slot = &mut msgs[i];
         if slot.len != content.len() {
             *slot = MsgCache {
                 len: content.len(),
@@ -260,13 +277,12 @@ pub fn build_view<'a>(
     build_view_counted(history, &counts, None, policy, limit, level)
 }
 
-/// [`build_view`] with the messages' token counts already known (`counts[i]` for
-/// `history[i]`, as [`super::tokens::MessageTokens`] keeps them): only messages the view
-/// changes are counted again.
-pub fn build_view_counted<'a>(
+/// [`build_view`] with the messages' token counts known (`counts[i]` for `history[i]`) and,
+/// with `cache`, per-message results of earlier views to reuse.
+fn build_view_counted<'a>(
     history: &'a [ChatMessage],
     counts: &[u64],
-    mut cache: Option<&mut ViewCache>,
+    mut cache: Option<&mut Vec<MsgCache>>,
     policy: &ContextPolicy,
     limit: u64,
     level: u32,
@@ -699,15 +715,13 @@ mod tests {
         p.tool_outputs.head = 100;
         p.tool_outputs.tail = 80;
         let mut cache = ViewCache::default();
-        let mut counts_cache = super::super::tokens::MessageTokens::default();
         // The conversation grows step by step; every level, several limits.
         for n in (3..full.len()).step_by(3) {
             let h = &full[..n];
-            let counts = counts_cache.sync(h);
             for level in 0..4 {
                 for limit in [400, 2_000, 1_000_000] {
                     let plain = build_view(h, &p, limit, level);
-                    let cached = build_view_counted(h, &counts, Some(&mut cache), &p, limit, level);
+                    let cached = cache.view(h, &p, limit, level);
                     assert_eq!(
                         cached.messages, plain.messages,
                         "n={n} level={level} limit={limit}"
@@ -732,8 +746,7 @@ mod tests {
         let v = build_view(&h, &p, full / 4, 0);
         assert!(v.stats.dropped > 0 && v.stats.summarized);
         // With cached counts the view is the same.
-        let counts = super::super::tokens::MessageTokens::default().sync(&h);
-        let cached = build_view_counted(&h, &counts, None, &p, full / 4, 0);
+        let cached = ViewCache::default().view(&h, &p, full / 4, 0);
         assert_eq!(cached.messages, v.messages);
         assert_eq!(cached.stats.tokens_sent, v.stats.tokens_sent);
         assert_eq!(cached.stats.tokens_full, v.stats.tokens_full);

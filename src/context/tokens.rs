@@ -106,9 +106,11 @@ pub fn message_tokens(m: &ChatMessage) -> u64 {
 /// message whose text changed size since it was counted is counted again.
 #[derive(Clone, Debug, Default)]
 pub struct MessageTokens {
-    /// Per message: its count, and the shape it was counted at (content bytes, tool-call
-    /// bytes) to notice a message that changed.
-    counts: Vec<(u64, usize, usize)>,
+    /// Per message: its count.
+    counts: Vec<u64>,
+    /// Per message: the shape it was counted at (content bytes, tool-call bytes), to notice a
+    /// message that changed.
+    shapes: Vec<(usize, usize)>,
 }
 
 fn shape(m: &ChatMessage) -> (usize, usize) {
@@ -122,19 +124,21 @@ fn shape(m: &ChatMessage) -> (usize, usize) {
 
 impl MessageTokens {
     /// Brings the cache in line with `history` and returns one count per message.
-    pub fn sync(&mut self, history: &[ChatMessage]) -> Vec<u64> {
+    pub fn sync(&mut self, history: &[ChatMessage]) -> &[u64] {
         self.counts.truncate(history.len());
-        for (m, c) in history.iter().zip(self.counts.iter_mut()) {
-            let (content, calls) = shape(m);
-            if (c.1, c.2) != (content, calls) {
-                *c = (message_tokens(m), content, calls);
+        self.shapes.truncate(history.len());
+        for (i, m) in history.iter().enumerate().take(self.counts.len()) {
+            let s = shape(m);
+            if self.shapes[i] != s {
+                self.counts[i] = message_tokens(m);
+                self.shapes[i] = s;
             }
         }
         for m in &history[self.counts.len()..] {
-            let (content, calls) = shape(m);
-            self.counts.push((message_tokens(m), content, calls));
+            self.counts.push(message_tokens(m));
+            self.shapes.push(shape(m));
         }
-        self.counts.iter().map(|c| c.0).collect()
+        &self.counts
     }
 }
 

@@ -206,9 +206,18 @@ impl ModelHub {
         request: ChatRequest,
         opts: CallOptions,
     ) -> Result<Arc<CallInner>> {
-        let ep = self.endpoint(endpoint)?;
+        Ok(self.new_call_to(self.endpoint(endpoint)?, request, opts))
+    }
+
+    /// Creates a call to an endpoint already looked up (see [`ModelHub::new_call`]).
+    pub fn new_call_to(
+        &self,
+        endpoint: Arc<EndpointState>,
+        request: ChatRequest,
+        opts: CallOptions,
+    ) -> Arc<CallInner> {
         let id = self.next_call.fetch_add(1, Ordering::Relaxed);
-        Ok(Arc::new(CallInner::new(id, ep, request, opts)))
+        Arc::new(CallInner::new(id, endpoint, request, opts))
     }
 
     /// Runs `f` on the I/O thread at `at` (timers for tool timeouts and the like).

@@ -28,9 +28,3 @@ pub mod sse;
 pub mod stream;
 pub(crate) mod transfer;
 pub mod types;
-
-/// Whether a call could run on its caller's thread (no limits, no server wait, no cache, not
-/// preemptible, not started).
-pub(crate) fn direct_eligible(call: &call::CallInner) -> bool {
-    direct::DirectCalls::eligible(call)
-}
