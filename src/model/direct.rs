@@ -53,14 +53,6 @@ pub(crate) struct DirectCalls {
     running: Mutex<HashMap<u64, MultiWaker>>,
 }
 
-/// How a wait between attempts ended.
-enum Woken {
-    /// The time passed.
-    Due,
-    /// The call must end with this error (cancelled, or the runtime shut down).
-    Stop(Error),
-}
-
 impl DirectCalls {
     /// Whether `call` may run on its caller's thread: nothing about it needs the I/O thread's
     /// admission queue (no RPM, TPM or concurrency limit, no server-imposed wait), it cannot be
@@ -96,7 +88,9 @@ impl DirectCalls {
         self.running.lock().insert(call.id, conn.multi.waker());
         let mut jitter = None;
         loop {
-            let verdict = match self.pause_for_server(&conn, call, shut_down) {
+            // Wait while the server has told everyone to hold off sending to the endpoint.
+            let server_wait = call.endpoint.server_block.until(Instant::now());
+            let verdict = match server_wait.and_then(|t| pause(&conn, call, shut_down, t)) {
                 Some(e) => Verdict::Fail(e),
                 None => attempt(&mut conn, call, shut_down),
             };
@@ -123,10 +117,7 @@ impl DirectCalls {
                             handed_over = Some(delay);
                             break;
                         }
-                        Ok(delay) => match pause(&conn, call, shut_down, Instant::now() + delay) {
-                            Woken::Due => None,
-                            Woken::Stop(e) => Some(e),
-                        },
+                        Ok(delay) => pause(&conn, call, shut_down, Instant::now() + delay),
                         Err(e) => Some(e),
                     };
                     if let Some(e) = stop {
@@ -156,20 +147,6 @@ impl DirectCalls {
             let _ = w.wakeup();
         }
         self.idle.lock().clear();
-    }
-
-    /// Waits while the server has told everyone to hold off sending to the endpoint.
-    fn pause_for_server(
-        &self,
-        conn: &DirectConn,
-        call: &CallInner,
-        shut_down: &AtomicBool,
-    ) -> Option<Error> {
-        let until = call.endpoint.server_block.until(Instant::now())?;
-        match pause(conn, call, shut_down, until) {
-            Woken::Due => None,
-            Woken::Stop(e) => Some(e),
-        }
     }
 
     /// A connection for `endpoint`: the most recent idle one for it, else a new one.
@@ -215,16 +192,22 @@ fn stop_reason(call: &CallInner, shut_down: &AtomicBool, deltas: u64) -> Option<
     }
 }
 
-/// Waits until `until`, waking early for cancellation or shutdown.
-fn pause(conn: &DirectConn, call: &CallInner, shut_down: &AtomicBool, until: Instant) -> Woken {
+/// Waits until `until`; returns early with the error to end the call with when it is
+/// cancelled or the runtime shuts down (`None`: the time passed).
+fn pause(
+    conn: &DirectConn,
+    call: &CallInner,
+    shut_down: &AtomicBool,
+    until: Instant,
+) -> Option<Error> {
     loop {
         let deltas = call.state.lock().acc.deltas;
         if let Some(e) = stop_reason(call, shut_down, deltas) {
-            return Woken::Stop(e);
+            return Some(e);
         }
         let now = Instant::now();
         if now >= until {
-            return Woken::Due;
+            return None;
         }
         // With no transfer added, curl_multi_poll just waits (or is woken).
         let _ = conn.multi.poll(&mut [], (until - now).min(MAX_WAIT));
