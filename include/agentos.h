@@ -376,7 +376,8 @@ typedef uint64_t agentos_agent_id;
 
 /**
  * A C tool. Called on a worker thread (or, in deterministic mode, on the worker running the
- * agent) with the arguments already checked against the tool's schema. Return
+ * agent), or on the thread inside `agentos_agent_run` when that call runs the turn itself,
+ * with the arguments already checked against the tool's schema. Return
  * `AGENTOS_TOOL_DONE` after completing the call, or `AGENTOS_TOOL_PENDING` to complete it later
  * from any thread, so that a slow tool never holds a worker. The callback may call any
  * non-blocking `agentos_*` function, but not `agentos_runtime_free` or
@@ -899,6 +900,43 @@ agentos_status agentos_agent_send(const agentos_runtime *rt,
                                   agentos_agent_id agent,
                                   const char *text,
                                   agentos_error **err);
+
+/**
+ * Sends the agent a message from the host and waits for the answer: the synchronous form of
+ * `agentos_agent_send` plus waiting for the message's `AGENTOS_EVENT_TURN_END`. The message
+ * queues behind any already in the agent's inbox; this returns when its own turn ends, or
+ * when `timeout_ms` passes (negative = no limit). `text` is copied.
+ *
+ * Where the turn runs: unless the runtime is deterministic, the calling thread steps the agent
+ * itself instead of handing it to a worker, and runs a lone tool call, or a lone model call,
+ * itself (with a time limit, only a call to an endpoint that has lately answered within
+ * 2 ms). A short turn then needs no hand-off between threads. Everything else goes the usual
+ * way: parallel tool calls run on workers, calls that wait for admission or are preemptible go
+ * to the I/O thread, and workers step the agent when they complete. So tool callbacks may run
+ * on this thread, and a time limit can be overrun by the work this thread runs itself (one
+ * quick model attempt, bounded by the endpoint's timeouts, or one tool callback). The turn's
+ * events are emitted as usual (read them or not: the event queue is bounded).
+ *
+ * On `OK`, `*out_answer` (unless NULL) receives the final answer, to free with
+ * `agentos_string_free`. Otherwise `*out_answer` is set to NULL and the status is the turn's:
+ * `LIMIT_EXCEEDED` (max_steps or a budget), `CANCELLED` (`agentos_agent_cancel`, or the agent
+ * freed during the turn), the model call's failure (`HTTP`, `PROVIDER`, `TIMEOUT`, ...), each
+ * with its message in `err`; or `TIMEOUT` with "the turn is still running" when the wait
+ * expired first (the turn goes on; its outcome arrives as a `TURN_END` event); `STALE_HANDLE`
+ * (also when the agent is freed before the message's turn starts); `NULL_ARGUMENT`;
+ * `INVALID_UTF8`; `BUSY` (inbox full: nothing was queued); `LIMIT_EXCEEDED` (the agent has
+ * finished: nothing was queued); `SHUTDOWN`. `err` may be NULL.
+ *
+ * Thread safety: any thread, concurrently (also for the same agent: turns run one at a time,
+ * in order). Not from a tool callback on a runtime with one worker: the callback holds the
+ * only worker, and the turn may need it.
+ */
+agentos_status agentos_agent_run(const agentos_runtime *rt,
+                                 agentos_agent_id agent,
+                                 const char *text,
+                                 int32_t timeout_ms,
+                                 char **out_answer,
+                                 agentos_error **err);
 
 /**
  * Sends agent `to` a message on behalf of agent `from`, exactly as if `from` had called the

@@ -706,3 +706,187 @@ fn a_retry_of_a_call_made_on_the_agents_worker_continues_on_the_io_thread() {
     assert_eq!(srv.request_count() - before, 2);
     assert_eq!(rt.shared().models().totals().retries, 1);
 }
+
+#[test]
+fn run_turn_runs_the_turn_on_the_calling_thread() {
+    let srv = FakeServer::start();
+    let rt = runtime("");
+    endpoint(&rt, &srv, "");
+    let tool_thread = Arc::new(Mutex::new(None));
+    let seen = tool_thread.clone();
+    add_tool(&rt, "weather", CITY, move |inv| {
+        *seen.lock().unwrap() = Some(std::thread::current().id());
+        inv.complete(ToolOutcome::Ok("sunny".into()));
+    });
+    let h = agent(
+        &rt,
+        r#"{"name":"a","endpoint":"fake","tools":["weather"],"stream":false}"#,
+    );
+    srv.push(Reply::openai_tool_call(
+        "c1",
+        "weather",
+        r#"{"city":"Oslo"}"#,
+    ));
+    srv.push(Reply::openai_text("sunny in Oslo"));
+    let a = rt.shared().agent(h).unwrap();
+    let models = rt.shared().models();
+    let before = models.caller_thread_calls();
+    assert_eq!(a.run_turn("weather?", None).unwrap(), "sunny in Oslo");
+    // No time limit: both calls ran here, whatever the endpoint's speed, and so did the tool.
+    assert_eq!(models.caller_thread_calls() - before, 2);
+    assert_eq!(
+        *tool_thread.lock().unwrap(),
+        Some(std::thread::current().id())
+    );
+    assert_eq!(a.state(), AgentState::Idle);
+    assert_eq!(a.history().len(), 4);
+    // The turn's events went out as usual, in order, and the turn has ended by the time
+    // run_turn returns.
+    let kinds: Vec<EventKind> = until(&rt, |e| e.kind == EventKind::TurnEnd)
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            EventKind::TurnStart,
+            EventKind::ModelRequest,
+            EventKind::ModelResponse,
+            EventKind::ToolCall,
+            EventKind::ToolResult,
+            EventKind::ModelRequest,
+            EventKind::ModelResponse,
+            EventKind::TurnEnd
+        ]
+    );
+}
+
+#[test]
+fn run_turn_reports_failures_and_waits_behind_queued_turns() {
+    let srv = FakeServer::start();
+    let rt = runtime("");
+    endpoint(&rt, &srv, "");
+    add_tool(&rt, "noop", r#"{"type":"object"}"#, |inv| {
+        inv.complete(ToolOutcome::Ok("{}".into()));
+    });
+    let h = agent(
+        &rt,
+        r#"{"name":"a","endpoint":"fake","tools":["noop"],"stream":false,"max_steps":1}"#,
+    );
+    let a = rt.shared().agent(h).unwrap();
+    // The server's error comes back as the status and message of the turn.
+    srv.push(Reply::status_error(500, "it broke"));
+    let e = a.run_turn("one", None).unwrap_err();
+    assert_eq!(e.status(), Status::Http);
+    assert!(
+        e.message().contains("500") && e.message().contains("it broke"),
+        "{}",
+        e.message()
+    );
+    assert_eq!(a.state(), AgentState::Failed);
+    // max_steps.
+    srv.push(Reply::openai_tool_call("c1", "noop", "{}"));
+    let e = a.run_turn("two", None).unwrap_err();
+    assert_eq!(e.status(), Status::LimitExceeded);
+    assert!(e.message().contains("max_steps"), "{}", e.message());
+    // A message sent earlier is answered first; run_turn waits for its own.
+    srv.push(Reply::openai_text("first").delay(Duration::from_millis(300)));
+    srv.push(Reply::openai_text("second"));
+    send(&rt, h, "earlier");
+    assert!(srv.wait_for_requests(3, Duration::from_secs(10)));
+    assert_eq!(a.run_turn("later", None).unwrap(), "second");
+    let hist = a.history_json();
+    let contents: Vec<&str> = hist
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["content"].as_str())
+        .collect();
+    let pos = |s: &str| contents.iter().position(|c| *c == s).unwrap();
+    assert!(pos("earlier") < pos("first") && pos("first") < pos("later"));
+    assert!(pos("later") < pos("second"));
+}
+
+#[test]
+fn run_turn_with_a_time_limit_times_out_and_the_turn_goes_on() {
+    let srv = FakeServer::start();
+    let rt = runtime("");
+    endpoint(&rt, &srv, "");
+    let h = agent(&rt, r#"{"name":"a","endpoint":"fake","stream":false}"#);
+    let a = rt.shared().agent(h).unwrap();
+    srv.push(Reply::openai_text("late").delay(Duration::from_millis(800)));
+    let t0 = Instant::now();
+    let e = a
+        .run_turn(
+            "take your time",
+            Some(Instant::now() + Duration::from_millis(100)),
+        )
+        .unwrap_err();
+    // The endpoint's speed is unknown, so with a time limit the call went to the I/O thread
+    // and the wait ended on time.
+    assert!(
+        t0.elapsed() < Duration::from_millis(700),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert_eq!(e.status(), Status::Timeout);
+    assert!(e.message().contains("still running"), "{}", e.message());
+    let end = turn_end(&rt, h);
+    assert_eq!((end.status, end.text.as_str()), (Status::Ok, "late"));
+    assert_eq!(rt.shared().models().caller_thread_calls(), 0);
+}
+
+#[test]
+fn run_turn_ends_when_the_agent_is_cancelled_or_freed() {
+    let srv = Arc::new(FakeServer::start());
+    let rt = Arc::new(runtime(""));
+    endpoint(&rt, &srv, "");
+    let h = agent(&rt, r#"{"name":"a","endpoint":"fake","stream":false}"#);
+    let a = rt.shared().agent(h).unwrap();
+    // Cancelled from another thread while the calling thread waits for the model itself.
+    srv.push(Reply::openai_text("never").delay(Duration::from_secs(5)));
+    let (a2, srv_wait) = (a.clone(), srv.clone());
+    let canceller = std::thread::spawn(move || {
+        assert!(srv_wait.wait_for_requests(1, Duration::from_secs(10)));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(a2.cancel());
+    });
+    let t0 = Instant::now();
+    let e = a.run_turn("hang", None).unwrap_err();
+    canceller.join().unwrap();
+    assert_eq!(e.status(), Status::Cancelled);
+    assert!(t0.elapsed() < Duration::from_secs(4));
+    assert_eq!(
+        a.history().len(),
+        1,
+        "the message stays; nothing half-written"
+    );
+    // Freed while one turn runs and another message waits behind it: the running turn is
+    // cancelled, the queued message is dropped with the agent, and both waiters hear of it.
+    srv.push(Reply::openai_text("never").delay(Duration::from_secs(5)));
+    let before = srv.request_count();
+    send(&rt, h, "busy");
+    assert!(srv.wait_for_requests(before + 1, Duration::from_secs(10)));
+    let a3 = a.clone();
+    let queued = std::thread::spawn(move || a3.run_turn("queued", None));
+    std::thread::sleep(Duration::from_millis(100));
+    rt.shared().remove_agent(h).unwrap();
+    let e = queued.join().unwrap().unwrap_err();
+    assert_eq!(e.status(), Status::StaleHandle, "{}", e.message());
+    assert_eq!(
+        a.run_turn("after", None).unwrap_err().status(),
+        Status::StaleHandle
+    );
+}
+
+#[test]
+fn run_turn_in_deterministic_mode_leaves_the_turn_to_the_worker() {
+    let srv = FakeServer::start();
+    let rt = runtime(r#","deterministic":true"#);
+    endpoint(&rt, &srv, "");
+    let h = agent(&rt, r#"{"name":"a","endpoint":"fake","stream":false}"#);
+    srv.push(Reply::openai_text("hello"));
+    let a = rt.shared().agent(h).unwrap();
+    assert_eq!(a.run_turn("hi", None).unwrap(), "hello");
+    assert_eq!(rt.shared().models().caller_thread_calls(), 0);
+}

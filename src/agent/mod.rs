@@ -8,6 +8,7 @@
 //! agent's lock is released.
 
 pub mod config;
+mod turn_waiter;
 
 use crate::context::compact::{is_context_overflow, recall, ViewCache, ViewStats};
 use crate::context::tokens;
@@ -30,6 +31,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Instant;
+use turn_waiter::{TurnDone, TurnOutcome, TurnWaiter};
 
 /// What an agent is doing. The discriminant is the C `AGENTOS_AGENT_*` value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,6 +92,20 @@ struct Incoming {
     /// An answer to a message this agent sent: it starts a turn but is not answered back
     /// (otherwise two agents would reply to each other's replies forever).
     is_reply: bool,
+    /// Told how the message's turn ended, for a caller waiting in [`Agent::run_turn`].
+    /// Dropped unanswered (the agent freed first), it tells the waiter so.
+    done: Option<TurnDone>,
+}
+
+/// Who is stepping an agent, which decides what work it may run itself.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stepper {
+    /// A runtime worker: it keeps a lone quick call or tool only while another worker is
+    /// idle (see [`Shared::worker_may_linger`]).
+    Worker,
+    /// A caller waiting in [`Agent::run_turn`]: it blocks for the turn anyway, so it runs
+    /// a lone call or tool itself; with a time limit, only calls that answer quickly.
+    Caller { quick_calls_only: bool },
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -110,6 +126,8 @@ struct Turn {
     pending: Vec<Option<ToolOutcome>>,
     invocations: Vec<Arc<ToolInvocation>>,
     cancelled: bool,
+    /// Where the outcome goes, when a caller waits for this turn.
+    done: Option<TurnDone>,
     /// Compact-and-retry rounds after context overflows this turn.
     overflow_retries: u32,
 }
@@ -207,6 +225,8 @@ enum Action {
         ok: bool,
         text: String,
     },
+    /// Tells the caller waiting for a turn how it ended (after the turn's events are out).
+    Answer(TurnDone, Status, String),
 }
 
 impl Agent {
@@ -351,11 +371,73 @@ impl Agent {
     /// Queues a message; the agent starts a turn for it when it is free. Fails with `BUSY` when
     /// the inbox is full and `LIMIT_EXCEEDED` when the agent has finished (budget spent).
     pub fn deliver(self: &Arc<Self>, from: Sender, text: &str) -> Result<()> {
-        self.deliver_message(from, text, false)
+        let shared = self.shared()?;
+        self.queue_message(&shared, from, text, false, None)?;
+        self.schedule(&shared);
+        Ok(())
+    }
+
+    /// Sends the agent a message from the host and waits until the turn it starts has ended
+    /// (after any turns queued before it), or until `deadline`. Returns the final answer, or
+    /// the turn's failure (status and message). On `TIMEOUT` the turn goes on; its outcome
+    /// arrives as a `TurnEnd` event.
+    ///
+    /// Unless the runtime is deterministic, the calling thread steps the agent itself instead
+    /// of queueing it for a worker, and runs a lone model call (with a deadline: only to an
+    /// endpoint that answers quickly) or a lone tool itself, as a worker would: a short turn
+    /// then needs no hand-off between threads. Whatever it does not run here (parallel tools,
+    /// calls that must queue for admission or the I/O thread) goes the usual way, and workers
+    /// step the agent when it completes. The turn's events are emitted as usual.
+    pub fn run_turn(self: &Arc<Self>, text: &str, deadline: Option<Instant>) -> Result<String> {
+        let shared = self.shared()?;
+        let (done, waiter) = TurnWaiter::new();
+        self.queue_message(&shared, Sender::Host, text, false, Some(done))?;
+        if shared.config().deterministic {
+            self.schedule(&shared);
+        } else {
+            self.step_as(
+                &shared,
+                Stepper::Caller {
+                    quick_calls_only: deadline.is_some(),
+                },
+            );
+        }
+        match waiter.wait(deadline) {
+            Some(TurnOutcome::Ended(Status::Ok, answer)) => Ok(answer),
+            Some(TurnOutcome::Ended(status, message)) => Err(Error::new(status, message)),
+            None => Err(Error::new(
+                Status::Timeout,
+                format!(
+                    "agent \"{}\": the turn is still running (its outcome arrives as a TURN_END event)",
+                    self.config.name
+                ),
+            )),
+            Some(TurnOutcome::Dropped) => Err(Error::new(
+                Status::StaleHandle,
+                format!(
+                    "agent \"{}\" was freed before the message's turn ended",
+                    self.config.name
+                ),
+            )),
+        }
     }
 
     fn deliver_message(self: &Arc<Self>, from: Sender, text: &str, is_reply: bool) -> Result<()> {
         let shared = self.shared()?;
+        self.queue_message(&shared, from, text, is_reply, None)?;
+        self.schedule(&shared);
+        Ok(())
+    }
+
+    /// Puts a message in the inbox (without scheduling the agent).
+    fn queue_message(
+        self: &Arc<Self>,
+        shared: &Shared,
+        from: Sender,
+        text: &str,
+        is_reply: bool,
+        done: Option<TurnDone>,
+    ) -> Result<()> {
         {
             let mut g = self.inner.lock();
             if g.retired {
@@ -403,16 +485,16 @@ impl Agent {
                 from,
                 text: text.to_string(),
                 is_reply,
+                done,
             });
             if g.turn.is_none() {
-                self.set_state(&mut g, &shared, AgentState::Runnable);
+                self.set_state(&mut g, shared, AgentState::Runnable);
             }
             if !g.busy {
                 g.busy = true;
                 shared.agent_busy_changed(true);
             }
         }
-        self.schedule(&shared);
         Ok(())
     }
 
@@ -588,6 +670,13 @@ impl Agent {
     pub fn step(self: &Arc<Self>) {
         self.scheduled.store(false, Ordering::Release);
         let Ok(shared) = self.shared() else { return };
+        self.step_as(&shared, Stepper::Worker);
+    }
+
+    /// Steps the agent, and keeps running the lone call or tool `stepper` may run itself
+    /// and stepping again until the agent waits for work elsewhere.
+    fn step_as(self: &Arc<Self>, shared: &Arc<Shared>, stepper: Stepper) {
+        let shared = shared.clone();
         loop {
             let mut actions = Vec::new();
             let went_idle = {
@@ -601,7 +690,7 @@ impl Agent {
                 g.busy = busy;
                 went_idle
             };
-            let here = self.perform(&shared, actions);
+            let here = self.perform(&shared, actions, stepper);
             if went_idle {
                 shared.agent_busy_changed(false);
             }
@@ -670,7 +759,9 @@ impl Agent {
         text: String,
         actions: &mut Vec<Action>,
     ) {
-        let Some(turn) = g.turn.take() else { return };
+        let Some(mut turn) = g.turn.take() else {
+            return;
+        };
         g.last_status = status;
         // The turn's scratch memory goes in one step.
         g.body.end_turn();
@@ -680,6 +771,9 @@ impl Agent {
                 .text(text.clone())
                 .detail(json!({"steps": turn.steps})),
         ));
+        if let Some(done) = turn.done.take() {
+            actions.push(Action::Answer(done, status, text.clone()));
+        }
         if let (Sender::Agent(_, name), false) = (&turn.from, turn.is_reply) {
             let reply = if status == Status::Ok {
                 text.clone()
@@ -765,6 +859,7 @@ impl Agent {
                     invocations: Vec::new(),
                     cancelled: false,
                     overflow_retries: 0,
+                    done: msg.done,
                 });
                 self.set_state(g, shared, AgentState::Runnable);
             }
@@ -1289,7 +1384,12 @@ impl Agent {
 
     /// Carries out a step's actions. Returns the one model call or tool this worker may run
     /// itself, after the other actions; everything else is dispatched.
-    fn perform(self: &Arc<Self>, shared: &Arc<Shared>, actions: Vec<Action>) -> Option<Here> {
+    fn perform(
+        self: &Arc<Self>,
+        shared: &Arc<Shared>,
+        actions: Vec<Action>,
+        stepper: Stepper,
+    ) -> Option<Here> {
         let tools = actions
             .iter()
             .filter(|a| matches!(a, Action::RunTool(..)))
@@ -1300,7 +1400,17 @@ impl Agent {
             .count();
         // Parallel tool calls run concurrently, so only a lone call or tool stays here.
         let mut here = None;
-        let may_stay = |shared: &Shared| tools + calls == 1 && shared.worker_may_linger();
+        let may_stay = |shared: &Shared| {
+            tools + calls == 1 && (stepper != Stepper::Worker || shared.worker_may_linger())
+        };
+        // A worker must not sit out a model call of seconds; a waiting caller may, unless it
+        // has a time limit to keep.
+        let quick_enough = |call: &CallInner| match stepper {
+            Stepper::Caller {
+                quick_calls_only: false,
+            } => true,
+            _ => call.endpoint.answers_quickly(),
+        };
         // Consecutive events go out together (one wake-up of whoever waits for events),
         // before any other action, so their order relative to it is kept.
         let mut events = Vec::new();
@@ -1315,8 +1425,7 @@ impl Agent {
             match a {
                 Action::Emit(_) => unreachable!("handled above"),
                 Action::StartCall(call) => {
-                    // Only quick calls: a worker must not sit out a model call of seconds.
-                    if call.endpoint.answers_quickly()
+                    if quick_enough(&call)
                         && may_stay(shared)
                         && crate::model::direct::DirectCalls::eligible(&call)
                     {
@@ -1326,6 +1435,8 @@ impl Agent {
                     }
                 }
                 Action::CancelCall(call) => shared.models().cancel(&call),
+                // A waiter that gave up (timed out) finds the outcome unread; nothing more.
+                Action::Answer(done, status, text) => done.answer(status, text),
                 Action::Mail {
                     mailbox,
                     correlation,

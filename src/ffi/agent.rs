@@ -118,6 +118,64 @@ pub unsafe extern "C" fn agentos_agent_send(
     })
 }
 
+/// Sends the agent a message from the host and waits for the answer: the synchronous form of
+/// `agentos_agent_send` plus waiting for the message's `AGENTOS_EVENT_TURN_END`. The message
+/// queues behind any already in the agent's inbox; this returns when its own turn ends, or
+/// when `timeout_ms` passes (negative = no limit). `text` is copied.
+///
+/// Where the turn runs: unless the runtime is deterministic, the calling thread steps the agent
+/// itself instead of handing it to a worker, and runs a lone tool call, or a lone model call,
+/// itself (with a time limit, only a call to an endpoint that has lately answered within
+/// 2 ms). A short turn then needs no hand-off between threads. Everything else goes the usual
+/// way: parallel tool calls run on workers, calls that wait for admission or are preemptible go
+/// to the I/O thread, and workers step the agent when they complete. So tool callbacks may run
+/// on this thread, and a time limit can be overrun by the work this thread runs itself (one
+/// quick model attempt, bounded by the endpoint's timeouts, or one tool callback). The turn's
+/// events are emitted as usual (read them or not: the event queue is bounded).
+///
+/// On `OK`, `*out_answer` (unless NULL) receives the final answer, to free with
+/// `agentos_string_free`. Otherwise `*out_answer` is set to NULL and the status is the turn's:
+/// `LIMIT_EXCEEDED` (max_steps or a budget), `CANCELLED` (`agentos_agent_cancel`, or the agent
+/// freed during the turn), the model call's failure (`HTTP`, `PROVIDER`, `TIMEOUT`, ...), each
+/// with its message in `err`; or `TIMEOUT` with "the turn is still running" when the wait
+/// expired first (the turn goes on; its outcome arrives as a `TURN_END` event); `STALE_HANDLE`
+/// (also when the agent is freed before the message's turn starts); `NULL_ARGUMENT`;
+/// `INVALID_UTF8`; `BUSY` (inbox full: nothing was queued); `LIMIT_EXCEEDED` (the agent has
+/// finished: nothing was queued); `SHUTDOWN`. `err` may be NULL.
+///
+/// Thread safety: any thread, concurrently (also for the same agent: turns run one at a time,
+/// in order). Not from a tool callback on a runtime with one worker: the callback holds the
+/// only worker, and the turn may need it.
+#[no_mangle]
+pub unsafe extern "C" fn agentos_agent_run(
+    rt: *const agentos_runtime,
+    agent: agentos_agent_id,
+    text: *const c_char,
+    timeout_ms: i32,
+    out_answer: *mut *mut c_char,
+    err: *mut *mut agentos_error,
+) -> agentos_status {
+    if !out_answer.is_null() {
+        // SAFETY: the caller passes a valid `char **` or NULL.
+        *out_answer = std::ptr::null_mut();
+    }
+    ffi_boundary!(err = err, {
+        let rt = as_ref(rt, "rt")?;
+        let text = str_arg(text, "text")?;
+        let shared = rt.inner.shared();
+        if shared.is_shut_down() {
+            return Err(Error::new(Status::Shutdown, "the runtime is shutting down"));
+        }
+        let answer = shared
+            .agent(Handle::from_raw(agent))?
+            .run_turn(text, deadline(timeout_ms))?;
+        if !out_answer.is_null() {
+            write_out(out_answer, into_c_string(answer));
+        }
+        Ok(())
+    })
+}
+
 /// Sends agent `to` a message on behalf of agent `from`, exactly as if `from` had called the
 /// built-in `send_message` tool: `to` answers in a turn of its own, and its answer arrives in
 /// `from`'s inbox as a new message (starting a turn there, whose answer is not sent back).

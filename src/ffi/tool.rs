@@ -29,7 +29,8 @@ pub struct agentos_tool_call {
 }
 
 /// A C tool. Called on a worker thread (or, in deterministic mode, on the worker running the
-/// agent) with the arguments already checked against the tool's schema. Return
+/// agent), or on the thread inside `agentos_agent_run` when that call runs the turn itself,
+/// with the arguments already checked against the tool's schema. Return
 /// `AGENTOS_TOOL_DONE` after completing the call, or `AGENTOS_TOOL_PENDING` to complete it later
 /// from any thread, so that a slow tool never holds a worker. The callback may call any
 /// non-blocking `agentos_*` function, but not `agentos_runtime_free` or

@@ -1,0 +1,270 @@
+/*
+ * test_agent_run.c - agentos_agent_run, the synchronous turn, against a scripted HTTP server of
+ * its own on 127.0.0.1: a turn with a C tool (run on the calling thread), a time limit that
+ * expires while the turn goes on, two threads running turns on one agent, failures (server
+ * down, max_steps), and bad arguments. Run under ASan and valgrind by scripts/test-c.sh.
+ */
+#define _POSIX_C_SOURCE 200809L
+#include <agentos.h>
+
+#include "check.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+
+/* ---- the server ------------------------------------------------------------------------ */
+
+/* Answers each request on a keep-alive connection by what its body holds:
+   a tool result  -> the text "done";
+   "slow"         -> the text "slow done", after 600 ms;
+   otherwise      -> a call of the tool "step" with arguments {}. */
+static int listen_fd = -1;
+#define MAX_CONNS 64
+static int conn_fds[MAX_CONNS];
+static pthread_t conn_threads[MAX_CONNS];
+static atomic_int n_conns;
+
+static void reply_json(int c, const char *json) {
+    char head[256];
+    int n = snprintf(head, sizeof head,
+                     "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+                     strlen(json));
+    if (send(c, head, (size_t)n, MSG_NOSIGNAL) < 0) return;
+    (void)send(c, json, strlen(json), MSG_NOSIGNAL);
+}
+
+static void *serve_conn(void *arg) {
+    int c = *(int *)arg;
+    char buf[1 << 16];
+    buf[0] = 0;
+    size_t have = 0;
+    for (;;) {
+        /* Read one request: headers, then Content-Length bytes of body. */
+        char *end = NULL;
+        while (!(end = strstr(buf, "\r\n\r\n"))) {
+            if (have >= sizeof buf - 1) return NULL;
+            ssize_t r = recv(c, buf + have, sizeof buf - 1 - have, 0);
+            if (r <= 0) return NULL;
+            have += (size_t)r;
+            buf[have] = 0;
+        }
+        const char *cl = strstr(buf, "Content-Length:");
+        if (!cl) cl = strstr(buf, "content-length:");
+        size_t body_len = cl ? strtoul(cl + 15, NULL, 10) : 0;
+        size_t head_len = (size_t)(end + 4 - buf);
+        while (have < head_len + body_len) {
+            if (have >= sizeof buf - 1) return NULL;
+            ssize_t r = recv(c, buf + have, sizeof buf - 1 - have, 0);
+            if (r <= 0) return NULL;
+            have += (size_t)r;
+            buf[have] = 0;
+        }
+        char saved = buf[head_len + body_len];
+        buf[head_len + body_len] = 0;
+        const char *body = buf + head_len;
+        const char *usage = "\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":2,\"total_tokens\":12}";
+        char json[512];
+        if (strstr(body, "\"role\":\"tool\"")) {
+            snprintf(json, sizeof json,
+                     "{\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"done\"},"
+                     "\"finish_reason\":\"stop\"}],%s}", usage);
+        } else if (strstr(body, "slow")) {
+            struct timespec ts = {0, 600 * 1000000L};
+            nanosleep(&ts, NULL);
+            snprintf(json, sizeof json,
+                     "{\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"slow done\"},"
+                     "\"finish_reason\":\"stop\"}],%s}", usage);
+        } else {
+            snprintf(json, sizeof json,
+                     "{\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":null,"
+                     "\"tool_calls\":[{\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"step\","
+                     "\"arguments\":\"{}\"}}]},\"finish_reason\":\"tool_calls\"}],%s}", usage);
+        }
+        buf[head_len + body_len] = saved;
+        reply_json(c, json);
+        /* Keep whatever of the next request has arrived already. */
+        size_t used = head_len + body_len;
+        memmove(buf, buf + used, have - used);
+        have -= used;
+        buf[have] = 0;
+    }
+}
+
+static void *serve(void *arg) {
+    (void)arg;
+    for (;;) {
+        int c = accept(listen_fd, NULL, NULL);
+        if (c < 0) return NULL; /* the listener was shut down */
+        int i = atomic_fetch_add(&n_conns, 1);
+        CHECK(i < MAX_CONNS);
+        conn_fds[i] = c;
+        CHECK(pthread_create(&conn_threads[i], NULL, serve_conn, &conn_fds[i]) == 0);
+    }
+}
+
+static int start_server(pthread_t *t) {
+    listen_fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CHECK(bind(listen_fd, (struct sockaddr *)&a, sizeof a) == 0);
+    CHECK(listen(listen_fd, 16) == 0);
+    socklen_t n = sizeof a;
+    CHECK(getsockname(listen_fd, (struct sockaddr *)&a, &n) == 0);
+    CHECK(pthread_create(t, NULL, serve, NULL) == 0);
+    return ntohs(a.sin_port);
+}
+
+static void stop_server(pthread_t t) {
+    shutdown(listen_fd, SHUT_RDWR);
+    CHECK(pthread_join(t, NULL) == 0);
+    close(listen_fd);
+    for (int i = 0; i < atomic_load(&n_conns); i++) {
+        shutdown(conn_fds[i], SHUT_RDWR);
+        CHECK(pthread_join(conn_threads[i], NULL) == 0);
+        close(conn_fds[i]);
+    }
+}
+
+/* ---- the tool --------------------------------------------------------------------------- */
+
+static pthread_t tool_thread;
+static atomic_int tool_calls;
+
+static int32_t step_tool(void *user_data, agentos_tool_call *call) {
+    (void)user_data;
+    tool_thread = pthread_self();
+    atomic_fetch_add(&tool_calls, 1);
+    CHECK(agentos_tool_call_complete(call, "{\"ok\":true}", false) == AGENTOS_STATUS_OK);
+    return AGENTOS_TOOL_DONE;
+}
+
+/* ---- helpers ---------------------------------------------------------------------------- */
+
+static agentos_runtime *rt;
+
+static agentos_agent_id new_agent(const char *json) {
+    agentos_agent_id a = 0;
+    CHECK(agentos_agent_new(rt, json, &a, NULL) == AGENTOS_STATUS_OK);
+    return a;
+}
+
+static void *run_go(void *arg) {
+    agentos_agent_id a = *(agentos_agent_id *)arg;
+    char *answer = NULL;
+    CHECK(agentos_agent_run(rt, a, "go", 30000, &answer, NULL) == AGENTOS_STATUS_OK);
+    CHECK(strcmp(answer, "done") == 0);
+    agentos_string_free(answer);
+    return NULL;
+}
+
+int main(void) {
+    pthread_t server;
+    int port = start_server(&server);
+    agentos_config *cfg = NULL;
+    CHECK(agentos_config_new(&cfg) == 0);
+    CHECK(agentos_config_set_json(cfg, "{\"workers\":2,\"event_capacity\":1000}", NULL) == 0);
+    CHECK(agentos_runtime_new(cfg, &rt, NULL) == 0);
+    agentos_config_free(cfg);
+    char ep[512];
+    /* Two names for the one server: "slowep" answers slowly, and its speed is learnt apart. */
+    const char *names[] = {"fake", "slowep"};
+    for (int i = 0; i < 2; i++) {
+        snprintf(ep, sizeof ep,
+                 "{\"name\":\"%s\",\"provider\":\"openai\",\"base_url\":\"http://127.0.0.1:%d/v1\","
+                 "\"retry\":{\"max_retries\":0}}", names[i], port);
+        CHECK(agentos_runtime_add_endpoint(rt, ep, NULL) == 0);
+    }
+    snprintf(ep, sizeof ep,
+             "{\"name\":\"dead\",\"provider\":\"openai\",\"base_url\":\"http://127.0.0.1:%d/v1\","
+             "\"retry\":{\"max_retries\":0}}", dead_port());
+    CHECK(agentos_runtime_add_endpoint(rt, ep, NULL) == 0);
+    CHECK(agentos_runtime_add_tool(rt, "step", "one step", "{\"type\":\"object\"}", 0, step_tool, NULL, NULL) == 0);
+
+    /* Bad arguments: a clear status, *out_answer NULL, nothing queued. */
+    agentos_agent_id a = new_agent("{\"name\":\"a\",\"endpoint\":\"fake\",\"tools\":[\"step\"],\"stream\":false}");
+    char *answer = (char *)"untouched";
+    agentos_error *err = NULL;
+    CHECK(agentos_agent_run(NULL, a, "go", -1, &answer, NULL) == AGENTOS_STATUS_NULL_ARGUMENT && answer == NULL);
+    CHECK(agentos_agent_run(rt, a, NULL, -1, &answer, &err) == AGENTOS_STATUS_NULL_ARGUMENT);
+    CHECK(strstr(agentos_error_message(err), "text") != NULL);
+    agentos_error_free(err);
+    err = NULL;
+    CHECK(agentos_agent_run(rt, a, "bad \xff utf-8", -1, &answer, NULL) == AGENTOS_STATUS_INVALID_UTF8);
+    CHECK(agentos_agent_run(rt, 12345, "go", -1, &answer, NULL) == AGENTOS_STATUS_STALE_HANDLE);
+    CHECK(agentos_agent_run(rt, 0, "go", -1, &answer, NULL) == AGENTOS_STATUS_STALE_HANDLE);
+    CHECK(answer == NULL && atomic_load(&tool_calls) == 0);
+
+    /* A turn with one tool call: the answer comes back, and the tool ran on this thread. */
+    CHECK(agentos_agent_run(rt, a, "go", -1, &answer, &err) == AGENTOS_STATUS_OK);
+    CHECK(err == NULL && answer != NULL && strcmp(answer, "done") == 0);
+    agentos_string_free(answer);
+    CHECK(atomic_load(&tool_calls) == 1 && pthread_equal(tool_thread, pthread_self()));
+    int32_t state = -1;
+    CHECK(agentos_agent_state(rt, a, &state) == 0 && state == AGENTOS_AGENT_IDLE);
+    /* Its events went out as usual, ending with the turn's end. */
+    agentos_event *ev = NULL;
+    int kinds = 0, last = 0;
+    while (agentos_runtime_next_event(rt, 0, &ev) == AGENTOS_STATUS_OK) {
+        kinds++;
+        last = agentos_event_kind(ev);
+        agentos_event_free(ev);
+    }
+    CHECK(kinds == 8 && last == AGENTOS_EVENT_TURN_END);
+    /* out_answer may be NULL. */
+    CHECK(agentos_agent_run(rt, a, "again", 30000, NULL, NULL) == AGENTOS_STATUS_OK);
+
+    /* Two threads run turns on one agent at once: each gets its own turn's answer. */
+    agentos_agent_id b = new_agent("{\"name\":\"b\",\"endpoint\":\"fake\",\"tools\":[\"step\"],\"stream\":false}");
+    pthread_t t1, t2;
+    CHECK(pthread_create(&t1, NULL, run_go, &b) == 0);
+    CHECK(pthread_create(&t2, NULL, run_go, &b) == 0);
+    CHECK(pthread_join(t1, NULL) == 0 && pthread_join(t2, NULL) == 0);
+    agentos_usage u;
+    memset(&u, 0, sizeof u);
+    u.struct_size = sizeof u;
+    CHECK(agentos_agent_usage(rt, b, &u) == 0 && u.attempts == 2);
+
+    /* A time limit that expires: TIMEOUT, and the turn goes on to a TURN_END event. */
+    agentos_agent_id s = new_agent("{\"name\":\"s\",\"endpoint\":\"slowep\",\"stream\":false}");
+    while (agentos_runtime_next_event(rt, 0, &ev) == AGENTOS_STATUS_OK) agentos_event_free(ev);
+    CHECK(agentos_agent_run(rt, s, "slow please", 50, &answer, &err) == AGENTOS_STATUS_TIMEOUT);
+    CHECK(answer == NULL && strstr(agentos_error_message(err), "still running") != NULL);
+    agentos_error_free(err);
+    err = NULL;
+    int ended = 0;
+    while (!ended && agentos_runtime_next_event(rt, 10000, &ev) == AGENTOS_STATUS_OK) {
+        if (agentos_event_kind(ev) == AGENTOS_EVENT_TURN_END && agentos_event_agent(ev) == s) {
+            const char *text;
+            size_t len;
+            CHECK(agentos_event_status(ev) == AGENTOS_STATUS_OK);
+            CHECK(agentos_event_text(ev, &text, &len) == 0 && strcmp(text, "slow done") == 0);
+            ended = 1;
+        }
+        agentos_event_free(ev);
+    }
+    CHECK(ended);
+
+    /* Failures come back as the turn's status and message. */
+    agentos_agent_id d = new_agent("{\"name\":\"d\",\"endpoint\":\"dead\",\"stream\":false}");
+    CHECK(agentos_agent_run(rt, d, "anyone?", 30000, &answer, &err) == AGENTOS_STATUS_HTTP);
+    CHECK(answer == NULL && strstr(agentos_error_message(err), "\"dead\"") != NULL);
+    agentos_error_free(err);
+    err = NULL;
+    CHECK(agentos_agent_state(rt, d, &state) == 0 && state == AGENTOS_AGENT_FAILED);
+    agentos_agent_id m = new_agent("{\"name\":\"m\",\"endpoint\":\"fake\",\"tools\":[\"step\"],\"stream\":false,\"max_steps\":1}");
+    CHECK(agentos_agent_run(rt, m, "go", 30000, &answer, &err) == AGENTOS_STATUS_LIMIT_EXCEEDED);
+    CHECK(answer == NULL && strstr(agentos_error_message(err), "max_steps") != NULL);
+    agentos_error_free(err);
+
+    /* A freed agent's handle is stale. */
+    CHECK(agentos_agent_free(rt, a) == 0);
+    CHECK(agentos_agent_run(rt, a, "go", -1, &answer, NULL) == AGENTOS_STATUS_STALE_HANDLE);
+
+    agentos_runtime_free(rt);
+    stop_server(server);
+    printf("test_agent_run: %d checks passed\n", checks);
+    return 0;
+}
