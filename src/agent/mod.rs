@@ -237,7 +237,7 @@ impl Agent {
         if !config.system.is_empty() {
             history.push(ChatMessage::text(Role::System, config.system.clone()));
         }
-        Agent {
+        let agent = Agent {
             handle: AtomicU64::new(0),
             mailbox: AtomicU64::new(0),
             config,
@@ -267,7 +267,13 @@ impl Agent {
             }),
             scheduled: AtomicBool::new(false),
             shared: Arc::downgrade(shared),
+        };
+        // Estimate the tool schemas now, once, rather than inside the first turn.
+        {
+            let g = agent.inner.lock();
+            agent.request_plan(&g, shared);
         }
+        agent
     }
 
     /// Records the registry handle.
@@ -931,6 +937,9 @@ impl Agent {
                         observer: Some(Box::new(AgentObserver(Arc::downgrade(self)))),
                         body,
                         prompt_chars: Some(prompt_chars),
+                        // An agent's calls are not pulled; its observer wants deltas only
+                        // for stream events.
+                        deltas_unread: !self.config.stream_events,
                     };
                     let models = shared.models();
                     let made = match endpoint {

@@ -56,6 +56,9 @@ pub struct CallOptions {
     /// Characters of the prompt, when the request does not carry its messages (a rendered
     /// `body` stands for them); admission estimates tokens from it.
     pub prompt_chars: Option<usize>,
+    /// No one reads this call's deltas (no puller, and the observer does not want them): a
+    /// whole (non-streamed) answer is then not also queued as one delta.
+    pub deltas_unread: bool,
 }
 
 /// Where a call is in its life.
@@ -99,6 +102,8 @@ pub struct CallInner {
     pub service: u64,
     /// Whether the call may be preempted (see [`CallOptions::preemptible`]).
     pub preemptible: bool,
+    /// See [`CallOptions::deltas_unread`].
+    pub deltas_unread: bool,
     pub(crate) state: Mutex<CallState>,
     cond: Condvar,
     cancel: AtomicBool,
@@ -152,6 +157,7 @@ impl CallInner {
             priority: opts.priority,
             service: opts.service,
             preemptible,
+            deltas_unread: opts.deltas_unread,
             state: Mutex::new(CallState {
                 phase: Phase::Queued,
                 pending: PendingQueue::new(),

@@ -319,7 +319,9 @@ pub(crate) fn judge(
     match parsed {
         Ok(r) => {
             // A non-streamed answer is delivered as one delta too, so pullers see it.
-            call.push_deltas(&DeltaBatch::from_response(&r, &c.arena), Some(&r.usage));
+            if !call.deltas_unread {
+                call.push_deltas(&DeltaBatch::from_response(&r, &c.arena), Some(&r.usage));
+            }
             Verdict::Success(r)
         }
         Err(e) => Verdict::Fail(Error::new(
