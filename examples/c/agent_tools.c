@@ -3,7 +3,9 @@
  *
  * The agent gets two questions, each needing one tool: `get_weather` answers at once, and
  * `get_local_time` completes later from another thread (AGENTOS_TOOL_PENDING), so a slow tool
- * never holds a worker. Events are pulled and printed until both turns end.
+ * never holds a worker. Events are pulled and printed until both turns end. A third question
+ * goes through agentos_agent_run, which sends it and waits for the answer (the calling
+ * thread runs the turn where it can).
  *
  * Model: $AGENTOS_MODEL_URL (an OpenAI-compatible server; scripts/local-model.sh starts one;
  * multi-step tool loops want the 1.5B model: AGENTOS_MODEL_SIZE=1.5b).
@@ -136,6 +138,17 @@ int main(void) {
         }
         agentos_event_free(ev);
     }
+    /* A third question, asked synchronously: the answer comes back from the call itself. */
+    int tools_before = weather_calls + time_calls;
+    char *answer = NULL;
+    st = agentos_agent_run(rt, agent, "And what is the weather in Berlin?", 120000, &answer, &err);
+    if (st) {
+        agentos_runtime_free(rt);
+        return fail("agent_run", st, err);
+    }
+    printf("user: And what is the weather in Berlin?\nassistant (agentos_agent_run): %s\n", answer);
+    if (answer[0] == 0 || weather_calls + time_calls <= tools_before) rc = 1;
+    agentos_string_free(answer);
     agentos_usage u = {.struct_size = sizeof u};
     agentos_agent_usage(rt, agent, &u);
     printf("tool calls: get_weather %d, get_local_time %d; tokens: prompt %llu, completion %llu\n",
