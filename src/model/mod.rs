@@ -21,6 +21,7 @@ pub mod hub;
 pub mod json_text;
 pub mod limiter;
 pub mod openai;
+mod openai_scan;
 pub mod poller;
 pub mod presets;
 pub mod retry;

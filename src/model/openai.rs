@@ -343,6 +343,23 @@ pub fn parse_response(body: &[u8]) -> Result<ChatResponse, String> {
 pub fn parse_response_in(body: &[u8], arena: &bumpalo::Bump) -> Result<ChatResponse, String> {
     let text =
         std::str::from_utf8(body).map_err(|e| format!("response is not valid UTF-8: {e}"))?;
+    // The plain shape in one pass; anything else (and every error) by the general parser.
+    if let Some(r) = super::openai_scan::scan_response(text) {
+        return Ok(r);
+    }
+    parse_text_in(text, arena)
+}
+
+/// The general parser alone (tests compare the fast path with it).
+#[cfg(test)]
+pub(crate) fn parse_response_general(body: &[u8]) -> Result<ChatResponse, String> {
+    let text =
+        std::str::from_utf8(body).map_err(|e| format!("response is not valid UTF-8: {e}"))?;
+    parse_text_in(text, &bumpalo::Bump::new())
+}
+
+/// The general parser: typed serde over the borrowed text, the answer decoded in `arena`.
+fn parse_text_in(text: &str, arena: &bumpalo::Bump) -> Result<ChatResponse, String> {
     let v: Response = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => {
