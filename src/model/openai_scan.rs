@@ -14,6 +14,7 @@ use super::types::{ChatResponse, ToolCall, Usage};
 /// Reads `text` when it has the plain shape; `None` leaves it to the general parser.
 pub(crate) fn scan_response(text: &str) -> Option<ChatResponse> {
     let mut s = Scanner {
+        text,
         b: text.as_bytes(),
         i: 0,
         depth: 0,
@@ -70,7 +71,22 @@ impl Seen {
 /// Deeper than this, the general parser decides (it has its own limit).
 const MAX_DEPTH: u32 = 64;
 
+/// Bytes that may appear in a string literal as they are: not a quote, a backslash or a
+/// control character.
+static PLAIN: [bool; 256] = {
+    let mut t = [true; 256];
+    let mut c = 0;
+    while c < 0x20 {
+        t[c] = false;
+        c += 1;
+    }
+    t[b'"' as usize] = false;
+    t[b'\\' as usize] = false;
+    t
+};
+
 struct Scanner<'a> {
+    text: &'a str,
     b: &'a [u8],
     i: usize,
     depth: u32,
@@ -173,11 +189,9 @@ impl Scanner<'_> {
         let mut escaped = false;
         loop {
             // Plain characters in one tight loop; stop at a quote, an escape or a control.
-            let rest = self.b.get(self.i..)?;
-            self.i += rest
-                .iter()
-                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)
-                .unwrap_or(rest.len());
+            while self.b.get(self.i).is_some_and(|&c| PLAIN[c as usize]) {
+                self.i += 1;
+            }
             let c = *self.b.get(self.i)?;
             match c {
                 b'"' => {
@@ -213,19 +227,20 @@ impl Scanner<'_> {
     /// A string literal, decoded onto `out`.
     fn string(&mut self, out: &mut String) -> Option<()> {
         let (start, end, escaped) = self.string_span()?;
-        let raw = &self.b[start..end];
+        // Spans start and end next to ASCII bytes (quotes, escapes) of a &str: always on
+        // character boundaries, so slicing the text needs no UTF-8 check.
         if !escaped {
-            // The input is a &str and the span ends at ASCII quotes: valid UTF-8.
-            out.push_str(std::str::from_utf8(raw).ok()?);
+            out.push_str(self.text.get(start..end)?);
             return Some(());
         }
+        let raw = &self.b[start..end];
         let mut k = 0;
         while k < raw.len() {
             let run = raw[k..]
                 .iter()
                 .position(|&c| c == b'\\')
                 .unwrap_or(raw.len() - k);
-            out.push_str(std::str::from_utf8(&raw[k..k + run]).ok()?);
+            out.push_str(self.text.get(start + k..start + k + run)?);
             k += run;
             if k == raw.len() {
                 break;
