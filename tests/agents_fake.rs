@@ -322,7 +322,7 @@ fn deterministic_mode_schedules_by_priority_then_fifo() {
     let mut starts = Vec::new();
     while let Some(e) = rt.shared().events().next(Some(Instant::now())) {
         if e.kind == EventKind::TurnStart {
-            starts.push(e.agent_name.clone());
+            starts.push(e.agent_name.to_string());
         }
     }
     assert_eq!(starts, vec!["p5a", "p5b", "p3", "p1", "p0"]);
@@ -356,7 +356,7 @@ fn preemption_between_agents_loses_nothing() {
     }));
     let kinds: Vec<(EventKind, String)> = events
         .iter()
-        .map(|e| (e.kind, e.agent_name.clone()))
+        .map(|e| (e.kind, e.agent_name.to_string()))
         .collect();
     let pos = |k: EventKind, who: &str| {
         kinds
@@ -455,8 +455,8 @@ fn agents_message_each_other_by_name_and_answers_come_back() {
     let mut messages = 0;
     while let Some(e) = rt.shared().events().next(Some(Instant::now())) {
         match e.kind {
-            EventKind::TurnEnd => ends.push((e.agent_name.clone(), e.status)),
-            EventKind::TurnStart => starts.push((e.agent_name.clone(), e.text.clone())),
+            EventKind::TurnEnd => ends.push((e.agent_name.to_string(), e.status)),
+            EventKind::TurnStart => starts.push((e.agent_name.to_string(), e.text.clone())),
             EventKind::Message => messages += 1,
             _ => {}
         }

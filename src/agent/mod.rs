@@ -171,6 +171,8 @@ struct Inner {
 
 /// An agent.
 pub struct Agent {
+    /// The name, shared with the agent's events.
+    name: Arc<str>,
     handle: AtomicU64,
     mailbox: AtomicU64,
     /// Its configuration.
@@ -238,6 +240,7 @@ impl Agent {
             history.push(ChatMessage::text(Role::System, config.system.clone()));
         }
         let agent = Agent {
+            name: config.name.as_str().into(),
             handle: AtomicU64::new(0),
             mailbox: AtomicU64::new(0),
             config,
@@ -736,7 +739,7 @@ impl Agent {
     }
 
     fn event(&self, kind: EventKind, turn: u64) -> Event {
-        Event::new(kind, self.handle(), &self.config.name, turn)
+        Event::new(kind, self.handle(), self.name.clone(), turn)
     }
 
     fn budget_exceeded(&self, g: &Inner) -> Option<String> {
@@ -979,14 +982,13 @@ impl Agent {
                 }
                 Phase::WaitingModel => {
                     let call = g.turn.as_ref().and_then(|t| t.call.clone()).expect("call");
-                    let Some(result) = call.result() else {
+                    let Some((result, u)) = call.take_result() else {
                         if cancelled {
                             actions.push(Action::CancelCall(call));
                         }
                         return;
                     };
                     g.turn.as_mut().expect("turn").call = None;
-                    let u = call.usage();
                     g.usage.add(&u);
                     g.service = g
                         .service
@@ -1065,17 +1067,21 @@ impl Agent {
     ) {
         let (tool_calls, finish_reason, usage) =
             (r.tool_calls.clone(), r.finish_reason.clone(), r.usage);
+        let text = r.content.clone();
+        // The answer moves into the history; the event keeps copies.
+        let mut msg = r.into_message();
         actions.push(Action::Emit(
-            self.event(EventKind::ModelResponse, number).text(r.content.clone()).detail_with(move || json!({
+            self.event(EventKind::ModelResponse, number).text(text).detail_with(move || json!({
                 "tool_calls": tool_calls.iter().map(|c| json!({"id": c.id, "name": c.name, "arguments": c.arguments})).collect::<Vec<_>>(),
                 "finish_reason": finish_reason, "usage": usage.to_json()})),
         ));
-        if r.tool_calls.is_empty() {
-            g.history.push(r.to_message());
-            self.end_turn(g, shared, Status::Ok, r.content, actions);
+        if msg.tool_calls.is_empty() {
+            let text = msg.content.clone();
+            g.history.push(msg);
+            self.end_turn(g, shared, Status::Ok, text, actions);
             return;
         }
-        let n = r.tool_calls.len() as u64;
+        let n = msg.tool_calls.len() as u64;
         let limit = self.config.budget.tool_calls;
         if limit > 0 && g.tool_calls + n > limit {
             let why = format!(
@@ -1092,7 +1098,6 @@ impl Agent {
             return;
         }
         g.tool_calls += n;
-        let mut msg = r.to_message();
         // Some servers stream the markdown fence a model wraps its tool call in as text; kept
         // in the history, it teaches the model to keep calling. Drop content that is only that.
         if msg
@@ -1104,13 +1109,14 @@ impl Agent {
         {
             msg.content.clear();
         }
-        let mut pending = vec![None; r.tool_calls.len()];
+        let mut pending = vec![None; msg.tool_calls.len()];
         let mut invocations = Vec::new();
-        for (i, tc) in r.tool_calls.iter().enumerate() {
+        for (i, tc) in msg.tool_calls.iter().enumerate() {
+            let (tool, call_id) = (tc.name.clone(), tc.id.clone());
             actions.push(Action::Emit(
                 self.event(EventKind::ToolCall, number)
                     .text(tc.arguments.clone())
-                    .detail(json!({"tool": tc.name, "call_id": tc.id})),
+                    .detail_with(move || json!({"tool": tool, "call_id": call_id})),
             ));
             let resolved = match self.resolve_tool(shared, &tc.name, &tc.arguments) {
                 Resolved::Recall(key) => {
@@ -1184,10 +1190,11 @@ impl Agent {
         } else {
             Status::Ok
         };
+        let (tool, call_id, error) = (tool.to_string(), call_id.to_string(), outcome.is_err());
         self.event(EventKind::ToolResult, turn)
             .status(status)
             .text(outcome.text())
-            .detail(json!({"tool": tool, "call_id": call_id, "error": outcome.is_err()}))
+            .detail_with(move || json!({"tool": tool, "call_id": call_id, "error": error}))
     }
 
     fn resolve_tool(&self, shared: &Shared, name: &str, arguments: &str) -> Resolved {
@@ -1627,7 +1634,8 @@ struct ArenaWriter<'a, 'b>(&'a mut bumpalo::collections::Vec<'b, u8>);
 
 impl std::io::Write for ArenaWriter<'_, '_> {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.0.extend_from_slice(data);
+        // The copying form: bumpalo's `extend_from_slice` clones element by element.
+        self.0.extend_from_slice_copy(data);
         Ok(data.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {

@@ -47,8 +47,8 @@ impl ToolHandler for CTool {
     fn invoke(&self, inv: Arc<ToolInvocation>) {
         let handle = Box::new(agentos_tool_call {
             inv: inv.clone(),
-            name: CString::new(inv.tool.replace('\0', "")).unwrap_or_default(),
-            arguments: CString::new(inv.arguments.replace('\0', "\\u0000")).unwrap_or_default(),
+            name: c_string(&inv.tool, ""),
+            arguments: c_string(&inv.arguments, "\\u0000"),
         });
         // SAFETY: the callback's contract is documented on agentos_tool_fn; the handle is
         // owned by C from here until agentos_tool_call_complete.
@@ -58,6 +58,15 @@ impl ToolHandler for CTool {
                 "the tool returned without a result (AGENTOS_TOOL_DONE but never completed)".into(),
             ));
         }
+    }
+}
+
+/// `text` as a C string, with any NUL replaced by `nul` (one allocation when there is none).
+fn c_string(text: &str, nul: &str) -> CString {
+    if text.contains('\0') {
+        CString::new(text.replace('\0', nul)).unwrap_or_default()
+    } else {
+        CString::new(text).unwrap_or_default()
     }
 }
 

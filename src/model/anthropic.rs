@@ -1,7 +1,7 @@
 //! The Anthropic Messages wire format.
 
 use super::endpoint::Endpoint;
-use super::json_text::{write_json, Count, Str};
+use super::json_text::{write_json, write_str, Count, Str};
 use super::sse::SseEvent;
 use super::stream::{DeltaBatch, Piece, StreamMeta};
 use super::types::{ChatMessage, ChatRequest, ChatResponse, Role, Usage};
@@ -51,7 +51,7 @@ pub fn write_body_with<W: Write, M: std::borrow::Borrow<ChatMessage>>(
             .map(std::borrow::Borrow::<ChatMessage>::borrow)
     };
     out.write_all(b"{\"model\":")?;
-    write_json(out, req.model.as_deref().unwrap_or(&ep.model))?;
+    write_str(out, req.model.as_deref().unwrap_or(&ep.model))?;
     write!(
         out,
         ",\"max_tokens\":{}",
@@ -61,14 +61,14 @@ pub fn write_body_with<W: Write, M: std::borrow::Borrow<ChatMessage>>(
     if let Some(first) = systems.next() {
         out.write_all(b",\"system\":")?;
         match systems.next() {
-            None => write_json(out, &first.content)?,
+            None => write_str(out, &first.content)?,
             Some(_) => {
                 // Several system messages (rare): joined by blank lines.
                 let joined: Vec<&str> = messages()
                     .filter(|m| m.role == Role::System && !m.content.is_empty())
                     .map(|m| m.content.as_str())
                     .collect();
-                write_json(out, &joined.join("\n\n"))?;
+                write_str(out, &joined.join("\n\n"))?;
             }
         }
     }
@@ -110,30 +110,30 @@ pub fn write_body_with<W: Write, M: std::borrow::Borrow<ChatMessage>>(
             Role::User => {
                 block(out)?;
                 out.write_all(b"{\"type\":\"text\",\"text\":")?;
-                write_json(out, &msg.content)?;
+                write_str(out, &msg.content)?;
                 out.write_all(b"}")?;
             }
             Role::Tool => {
                 block(out)?;
                 out.write_all(b"{\"type\":\"tool_result\",\"tool_use_id\":")?;
-                write_json(out, msg.tool_call_id.as_deref().unwrap_or_default())?;
+                write_str(out, msg.tool_call_id.as_deref().unwrap_or_default())?;
                 out.write_all(b",\"content\":")?;
-                write_json(out, &msg.content)?;
+                write_str(out, &msg.content)?;
                 out.write_all(b"}")?;
             }
             Role::Assistant => {
                 if !msg.content.is_empty() {
                     block(out)?;
                     out.write_all(b"{\"type\":\"text\",\"text\":")?;
-                    write_json(out, &msg.content)?;
+                    write_str(out, &msg.content)?;
                     out.write_all(b"}")?;
                 }
                 for c in &msg.tool_calls {
                     block(out)?;
                     out.write_all(b"{\"type\":\"tool_use\",\"id\":")?;
-                    write_json(out, &c.id)?;
+                    write_str(out, &c.id)?;
                     out.write_all(b",\"name\":")?;
-                    write_json(out, &c.name)?;
+                    write_str(out, &c.name)?;
                     out.write_all(b",\"input\":")?;
                     out.write_all(tool_input(&c.arguments).as_bytes())?;
                     out.write_all(b"}")?;
@@ -152,9 +152,9 @@ pub fn write_body_with<W: Write, M: std::borrow::Borrow<ChatMessage>>(
                 out.write_all(b",")?;
             }
             out.write_all(b"{\"name\":")?;
-            write_json(out, &t.name)?;
+            write_str(out, &t.name)?;
             out.write_all(b",\"description\":")?;
-            write_json(out, &t.description)?;
+            write_str(out, &t.description)?;
             out.write_all(b",\"input_schema\":")?;
             write_json(out, &*t.parameters)?;
             out.write_all(b"}")?;

@@ -346,6 +346,26 @@ impl CallInner {
         self.state.lock().result.clone()
     }
 
+    /// The outcome with its usage, moved out for the call's only reader (an agent): no copy.
+    /// Afterwards [`CallInner::result`] is `None`, [`CallInner::usage`] counts what was
+    /// streamed and [`CallInner::partial`] is the output accumulated (for a failed call, the
+    /// same as before).
+    pub(crate) fn take_result(&self) -> Option<(Result<ChatResponse, Error>, Usage)> {
+        let mut s = self.state.lock();
+        let result = s.result.take()?;
+        let usage = match &result {
+            Ok(r) => r.usage,
+            Err(_) => {
+                let mut u = s.meta.usage;
+                if u.completion_tokens == 0 {
+                    u.completion_tokens = s.acc.estimated_tokens;
+                }
+                u
+            }
+        };
+        Some((result, usage))
+    }
+
     /// Everything received so far (the full answer once finished successfully; the partial
     /// output after a failure or cancellation).
     pub fn partial(&self) -> ChatResponse {

@@ -142,6 +142,62 @@ pub fn write_json<W: std::io::Write, T: serde::Serialize + ?Sized>(
     serde_json::to_writer(&mut *out, value).map_err(std::io::Error::other)
 }
 
+/// Writes `s` as a JSON string literal, escaped exactly as serde_json escapes it (`"`, `\\`,
+/// the short escapes, other control characters as `\\u00XX`), in as few writes as the
+/// escapes allow: request bodies are mostly strings, and the general serializer's set-up
+/// cost more than the copying.
+pub fn write_str<W: std::io::Write>(out: &mut W, s: &str) -> std::io::Result<()> {
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    out.write_all(b"\"")?;
+    for (i, &b) in bytes.iter().enumerate() {
+        if !NEEDS_ESCAPE[b as usize] {
+            continue;
+        }
+        if start < i {
+            out.write_all(&bytes[start..i])?;
+        }
+        match b {
+            b'"' => out.write_all(b"\\\"")?,
+            b'\\' => out.write_all(b"\\\\")?,
+            b'\n' => out.write_all(b"\\n")?,
+            b'\r' => out.write_all(b"\\r")?,
+            b'\t' => out.write_all(b"\\t")?,
+            0x08 => out.write_all(b"\\b")?,
+            0x0c => out.write_all(b"\\f")?,
+            _ => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.write_all(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[(b >> 4) as usize],
+                    HEX[(b & 0xf) as usize],
+                ])?
+            }
+        }
+        start = i + 1;
+    }
+    if start < bytes.len() {
+        out.write_all(&bytes[start..])?;
+    }
+    out.write_all(b"\"")
+}
+
+/// Bytes a JSON string literal cannot hold as they are.
+static NEEDS_ESCAPE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 0x20 {
+        t[c] = true;
+        c += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
+
 /// Describes why `what` (a response or stream event) could not be read: not JSON at all, or
 /// JSON of an unexpected shape.
 pub fn describe(what: &str, e: &serde_json::Error) -> String {
@@ -273,6 +329,17 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for First<T> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn write_str_escapes_like_serde_json() {
+        let mut all: String = (0u8..128).map(char::from).collect();
+        all.push_str("café ☺ 😀 \u{7f}\u{2028}");
+        for s in [all.as_str(), "", "plain", "\"", "a\\b", "\n\n", "end\u{1}"] {
+            let mut ours = Vec::new();
+            super::write_str(&mut ours, s).unwrap();
+            assert_eq!(ours, serde_json::to_vec(s).unwrap(), "{s:?}");
+        }
+    }
+
     use super::*;
 
     fn dec(raw: &str) -> Option<String> {

@@ -1,7 +1,7 @@
 //! The OpenAI Chat Completions wire format.
 
 use super::endpoint::Endpoint;
-use super::json_text::{write_json, Count, First, Str};
+use super::json_text::{write_json, write_str, Count, First, Str};
 use super::sse::SseEvent;
 use super::stream::{DeltaBatch, Piece, StreamMeta};
 use super::types::{ChatMessage, ChatRequest, ChatResponse, Usage};
@@ -39,7 +39,7 @@ pub fn write_body_with<W: std::io::Write, M: std::borrow::Borrow<ChatMessage>>(
     let model = req.model.as_deref().unwrap_or(&ep.model);
     if !model.is_empty() {
         out.write_all(b"\"model\":")?;
-        write_json(out, model)?;
+        write_str(out, model)?;
         out.write_all(b",")?;
     }
     out.write_all(b"\"messages\":[")?;
@@ -49,7 +49,7 @@ pub fn write_body_with<W: std::io::Write, M: std::borrow::Borrow<ChatMessage>>(
             out.write_all(b",")?;
         }
         out.write_all(b"{\"role\":")?;
-        write_json(out, m.role.as_str())?;
+        write_str(out, m.role.as_str())?;
         out.write_all(b",\"content\":")?;
         if m.role == crate::model::types::Role::Assistant
             && !m.tool_calls.is_empty()
@@ -57,7 +57,7 @@ pub fn write_body_with<W: std::io::Write, M: std::borrow::Borrow<ChatMessage>>(
         {
             out.write_all(b"null")?;
         } else {
-            write_json(out, &m.content)?;
+            write_str(out, &m.content)?;
         }
         if !m.tool_calls.is_empty() {
             out.write_all(b",\"tool_calls\":[")?;
@@ -66,18 +66,18 @@ pub fn write_body_with<W: std::io::Write, M: std::borrow::Borrow<ChatMessage>>(
                     out.write_all(b",")?;
                 }
                 out.write_all(b"{\"id\":")?;
-                write_json(out, &c.id)?;
+                write_str(out, &c.id)?;
                 out.write_all(b",\"type\":\"function\",\"function\":{\"name\":")?;
-                write_json(out, &c.name)?;
+                write_str(out, &c.name)?;
                 out.write_all(b",\"arguments\":")?;
-                write_json(out, &c.arguments)?;
+                write_str(out, &c.arguments)?;
                 out.write_all(b"}}")?;
             }
             out.write_all(b"]")?;
         }
         if let Some(id) = &m.tool_call_id {
             out.write_all(b",\"tool_call_id\":")?;
-            write_json(out, id)?;
+            write_str(out, id)?;
         }
         out.write_all(b"}")?;
     }
@@ -89,9 +89,9 @@ pub fn write_body_with<W: std::io::Write, M: std::borrow::Borrow<ChatMessage>>(
                 out.write_all(b",")?;
             }
             out.write_all(b"{\"type\":\"function\",\"function\":{\"name\":")?;
-            write_json(out, &t.name)?;
+            write_str(out, &t.name)?;
             out.write_all(b",\"description\":")?;
-            write_json(out, &t.description)?;
+            write_str(out, &t.description)?;
             out.write_all(b",\"parameters\":")?;
             write_json(out, &*t.parameters)?;
             out.write_all(b"}}")?;
@@ -99,14 +99,11 @@ pub fn write_body_with<W: std::io::Write, M: std::borrow::Borrow<ChatMessage>>(
         out.write_all(b"]")?;
     }
     if let Some(t) = req.temperature {
-        write!(out, ",\"temperature\":")?;
+        out.write_all(b",\"temperature\":")?;
         write_json(out, &t)?;
     }
-    write!(
-        out,
-        ",\"max_tokens\":{}",
-        req.max_tokens.unwrap_or(ep.max_output_tokens)
-    )?;
+    out.write_all(b",\"max_tokens\":")?;
+    write_json(out, &req.max_tokens.unwrap_or(ep.max_output_tokens))?;
     if let Some(rf) = &req.response_format {
         out.write_all(b",\"response_format\":")?;
         write_json(out, rf)?;

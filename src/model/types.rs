@@ -397,6 +397,16 @@ impl ChatResponse {
         }
     }
 
+    /// [`ChatResponse::to_message`], moving the content and tool calls.
+    pub fn into_message(self) -> ChatMessage {
+        ChatMessage {
+            role: Role::Assistant,
+            content: self.content,
+            tool_calls: self.tool_calls,
+            tool_call_id: None,
+        }
+    }
+
     /// JSON form given to C callers.
     pub fn to_json(&self) -> Value {
         let calls: Vec<Value> = self

@@ -101,8 +101,8 @@ pub struct Event {
     pub kind: EventKind,
     /// The agent's raw handle (0 for none).
     pub agent: u64,
-    /// The agent's name.
-    pub agent_name: String,
+    /// The agent's name (shared with the agent: events do not copy it).
+    pub agent_name: std::sync::Arc<str>,
     /// The agent's turn number (0 for none).
     pub turn: u64,
     /// Outcome, where it applies.
@@ -119,12 +119,17 @@ pub struct Event {
 
 impl Event {
     /// A new event; `seq` and `time_ms` are filled in when emitted.
-    pub fn new(kind: EventKind, agent: u64, agent_name: &str, turn: u64) -> Event {
+    pub fn new(
+        kind: EventKind,
+        agent: u64,
+        agent_name: impl Into<std::sync::Arc<str>>,
+        turn: u64,
+    ) -> Event {
         Event {
             seq: 0,
             kind,
             agent,
-            agent_name: agent_name.to_string(),
+            agent_name: agent_name.into(),
             turn,
             status: Status::Ok,
             text: String::new(),
@@ -168,7 +173,7 @@ impl Event {
     pub fn to_json(&self) -> Value {
         json!({
             "seq": self.seq, "kind": self.kind.name(), "agent": self.agent,
-            "agent_name": self.agent_name, "turn": self.turn, "status": self.status.name(),
+            "agent_name": &*self.agent_name, "turn": self.turn, "status": self.status.name(),
             "text": self.text, "detail": self.detail.get(), "time_ms": self.time_ms,
             "dropped_before": self.dropped_before,
         })
