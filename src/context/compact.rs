@@ -13,6 +13,7 @@ use super::tokens::message_tokens;
 use crate::model::types::{ChatMessage, Role};
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 
 /// What compaction did to one view.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -299,6 +300,36 @@ fn build_view_counted<'a>(
     }
 }
 
+/// The tool whose call `id` the result at `at` answers: the nearest earlier assistant message
+/// with that call (results follow their call, so this is a short walk back).
+fn tool_name<'h>(history: &'h [ChatMessage], at: usize, id: &str) -> &'h str {
+    history[..at]
+        .iter()
+        .rev()
+        .flat_map(|m| m.tool_calls.iter())
+        .find(|c| c.id == id)
+        .map_or("tool", |c| c.name.as_str())
+}
+
+/// A hasher for keys that are hashes already: passes the `u64` through.
+#[derive(Default)]
+struct HashIsKey(u64);
+
+impl std::hash::Hasher for HashIsKey {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used for u64 keys; fold anything else in.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ b as u64;
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
 fn build_view_at<'a>(
     history: &'a [ChatMessage],
     counts: &[u64],
@@ -316,30 +347,29 @@ fn build_view_at<'a>(
         policy.summaries.max_items >> level
     };
     let summaries = policy.summaries.enabled && max_items > 0;
-    // Which tool produced each call id, and which tool results are the most recent.
-    let mut tool_names: HashMap<&str, &str> = HashMap::new();
-    for m in history {
-        for c in &m.tool_calls {
-            tool_names.insert(c.id.as_str(), c.name.as_str());
-        }
-    }
-    let tool_positions: Vec<usize> = history
-        .iter()
-        .enumerate()
-        .filter(|(_, m)| m.role == Role::Tool)
-        .map(|(i, _)| i)
-        .collect();
+    // The most recent tool results (the last `keep_recent`) start at `recent_start`.
     let keep_recent = if level >= 1 {
         0
     } else {
         policy.masking.keep_recent
     };
-    let recent_from = tool_positions.len().saturating_sub(keep_recent);
-    let recent: std::collections::HashSet<usize> =
-        tool_positions[recent_from..].iter().copied().collect();
+    let recent_start = if keep_recent == 0 {
+        usize::MAX
+    } else {
+        history
+            .iter()
+            .enumerate()
+            .rev()
+            .filter(|(_, m)| m.role == Role::Tool)
+            .take(keep_recent)
+            .last()
+            .map_or(usize::MAX, |(i, _)| i)
+    };
 
-    // Tool outputs seen so far, by a hash of their text (cached per message): (position, id).
-    let mut seen_outputs: HashMap<u64, Vec<(usize, &str)>> = HashMap::new();
+    // Tool outputs seen so far, by a hash of their text (cached per message): the first
+    // (position, id) with that hash. The key is already a hash: it is used as is.
+    let mut seen_outputs: HashMap<u64, (usize, &str), BuildHasherDefault<HashIsKey>> =
+        HashMap::default();
     let mut out: Vec<Cow<'a, ChatMessage>> = Vec::with_capacity(history.len());
     // The token count of each message of `out`.
     let mut out_tokens: Vec<u64> = Vec::with_capacity(history.len());
@@ -352,14 +382,14 @@ fn build_view_at<'a>(
             continue;
         }
         let id = m.tool_call_id.as_deref().unwrap_or("");
-        let tool = tool_names.get(id).copied().unwrap_or("tool");
         // The rewritten content, with its estimated tokens when known.
         let mut content: Option<(std::sync::Arc<str>, Option<u64>)> = None;
         let to = &policy.tool_outputs;
+        let hash = memo.hash(i, &m.content);
         if to.enabled && to.dedupe {
             let same = seen_outputs
-                .get(&memo.hash(i, &m.content))
-                .and_then(|v| v.iter().find(|(j, _)| history[*j].content == m.content));
+                .get(&hash)
+                .filter(|(j, _)| history[*j].content == m.content);
             if let Some((_, first)) = same {
                 content = Some((
                     format!("[identical to the result of call {first}]").into(),
@@ -368,18 +398,18 @@ fn build_view_at<'a>(
                 stats.deduped += 1;
             }
         }
-        let list = seen_outputs.entry(memo.hash(i, &m.content)).or_default();
-        if !list.iter().any(|(j, _)| history[*j].content == m.content) {
-            list.push((i, id));
-        }
+        // (Two different texts with one hash: only the first is remembered, so the second
+        // is never deduplicated; a missed saving, never a wrong one.)
+        seen_outputs.entry(hash).or_insert((i, id));
         let mask = policy.masking.enabled
-            && !recent.contains(&i)
+            && i < recent_start
             && content.is_none()
             && m.content.len() >= policy.masking.min_chars // a cheap bound first
             && memo.chars(i, &m.content) >= policy.masking.min_chars;
         if mask {
             let key = (0, summaries, max_items, [0; 3]);
             let (text, tokens) = memo.rewrite(i, &m.content, key, |memo| {
+                let tool = tool_name(history, i, id);
                 let digest = if summaries {
                     let c = &m.content;
                     digest_line(&memo.extract(i, c, WHOLE, c, 0, c.len(), max_items))
