@@ -335,14 +335,11 @@ impl Endpoint {
     /// Request headers, the auth header included.
     pub fn request_headers(&self, stream: bool) -> Vec<String> {
         let mut h = vec!["Content-Type: application/json".to_string()];
-        h.push(
-            if stream {
-                "Accept: text/event-stream"
-            } else {
-                "Accept: application/json"
-            }
-            .to_string(),
-        );
+        // A plain answer is JSON whatever the request accepts (libcurl sends `*/*`); each
+        // custom header costs libcurl a scan of the list on every request.
+        if stream {
+            h.push("Accept: text/event-stream".to_string());
+        }
         match (self.provider, &self.api_key) {
             (Provider::OpenAi, Some(k)) => h.push(format!("Authorization: Bearer {k}")),
             (Provider::Anthropic, Some(k)) => h.push(format!("x-api-key: {k}")),

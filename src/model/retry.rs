@@ -123,7 +123,7 @@ impl Headers {
     /// the name are dropped).
     pub fn push(&mut self, name: &str, value: &str) {
         let start = self.buf.len();
-        let name = name.trim();
+        let name = name.trim_ascii();
         if name
             .bytes()
             .all(|b| b.is_ascii() && !matches!(b, b'\n' | b'\r' | b':'))
@@ -142,7 +142,7 @@ impl Headers {
         self.rate_limits |=
             name.starts_with("x-ratelimit-") || name.starts_with("anthropic-ratelimit-");
         self.buf.push(':');
-        let value = value.trim();
+        let value = value.trim_ascii();
         if value.bytes().any(|b| matches!(b, b'\n' | b'\r')) {
             self.buf
                 .extend(value.chars().filter(|c| !matches!(c, '\n' | '\r')));

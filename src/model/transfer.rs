@@ -129,7 +129,7 @@ impl Handler for Collector {
                 &lossy
             }
         };
-        let line = line.trim_end();
+        let line = line.trim_ascii_end();
         if line.starts_with("HTTP/") {
             // A new status line (after 100-continue or a redirect) starts a fresh header set.
             self.status = line
