@@ -189,9 +189,11 @@ impl Scanner<'_> {
         let mut escaped = false;
         loop {
             // Plain characters in one tight loop; stop at a quote, an escape or a control.
-            while self.b.get(self.i).is_some_and(|&c| PLAIN[c as usize]) {
-                self.i += 1;
+            let (b, mut i) = (self.b, self.i);
+            while i < b.len() && PLAIN[b[i] as usize] {
+                i += 1;
             }
+            self.i = i;
             let c = *self.b.get(self.i)?;
             match c {
                 b'"' => {
