@@ -97,6 +97,17 @@ pub fn is_spend_limit(body: &str) -> bool {
     .any(|needle| b.contains(needle))
 }
 
+/// Whether the library reads a response header of this name (any case): the content type,
+/// `retry-after(-ms)` and the rate-limit families. Transfers keep only these.
+pub fn is_read_header(name: &[u8]) -> bool {
+    let starts = |p: &[u8]| name.len() >= p.len() && name[..p.len()].eq_ignore_ascii_case(p);
+    name.eq_ignore_ascii_case(b"content-type")
+        || name.eq_ignore_ascii_case(b"retry-after")
+        || name.eq_ignore_ascii_case(b"retry-after-ms")
+        || starts(b"x-ratelimit-")
+        || starts(b"anthropic-ratelimit-")
+}
+
 /// A response's headers in one buffer of `name:value` lines, names in lower case and values
 /// trimmed: a response costs one growing buffer, not two strings per header.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -372,6 +383,30 @@ pub fn parse_rfc3339(v: &str) -> Option<SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_headers_the_library_reads_are_kept() {
+        for name in [
+            "Content-Type",
+            "retry-after",
+            "Retry-After-Ms",
+            "x-ratelimit-remaining-requests",
+            "Anthropic-RateLimit-Tokens-Reset",
+        ] {
+            assert!(is_read_header(name.as_bytes()), "{name}");
+        }
+        for name in [
+            "Content-Length",
+            "Date",
+            "Server",
+            "x-ratelimit",
+            "retry",
+            "",
+            "x-request-id",
+        ] {
+            assert!(!is_read_header(name.as_bytes()), "{name}");
+        }
+    }
 
     fn h(pairs: &[(&str, &str)]) -> Headers {
         Headers::from_pairs(pairs)

@@ -9,7 +9,7 @@ use super::anthropic;
 use super::call::{CallInner, Phase};
 use super::endpoint::{Endpoint, Provider};
 use super::openai;
-use super::retry::{classify, FailureClass, Headers};
+use super::retry::{self, classify, FailureClass, Headers};
 use super::sse::SseParser;
 use super::stream::{DeltaBatch, StreamMeta};
 use super::types::ChatResponse;
@@ -120,26 +120,26 @@ impl Collector {
 
 impl Handler for Collector {
     fn header(&mut self, data: &[u8]) -> bool {
-        // Header lines are ASCII in practice; anything else is decoded lossily.
-        let lossy;
-        let line = match std::str::from_utf8(data) {
-            Ok(l) => l,
-            Err(_) => {
-                lossy = String::from_utf8_lossy(data);
-                &lossy
-            }
-        };
-        let line = line.trim_ascii_end();
-        if line.starts_with("HTTP/") {
+        let line = data.trim_ascii_end();
+        if line.starts_with(b"HTTP/") {
             // A new status line (after 100-continue or a redirect) starts a fresh header set.
             self.status = line
-                .split_whitespace()
+                .split(|b| b.is_ascii_whitespace())
+                .filter(|w| !w.is_empty())
                 .nth(1)
-                .and_then(|s| s.parse().ok())
+                .and_then(|w| std::str::from_utf8(w).ok()?.parse().ok())
                 .unwrap_or(0);
             self.headers.clear();
-        } else if let Some((k, v)) = line.split_once(':') {
-            self.headers.push(k, v);
+        } else if let Some(colon) = line.iter().position(|&b| b == b':') {
+            // Only the headers the library reads are kept (most lines are not).
+            let (name, value) = (&line[..colon], &line[colon + 1..]);
+            if retry::is_read_header(name.trim_ascii()) {
+                // Header lines are ASCII in practice; anything else is decoded lossily.
+                self.headers.push(
+                    &String::from_utf8_lossy(name),
+                    &String::from_utf8_lossy(value),
+                );
+            }
         }
         true
     }
