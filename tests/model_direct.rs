@@ -437,3 +437,50 @@ fn many_threads_run_calls_at_once() {
     assert_eq!(models.totals().succeeded, 180);
     assert_eq!(srv.request_count(), 180);
 }
+
+#[test]
+fn a_whole_answer_is_pulled_as_deltas_after_the_call_and_only_then_copied() {
+    let srv = FakeServer::start();
+    let rt = runtime();
+    add_endpoint(&rt, "oa", "openai", &srv.url(), "");
+    let models = rt.shared().models();
+    // No observer: the answer is queued for pulling only when first pulled.
+    srv.push(Reply::openai_tool_call("c1", "f", r#"{"x":1}"#));
+    let call = models
+        .new_call("oa", request(false), CallOptions::default())
+        .unwrap();
+    let r = run(&rt, &call).unwrap();
+    assert_eq!(r.tool_calls.len(), 1);
+    let mut buf = DeltaBuf::new();
+    let mut pieces = Vec::new();
+    while let Pull::Delta = call.next_delta(Some(Instant::now()), &mut buf) {
+        pieces.push(match buf.delta() {
+            StreamDelta::Text(t) => format!("text:{t}"),
+            StreamDelta::ToolCall {
+                id,
+                name,
+                arguments,
+                ..
+            } => format!("call:{id:?}:{name:?}:{arguments}"),
+        });
+    }
+    assert_eq!(
+        pieces,
+        vec![r#"call:Some("c1"):Some("f"):{"x":1}"#.to_string()]
+    );
+    // Pulled once: the end stays the end.
+    assert_eq!(call.next_delta(Some(Instant::now()), &mut buf), Pull::End);
+    // A puller blocked before the answer arrives gets it too.
+    srv.push(Reply::openai_text("late but whole").delay(Duration::from_millis(200)));
+    let call = models
+        .new_call("oa", request(false), CallOptions::default())
+        .unwrap();
+    models.submit(call.clone()).unwrap();
+    let got = call.next_delta(Some(Instant::now() + Duration::from_secs(10)), &mut buf);
+    assert_eq!(got, Pull::Delta);
+    assert!(matches!(buf.delta(), StreamDelta::Text("late but whole")));
+    assert_eq!(
+        call.next_delta(Some(Instant::now() + Duration::from_secs(1)), &mut buf),
+        Pull::End
+    );
+}

@@ -86,6 +86,9 @@ pub(crate) struct CallState {
     /// Output kept from preempted attempts; the next attempt continues from it.
     pub(crate) snapshot: Option<String>,
     pub(crate) preemptions: u32,
+    /// A whole (non-streamed) answer not yet queued as a delta: it is queued when first
+    /// pulled, so a call no one pulls never copies its answer.
+    whole_unqueued: bool,
 }
 
 /// The shared state of one call.
@@ -168,6 +171,7 @@ impl CallInner {
                 retries: 0,
                 snapshot: None,
                 preemptions: 0,
+                whole_unqueued: false,
             }),
             cond: Condvar::new(),
             cancel: AtomicBool::new(false),
@@ -216,6 +220,19 @@ impl CallInner {
         }
         if !deltas.is_empty() {
             self.cond.notify_all();
+        }
+    }
+
+    /// Delivers a whole (non-streamed) answer as one delta: at once to an observer, when
+    /// first pulled otherwise, never when no one reads deltas.
+    pub(crate) fn deliver_whole(&self, r: &ChatResponse, arena: &bumpalo::Bump) {
+        if self.deltas_unread {
+            return;
+        }
+        if self.observer.is_some() {
+            self.push_deltas(&DeltaBatch::from_response(r, arena), Some(&r.usage));
+        } else {
+            self.state.lock().whole_unqueued = true;
         }
     }
 
@@ -283,19 +300,26 @@ impl CallInner {
                 return Pull::Delta;
             }
             if s.phase == Phase::Done {
+                if std::mem::take(&mut s.whole_unqueued) {
+                    let st = &mut *s;
+                    if let Some(Ok(r)) = &st.result {
+                        let arena = bumpalo::Bump::new();
+                        for d in DeltaBatch::from_response(r, &arena).iter() {
+                            let p = st.acc.apply(d);
+                            st.pending.push_back(p);
+                        }
+                        continue;
+                    }
+                }
                 return Pull::End;
             }
             match deadline {
                 Some(d) => {
-                    if self.cond.wait_until(&mut s, d).timed_out() {
-                        return match s.pending.pop_front() {
-                            Some(p) => {
-                                out.set(s.acc.view(&p));
-                                Pull::Delta
-                            }
-                            None if s.phase == Phase::Done => Pull::End,
-                            None => Pull::Timeout,
-                        };
+                    if self.cond.wait_until(&mut s, d).timed_out()
+                        && s.pending.is_empty()
+                        && s.phase != Phase::Done
+                    {
+                        return Pull::Timeout;
                     }
                 }
                 None => self.cond.wait(&mut s),

@@ -319,9 +319,7 @@ pub(crate) fn judge(
     match parsed {
         Ok(r) => {
             // A non-streamed answer is delivered as one delta too, so pullers see it.
-            if !call.deltas_unread {
-                call.push_deltas(&DeltaBatch::from_response(&r, &c.arena), Some(&r.usage));
-            }
+            call.deliver_whole(&r, &c.arena);
             Verdict::Success(r)
         }
         Err(e) => Verdict::Fail(Error::new(
