@@ -98,7 +98,8 @@ pub fn is_spend_limit(body: &str) -> bool {
 }
 
 /// Whether the library reads a response header of this name (any case): the content type,
-/// `retry-after(-ms)` and the rate-limit families. Transfers keep only these.
+/// `retry-after(-ms)` and the rate-limit families. Transfers keep only these (and skip lines
+/// by their first letter first: keep that filter in step when adding a name here).
 pub fn is_read_header(name: &[u8]) -> bool {
     let starts = |p: &[u8]| name.len() >= p.len() && name[..p.len()].eq_ignore_ascii_case(p);
     name.eq_ignore_ascii_case(b"content-type")
@@ -394,6 +395,11 @@ mod tests {
             "Anthropic-RateLimit-Tokens-Reset",
         ] {
             assert!(is_read_header(name.as_bytes()), "{name}");
+            // The collector's first-letter filter lets every one of them through.
+            assert!(matches!(
+                name.as_bytes()[0] | 0x20,
+                b'c' | b'r' | b'x' | b'a'
+            ));
         }
         for name in [
             "Content-Length",

@@ -120,6 +120,14 @@ impl Collector {
 
 impl Handler for Collector {
     fn header(&mut self, data: &[u8]) -> bool {
+        // Most lines are headers the library does not read: judged by their first letter
+        // before anything else (see retry::is_read_header; 'h' for the status line).
+        if !matches!(
+            data.first().map(|b| b | 0x20),
+            Some(b'h' | b'c' | b'r' | b'x' | b'a')
+        ) {
+            return true;
+        }
         let line = data.trim_ascii_end();
         if line.starts_with(b"HTTP/") {
             // A new status line (after 100-continue or a redirect) starts a fresh header set.
