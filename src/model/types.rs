@@ -427,6 +427,54 @@ impl ChatResponse {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn mutated_requests_never_make_the_fast_and_general_paths_disagree() {
+        let general = |t: &str| {
+            serde_json::from_str::<Value>(t)
+                .ok()
+                .and_then(|v| ChatRequest::from_value(&v).ok())
+        };
+        let bases = [
+            r#"{"messages":[{"role":"user","content":"ping"}],"max_tokens":8}"#,
+            r#"{"messages":[{"role":"system","content":"be \"brief\" \u00e9"},{"role":"tool","content":"42","tool_call_id":"c1"}],"model":"m","temperature":0.25,"stream":true,"stream_options":{"include_usage":true},"max_completion_tokens":5}"#,
+        ];
+        // Byte-level mutations from a fixed-seed generator: whenever the fast path accepts a
+        // mutant, the general path accepts it too and reads the same request.
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let alphabet = b"{}[]\":,\\ 0123456789.eE-+tfnulrsaxu";
+        let mut accepted = 0;
+        for base in bases {
+            for _ in 0..3000 {
+                let mut b = base.as_bytes().to_vec();
+                for _ in 0..1 + next() % 2 {
+                    let at = (next() as usize) % b.len();
+                    let c = alphabet[(next() as usize) % alphabet.len()];
+                    match next() % 3 {
+                        0 => b[at] = c,
+                        1 => b.insert(at, c),
+                        _ => {
+                            b.remove(at);
+                        }
+                    }
+                }
+                let Ok(t) = std::str::from_utf8(&b) else {
+                    continue;
+                };
+                if let Some(fast) = fast::parse(t) {
+                    assert_eq!(Some(fast), general(t), "{t}");
+                    accepted += 1;
+                }
+            }
+        }
+        assert!(accepted > 200, "{accepted}");
+    }
+
+    #[test]
     fn the_fast_path_reads_requests_exactly_as_the_general_path() {
         let general = |t: &str| {
             ChatRequest::from_value(&serde_json::from_str::<Value>(t).unwrap())
@@ -534,116 +582,97 @@ mod tests {
     }
 }
 
-/// The fast path of [`ChatRequest::from_json`]: typed, borrowing deserialization of plain
-/// requests, with no JSON tree. Returns `None` for anything it does not cover.
+/// The fast path of [`ChatRequest::from_json`]: plain requests read in one pass (see
+/// `json_scan`), with no JSON tree. Returns `None` for anything it does not cover: other keys,
+/// repeated keys, `null` where a value is expected, non-text content, and anything not proven
+/// valid JSON.
 mod fast {
     use super::{ChatMessage, ChatRequest, Role};
-    use crate::model::json_text::Str;
-    use serde::Deserialize;
-    use serde_json::value::RawValue;
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Request<'a> {
-        #[serde(borrow)]
-        messages: Vec<Message<'a>>,
-        #[serde(borrow, default, deserialize_with = "present")]
-        model: Option<Str<'a>>,
-        #[serde(default, deserialize_with = "present")]
-        temperature: Option<f64>,
-        #[serde(default, deserialize_with = "present")]
-        max_tokens: Option<u32>,
-        #[serde(default, deserialize_with = "present")]
-        max_completion_tokens: Option<u32>,
-        #[serde(default, deserialize_with = "present")]
-        stream: Option<bool>,
-        #[serde(borrow, default)]
-        stream_options: Option<&'a RawValue>,
-    }
-
-    struct Message<'a> {
-        role: Str<'a>,
-        content: Option<Str<'a>>,
-        tool_call_id: Option<Str<'a>>,
-    }
-
-    /// A message is read from a JSON object only (a derived impl would also take an array of
-    /// its fields), with no unknown or repeated key, and `tool_call_id` a string when present.
-    impl<'de: 'a, 'a> Deserialize<'de> for Message<'a> {
-        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            struct V;
-            impl<'de> serde::de::Visitor<'de> for V {
-                type Value = Message<'de>;
-                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                    f.write_str("a message object")
-                }
-                fn visit_map<A: serde::de::MapAccess<'de>>(
-                    self,
-                    mut map: A,
-                ) -> Result<Message<'de>, A::Error> {
-                    use serde::de::Error;
-                    let (mut role, mut content, mut id) = (None, None, None);
-                    while let Some(key) = map.next_key::<Str<'de>>()? {
-                        match &*key {
-                            "role" if role.is_none() => role = Some(map.next_value::<Str>()?),
-                            "content" if content.is_none() => {
-                                content = Some(map.next_value::<Option<Str>>()?)
-                            }
-                            "tool_call_id" if id.is_none() => id = Some(map.next_value::<Str>()?),
-                            other => return Err(A::Error::custom(format!("key {other}"))),
-                        }
-                    }
-                    Ok(Message {
-                        role: role.ok_or_else(|| A::Error::missing_field("role"))?,
-                        content: content.flatten(),
-                        tool_call_id: id,
-                    })
-                }
-            }
-            d.deserialize_map(V)
-        }
-    }
-
-    /// A key that, when present, must hold a `T` (`null` included is refused, as the general
-    /// path refuses it).
-    fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
-    where
-        D: serde::Deserializer<'de>,
-        T: Deserialize<'de>,
-    {
-        T::deserialize(d).map(Some)
-    }
+    use crate::model::json_scan::{Scanner, Seen};
 
     pub(super) fn parse(text: &str) -> Option<ChatRequest> {
-        // Objects only (a derived struct would also take an array of its fields).
-        if !text.trim_start().starts_with('{') {
-            return None;
-        }
-        let r: Request = serde_json::from_str(text).ok()?;
-        if r.messages.is_empty() {
-            return None;
-        }
-        let _ = r.stream_options; // always set by the library when streaming
-        let mut messages = Vec::with_capacity(r.messages.len());
-        for m in r.messages {
-            let role = Role::parse(&m.role)?;
-            if role == Role::Tool && m.tool_call_id.is_none() {
-                return None;
+        let mut s = Scanner::new(text);
+        let mut r = ChatRequest::default();
+        let (mut max_tokens, mut max_completion_tokens) = (None, None);
+        let mut seen = Seen::default();
+        s.object(|s, key| {
+            match key {
+                b"messages" => {
+                    seen.first(0)?;
+                    s.array(|s, _| {
+                        let m = message(s)?;
+                        r.messages.push(m);
+                        Some(())
+                    })?;
+                }
+                b"model" => {
+                    seen.first(1)?;
+                    r.model = Some(String::new());
+                    s.string(r.model.as_mut()?)?;
+                }
+                b"temperature" => {
+                    seen.first(2)?;
+                    // Converted by serde_json, as the general path converts it.
+                    r.temperature = Some(serde_json::from_str(s.number_text()?).ok()?);
+                }
+                b"max_tokens" => {
+                    seen.first(3)?;
+                    max_tokens = Some(u32::try_from(s.count()?).ok()?);
+                }
+                b"max_completion_tokens" => {
+                    seen.first(4)?;
+                    max_completion_tokens = Some(u32::try_from(s.count()?).ok()?);
+                }
+                b"stream" => {
+                    seen.first(5)?;
+                    r.stream = s.boolean()?;
+                }
+                // Always set by the library when streaming.
+                b"stream_options" => {
+                    seen.first(6)?;
+                    s.skip_value()?;
+                }
+                _ => return None,
             }
-            let mut msg = ChatMessage::text(
-                role,
-                m.content.map(|c| c.0.into_owned()).unwrap_or_default(),
-            );
-            msg.tool_call_id = m.tool_call_id.map(|id| id.0.into_owned());
-            messages.push(msg);
+            Some(())
+        })?;
+        if !s.at_end() || r.messages.is_empty() {
+            return None;
         }
-        Some(ChatRequest {
-            model: r.model.map(|m| m.0.into_owned()),
-            messages,
-            temperature: r.temperature,
-            max_tokens: r.max_tokens.or(r.max_completion_tokens),
-            stream: r.stream.unwrap_or(false),
-            ..Default::default()
-        })
+        r.max_tokens = max_tokens.or(max_completion_tokens);
+        Some(r)
+    }
+
+    /// A message object: `role`, `content` (text or `null`), `tool_call_id` (text; required
+    /// for a tool result), nothing else.
+    fn message(s: &mut Scanner<'_>) -> Option<ChatMessage> {
+        let mut role = None;
+        let mut m = ChatMessage::text(Role::User, String::new());
+        let mut seen = Seen::default();
+        s.object(|s, key| {
+            match key {
+                b"role" => {
+                    seen.first(0)?;
+                    role = Some(Role::parse(s.plain_str()?)?);
+                }
+                b"content" => {
+                    seen.first(1)?;
+                    s.opt_string(&mut m.content)?;
+                }
+                b"tool_call_id" => {
+                    seen.first(2)?;
+                    let mut id = String::new();
+                    s.string(&mut id)?;
+                    m.tool_call_id = Some(id);
+                }
+                _ => return None,
+            }
+            Some(())
+        })?;
+        m.role = role?;
+        if m.role == Role::Tool && m.tool_call_id.is_none() {
+            return None;
+        }
+        Some(m)
     }
 }
