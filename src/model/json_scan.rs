@@ -4,6 +4,8 @@
 //! shape and on any JSON it cannot prove valid, and the general (serde) parser decides; the
 //! primitives make that easy: every method returns `None` rather than guess.
 
+use super::json_text::NEEDS_ESCAPE;
+
 /// Which known keys an object has had (duplicates are left to the general parser, which
 /// rejects them).
 #[derive(Default)]
@@ -22,20 +24,6 @@ impl Seen {
 
 /// Deeper than this, the general parser decides (it has its own limit).
 const MAX_DEPTH: u32 = 64;
-
-/// Bytes that may appear in a string literal as they are: not a quote, a backslash or a
-/// control character.
-static PLAIN: [bool; 256] = {
-    let mut t = [true; 256];
-    let mut c = 0;
-    while c < 0x20 {
-        t[c] = false;
-        c += 1;
-    }
-    t[b'"' as usize] = false;
-    t[b'\\' as usize] = false;
-    t
-};
 
 pub(crate) struct Scanner<'a> {
     text: &'a str,
@@ -164,7 +152,7 @@ impl<'a> Scanner<'a> {
         loop {
             // Plain characters in one tight loop; stop at a quote, an escape or a control.
             let (b, mut i) = (self.b, self.i);
-            while i < b.len() && PLAIN[b[i] as usize] {
+            while i < b.len() && !NEEDS_ESCAPE[b[i] as usize] {
                 i += 1;
             }
             self.i = i;
@@ -361,4 +349,44 @@ impl<'a> Scanner<'a> {
         self.i = i;
         Some(())
     }
+}
+
+/// Byte-level mutants of `bases` for the fast-path tests: `per_base` of each, every one with
+/// up to `max_edits` replaced, inserted or removed bytes from `alphabet`, from a fixed-seed
+/// generator (the same mutants every run). Mutants that are not UTF-8 are left out.
+#[cfg(test)]
+pub(crate) fn mutants(
+    bases: &[&str],
+    per_base: usize,
+    max_edits: u64,
+    alphabet: &[u8],
+) -> Vec<String> {
+    let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut out = Vec::new();
+    for base in bases {
+        for _ in 0..per_base {
+            let mut b = base.as_bytes().to_vec();
+            for _ in 0..1 + next() % max_edits {
+                let at = (next() as usize) % b.len();
+                let c = alphabet[(next() as usize) % alphabet.len()];
+                match next() % 3 {
+                    0 => b[at] = c,
+                    1 => b.insert(at, c),
+                    _ => {
+                        b.remove(at);
+                    }
+                }
+            }
+            if let Ok(t) = String::from_utf8(b) {
+                out.push(t);
+            }
+        }
+    }
+    out
 }

@@ -185,8 +185,9 @@ pub fn write_str<W: std::io::Write>(out: &mut W, s: &str) -> std::io::Result<()>
     out.write_all(b"\"")
 }
 
-/// Bytes a JSON string literal cannot hold as they are.
-static NEEDS_ESCAPE: [bool; 256] = {
+/// Bytes a JSON string literal cannot hold as they are (a quote, a backslash, a control
+/// character): escaped when writing, the end of a plain run when reading.
+pub(crate) static NEEDS_ESCAPE: [bool; 256] = {
     let mut t = [false; 256];
     let mut c = 0;
     while c < 0x20 {

@@ -437,38 +437,14 @@ mod tests {
             r#"{"messages":[{"role":"user","content":"ping"}],"max_tokens":8}"#,
             r#"{"messages":[{"role":"system","content":"be \"brief\" \u00e9"},{"role":"tool","content":"42","tool_call_id":"c1"}],"model":"m","temperature":0.25,"stream":true,"stream_options":{"include_usage":true},"max_completion_tokens":5}"#,
         ];
-        // Byte-level mutations from a fixed-seed generator: whenever the fast path accepts a
-        // mutant, the general path accepts it too and reads the same request.
-        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        // Byte-level mutations: whenever the fast path accepts a mutant, the general path
+        // accepts it too and reads the same request.
         let alphabet = b"{}[]\":,\\ 0123456789.eE-+tfnulrsaxu";
         let mut accepted = 0;
-        for base in bases {
-            for _ in 0..3000 {
-                let mut b = base.as_bytes().to_vec();
-                for _ in 0..1 + next() % 2 {
-                    let at = (next() as usize) % b.len();
-                    let c = alphabet[(next() as usize) % alphabet.len()];
-                    match next() % 3 {
-                        0 => b[at] = c,
-                        1 => b.insert(at, c),
-                        _ => {
-                            b.remove(at);
-                        }
-                    }
-                }
-                let Ok(t) = std::str::from_utf8(&b) else {
-                    continue;
-                };
-                if let Some(fast) = fast::parse(t) {
-                    assert_eq!(Some(fast), general(t), "{t}");
-                    accepted += 1;
-                }
+        for t in crate::model::json_scan::mutants(&bases, 3000, 2, alphabet) {
+            if let Some(fast) = fast::parse(&t) {
+                assert_eq!(Some(fast), general(&t), "{t}");
+                accepted += 1;
             }
         }
         assert!(accepted > 200, "{accepted}");

@@ -36,4 +36,19 @@ static inline int dead_port(void) {
     return ntohs(a.sin_port);
 }
 
+/* A TCP socket listening on 127.0.0.1 at a free port (written to *port). */
+static inline int listen_loopback(int *port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    CHECK(fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    CHECK(listen(fd, 16) == 0);
+    socklen_t n = sizeof a;
+    CHECK(getsockname(fd, (struct sockaddr *)&a, &n) == 0);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
 #endif

@@ -40,17 +40,10 @@ static void *serve(void *arg) {
 }
 
 static int start_server(pthread_t *t) {
-    listen_fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a;
-    memset(&a, 0, sizeof a);
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    CHECK(bind(listen_fd, (struct sockaddr *)&a, sizeof a) == 0);
-    CHECK(listen(listen_fd, 16) == 0);
-    socklen_t n = sizeof a;
-    CHECK(getsockname(listen_fd, (struct sockaddr *)&a, &n) == 0);
+    int port = 0;
+    listen_fd = listen_loopback(&port);
     CHECK(pthread_create(t, NULL, serve, NULL) == 0);
-    return ntohs(a.sin_port);
+    return port;
 }
 
 static atomic_int got_piece;
