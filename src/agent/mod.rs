@@ -158,8 +158,10 @@ struct Inner {
     policy: crate::context::policy::ContextPolicy,
     /// Compact as hard as possible for the next request (forced compaction).
     force_compaction: bool,
-    /// Bytes of text in `history`, kept current after every step.
+    /// Bytes of text in `history` as last added to the runtime's total (after every step).
     history_bytes: usize,
+    /// Bytes of text in `history` now, kept as messages are appended (see `push_history`).
+    held_bytes: usize,
     /// Where request bodies are rendered.
     body: BodyArena,
     /// What building views computed per message (token counts, minified JSON, digests,
@@ -239,6 +241,7 @@ impl Agent {
         if !config.system.is_empty() {
             history.push(ChatMessage::text(Role::System, config.system.clone()));
         }
+        let held_bytes = history_bytes(&history);
         let agent = Agent {
             name: config.name.as_str().into(),
             handle: AtomicU64::new(0),
@@ -264,6 +267,7 @@ impl Agent {
                 policy,
                 force_compaction: false,
                 history_bytes: 0,
+                held_bytes,
                 body: BodyArena::default(),
                 view_cache: Default::default(),
                 tool_tokens: Default::default(),
@@ -691,7 +695,8 @@ impl Agent {
             let went_idle = {
                 let mut g = self.inner.lock();
                 self.advance(&mut g, &shared, &mut actions);
-                let bytes = history_bytes(&g.history);
+                let bytes = g.held_bytes;
+                debug_assert_eq!(bytes, history_bytes(&g.history));
                 shared.add_history_bytes(bytes as i64 - g.history_bytes as i64);
                 g.history_bytes = bytes;
                 let busy = Self::has_work(&g);
@@ -845,7 +850,7 @@ impl Agent {
                     Sender::Host | Sender::Mailbox(..) => msg.text.clone(),
                     Sender::Agent(_, name) => format!("[message from agent {name}]\n{}", msg.text),
                 };
-                g.history.push(ChatMessage::text(Role::User, content));
+                g.push_history(ChatMessage::text(Role::User, content));
                 let from_json = match &msg.from {
                     Sender::Host => Value::Null,
                     Sender::Agent(_, n) => json!(n),
@@ -890,11 +895,7 @@ impl Agent {
             match phase {
                 Phase::NeedModel => {
                     let limit = self.config.max_history_bytes;
-                    let now = if limit > 0 {
-                        history_bytes(&g.history) as u64
-                    } else {
-                        0
-                    };
+                    let now = if limit > 0 { g.held_bytes as u64 } else { 0 };
                     if limit > 0 && now > limit {
                         let why =
                             format!("history holds {now} bytes, over max_history_bytes ({limit})");
@@ -1050,8 +1051,10 @@ impl Agent {
                     t.invocations.clear();
                     t.phase = Phase::NeedModel;
                     // The call and its results enter the history together: never split.
-                    g.history.push(assistant);
-                    g.history.extend(results);
+                    g.push_history(assistant);
+                    for r in results {
+                        g.push_history(r);
+                    }
                 }
             }
         }
@@ -1077,7 +1080,7 @@ impl Agent {
         ));
         if msg.tool_calls.is_empty() {
             let text = msg.content.clone();
-            g.history.push(msg);
+            g.push_history(msg);
             self.end_turn(g, shared, Status::Ok, text, actions);
             return;
         }
@@ -1651,16 +1654,25 @@ fn recall_schema() -> std::sync::Arc<Value> {
 }
 
 fn history_bytes(h: &[ChatMessage]) -> usize {
-    h.iter()
-        .map(|m| {
-            m.content.len()
-                + m.tool_calls
-                    .iter()
-                    .map(|c| c.id.len() + c.name.len() + c.arguments.len())
-                    .sum::<usize>()
-                + m.tool_call_id.as_ref().map_or(0, String::len)
-        })
-        .sum()
+    h.iter().map(message_bytes).sum()
+}
+
+/// Bytes of text in one message (content, tool calls, tool call id).
+fn message_bytes(m: &ChatMessage) -> usize {
+    m.content.len()
+        + m.tool_calls
+            .iter()
+            .map(|c| c.id.len() + c.name.len() + c.arguments.len())
+            .sum::<usize>()
+        + m.tool_call_id.as_ref().map_or(0, String::len)
+}
+
+impl Inner {
+    /// Appends to the history, keeping its byte count current (no pass over the history).
+    fn push_history(&mut self, m: ChatMessage) {
+        self.held_bytes += message_bytes(&m);
+        self.history.push(m);
+    }
 }
 
 /// Keeps the tools most relevant to the conversation's recent messages (and every tool called
