@@ -386,8 +386,8 @@ typedef uint64_t agentos_agent_id;
 typedef int32_t (*agentos_tool_fn)(void *user_data, agentos_tool_call *call);
 
 /**
- * Called for every event on the thread that emits it (a worker, the I/O thread, or a thread
- * completing a tool), in addition to the event being queued for `agentos_runtime_next_event`.
+ * Called for every event on the thread that emits it (a worker, the I/O thread, a thread
+ * completing a tool, or the thread inside `agentos_agent_run`), in addition to the event being queued for `agentos_runtime_next_event`.
  * `ev` is borrowed for the duration of the call only. The callback must not block; it may call
  * the `agentos_event_*` readers and non-blocking functions, but not `agentos_runtime_free`,
  * `agentos_runtime_wait_idle` or `agentos_runtime_next_event` with a wait.
@@ -924,12 +924,19 @@ agentos_status agentos_agent_send(const agentos_runtime *rt,
  * with its message in `err`; or `TIMEOUT` with "the turn is still running" when the wait
  * expired first (the turn goes on; its outcome arrives as a `TURN_END` event); `STALE_HANDLE`
  * (also when the agent is freed before the message's turn starts); `NULL_ARGUMENT`;
- * `INVALID_UTF8`; `BUSY` (inbox full: nothing was queued); `LIMIT_EXCEEDED` (the agent has
- * finished: nothing was queued); `SHUTDOWN`. `err` may be NULL.
+ * `INVALID_UTF8`; `BUSY` (inbox full: nothing was queued); `LIMIT_EXCEEDED` (nothing was
+ * queued: the agent has finished, or the message would take its history past
+ * `max_history_bytes`; or, for a message queued before the agent finished, the agent will
+ * not answer it); `INVALID_ARGUMENT` (called from a tool callback of the same agent, whose
+ * turn waits for that callback); `SHUTDOWN`. `err` may be NULL.
+ *
+ * The calling thread runs work only for this message's turn, and only until `timeout_ms`
+ * passes: when the turn has ended (or time is up), the work of later turns goes to the
+ * workers and the call returns.
  *
  * Thread safety: any thread, concurrently (also for the same agent: turns run one at a time,
  * in order). Not from a tool callback on a runtime with one worker: the callback holds the
- * only worker, and the turn may need it.
+ * only worker, and the turn may need it. A tool callback of another agent may call it.
  */
 agentos_status agentos_agent_run(const agentos_runtime *rt,
                                  agentos_agent_id agent,

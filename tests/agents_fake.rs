@@ -869,7 +869,7 @@ fn run_turn_ends_when_the_agent_is_cancelled_or_freed() {
     assert!(srv.wait_for_requests(before + 1, Duration::from_secs(10)));
     let a3 = a.clone();
     let queued = std::thread::spawn(move || a3.run_turn("queued", None));
-    std::thread::sleep(Duration::from_millis(100));
+    wait_until(|| a.inbox_len() == 1);
     rt.shared().remove_agent(h).unwrap();
     let e = queued.join().unwrap().unwrap_err();
     assert_eq!(e.status(), Status::StaleHandle, "{}", e.message());
@@ -889,4 +889,122 @@ fn run_turn_in_deterministic_mode_leaves_the_turn_to_the_worker() {
     let a = rt.shared().agent(h).unwrap();
     assert_eq!(a.run_turn("hi", None).unwrap(), "hello");
     assert_eq!(rt.shared().models().caller_thread_calls(), 0);
+}
+
+/// Polls `cond` until it holds (at most 10 s).
+fn wait_until(cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "condition never held");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+#[test]
+fn run_turn_returns_when_its_own_turn_ends_and_leaves_later_turns_to_the_workers() {
+    let srv = FakeServer::start();
+    let rt = runtime("");
+    endpoint(&rt, &srv, "");
+    let me: Arc<std::sync::OnceLock<Arc<agentos::agent::Agent>>> = Arc::default();
+    let me2 = me.clone();
+    // The tool queues a second message for its own agent while the first turn runs.
+    add_tool(&rt, "enqueue", r#"{"type":"object"}"#, move |inv| {
+        me2.get().unwrap().deliver(Sender::Host, "second").unwrap();
+        inv.complete(ToolOutcome::Ok("queued".into()));
+    });
+    let h = agent(
+        &rt,
+        r#"{"name":"a","endpoint":"fake","tools":["enqueue"],"stream":false}"#,
+    );
+    let a = rt.shared().agent(h).unwrap();
+    let _ = me.set(a.clone());
+    srv.push(Reply::openai_tool_call("c1", "enqueue", "{}"));
+    srv.push(Reply::openai_text("first done"));
+    srv.push(Reply::openai_text("second done").delay(Duration::from_millis(1500)));
+    let t0 = Instant::now();
+    assert_eq!(a.run_turn("first", None).unwrap(), "first done");
+    // The second turn's slow call was not run on this thread.
+    assert!(
+        t0.elapsed() < Duration::from_millis(1200),
+        "{:?}",
+        t0.elapsed()
+    );
+    let end = until(&rt, |e| {
+        e.kind == EventKind::TurnEnd && e.text == "second done"
+    });
+    assert_eq!(end.last().unwrap().status, Status::Ok);
+}
+
+#[test]
+fn messages_queued_before_a_budget_runs_out_are_answered_not_left_waiting() {
+    let srv = FakeServer::start();
+    let rt = runtime("");
+    endpoint(&rt, &srv, "");
+    add_tool(&rt, "noop", r#"{"type":"object"}"#, |inv| {
+        inv.complete(ToolOutcome::Ok("{}".into()));
+    });
+    // The first answer (a tool call) reports 12 tokens: over the budget of 5, so the turn
+    // stops before its next model call and the agent finishes.
+    let h = agent(
+        &rt,
+        r#"{"name":"a","endpoint":"fake","tools":["noop"],"stream":false,"budget":{"tokens":5}}"#,
+    );
+    let a = rt.shared().agent(h).unwrap();
+    srv.push(Reply::openai_tool_call("c1", "noop", "{}").delay(Duration::from_millis(300)));
+    send(&rt, h, "first");
+    assert!(srv.wait_for_requests(1, Duration::from_secs(10)));
+    let a2 = a.clone();
+    // (A time limit, so a regression fails the test instead of hanging it.)
+    let queued = std::thread::spawn(move || {
+        a2.run_turn("second", Some(Instant::now() + Duration::from_secs(10)))
+    });
+    wait_until(|| a.inbox_len() == 1);
+    let e = queued.join().unwrap().unwrap_err();
+    assert_eq!(e.status(), Status::LimitExceeded, "{}", e.message());
+    assert!(e.message().contains("has finished"), "{}", e.message());
+    assert_eq!(a.state(), AgentState::Finished);
+    assert_eq!(a.inbox_len(), 0);
+    assert!(rt
+        .shared()
+        .wait_idle(Some(Instant::now() + Duration::from_secs(10))));
+    // The refusal is an event too, carrying the message.
+    let refused = until(&rt, |e| {
+        e.kind == EventKind::Error && e.text.contains("has finished")
+    });
+    assert!(refused
+        .last()
+        .unwrap()
+        .detail
+        .get()
+        .to_string()
+        .contains("second"));
+}
+
+#[test]
+fn run_turn_from_the_agents_own_tool_is_refused_not_a_deadlock() {
+    let srv = FakeServer::start();
+    let rt = runtime("");
+    endpoint(&rt, &srv, "");
+    let me: Arc<std::sync::OnceLock<Arc<agentos::agent::Agent>>> = Arc::default();
+    let me2 = me.clone();
+    let seen = Arc::new(Mutex::new(None));
+    let seen2 = seen.clone();
+    add_tool(&rt, "recurse", r#"{"type":"object"}"#, move |inv| {
+        let r = me2
+            .get()
+            .unwrap()
+            .run_turn("inner", Some(Instant::now() + Duration::from_secs(5)));
+        *seen2.lock().unwrap() = Some(r.map_err(|e| e.status()));
+        inv.complete(ToolOutcome::Ok("tried".into()));
+    });
+    let h = agent(
+        &rt,
+        r#"{"name":"a","endpoint":"fake","tools":["recurse"],"stream":false}"#,
+    );
+    let a = rt.shared().agent(h).unwrap();
+    let _ = me.set(a.clone());
+    srv.push(Reply::openai_tool_call("c1", "recurse", "{}"));
+    srv.push(Reply::openai_text("outer done"));
+    assert_eq!(a.run_turn("outer", None).unwrap(), "outer done");
+    assert_eq!(*seen.lock().unwrap(), Some(Err(Status::InvalidArgument)));
 }

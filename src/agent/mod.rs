@@ -288,6 +288,11 @@ impl Agent {
         self.handle.store(raw, Ordering::Relaxed);
     }
 
+    /// Messages waiting in the inbox (not counting the one whose turn is running).
+    pub fn inbox_len(&self) -> usize {
+        self.inner.lock().inbox.len()
+    }
+
     /// The raw registry handle.
     pub fn handle(&self) -> u64 {
         self.handle.load(Ordering::Relaxed)
@@ -403,16 +408,27 @@ impl Agent {
     /// step the agent when it completes. The turn's events are emitted as usual.
     pub fn run_turn(self: &Arc<Self>, text: &str, deadline: Option<Instant>) -> Result<String> {
         let shared = self.shared()?;
+        if InTool::is(self.handle()) {
+            // Its turn is waiting for the very tool this thread is running.
+            return Err(Error::invalid(format!(
+                "agent \"{}\": a turn cannot be run from one of its own tool callbacks (it would wait for itself); use agentos_agent_send",
+                self.config.name
+            )));
+        }
         let (done, waiter) = TurnWaiter::new();
         self.queue_message(&shared, Sender::Host, text, false, Some(done))?;
         if shared.config().deterministic {
             self.schedule(&shared);
         } else {
+            // The caller stops running work itself once its own turn has ended (the work
+            // of later turns goes to the workers) or its time is up.
+            let mine = || !waiter.is_answered() && deadline.map_or(true, |d| Instant::now() < d);
             self.step_as(
                 &shared,
                 Stepper::Caller {
                     quick_calls_only: deadline.is_some(),
                 },
+                &mine,
             );
         }
         match waiter.wait(deadline) {
@@ -683,12 +699,18 @@ impl Agent {
     pub fn step(self: &Arc<Self>) {
         self.scheduled.store(false, Ordering::Release);
         let Ok(shared) = self.shared() else { return };
-        self.step_as(&shared, Stepper::Worker);
+        self.step_as(&shared, Stepper::Worker, &|| true);
     }
 
     /// Steps the agent, and keeps running the lone call or tool `stepper` may run itself
-    /// and stepping again until the agent waits for work elsewhere.
-    fn step_as(self: &Arc<Self>, shared: &Arc<Shared>, stepper: Stepper) {
+    /// and stepping again until the agent waits for work elsewhere, or `keep_going` says this
+    /// thread should stop running work (which then goes the usual way).
+    fn step_as(
+        self: &Arc<Self>,
+        shared: &Arc<Shared>,
+        stepper: Stepper,
+        keep_going: &dyn Fn() -> bool,
+    ) {
         let shared = shared.clone();
         loop {
             let mut actions = Vec::new();
@@ -709,22 +731,34 @@ impl Agent {
                 shared.agent_busy_changed(false);
             }
             let Some(work) = here else { break };
+            if !keep_going() {
+                self.dispatch(&shared, work);
+                break;
+            }
             // While this thread runs the work, wake-ups it raises itself for this agent (the
             // call's finish, a tool completing before it returns) are not queued: the loop steps
             // the agent right after. Wake-ups from other threads (a tool's timeout, a
             // cancellation, a message) queue the agent as usual, so another worker steps it
             // even while this one is held up, say by a tool that blocks.
-            let _here = SteppingHere::enter(self);
-            match work {
-                Here::Call(call) => {
+            let not_run = {
+                let _here = SteppingHere::enter(self);
+                match work {
                     // Its retries, if any, continue on the I/O thread: a worker never sits
                     // out a backoff.
-                    if !shared.models().try_run_here(&call, false) {
-                        self.dispatch(&shared, Here::Call(call));
-                        break;
+                    Here::Call(call) => {
+                        (!shared.models().try_run_here(&call, false)).then_some(Here::Call(call))
+                    }
+                    Here::Tool(tool, inv) => {
+                        run_tool(&shared, self, tool, inv, true);
+                        None
                     }
                 }
-                Here::Tool(tool, inv) => run_tool(&shared, self, tool, inv, true),
+            };
+            // Dispatched after leaving the guard, so a failure to hand it over schedules
+            // the agent again rather than being taken for a wake-up this loop handles.
+            if let Some(work) = not_run {
+                self.dispatch(&shared, work);
+                break;
             }
         }
     }
@@ -785,46 +819,73 @@ impl Agent {
                 .text(text.clone())
                 .detail(json!({"steps": turn.steps})),
         ));
-        if let Some(done) = turn.done.take() {
-            actions.push(Action::Answer(done, status, text.clone()));
-        }
-        if let (Sender::Agent(_, name), false) = (&turn.from, turn.is_reply) {
-            let reply = if status == Status::Ok {
-                text.clone()
-            } else {
-                format!(
-                    "(agent {} could not answer: {}: {text})",
-                    self.config.name,
-                    status.name()
-                )
-            };
-            shared.agent_busy_changed(true); // a message in flight counts as work until delivered
-            actions.push(Action::Deliver {
-                to: name.clone(),
-                from: Sender::Agent(self.handle(), self.config.name.clone()),
-                text: reply,
-                is_reply: true,
-            });
-        }
-        if let Sender::Mailbox(mailbox, corr) = &turn.from {
-            shared.agent_busy_changed(true); // a message in flight counts as work until delivered
-            actions.push(Action::Mail {
-                mailbox: *mailbox,
-                correlation: *corr,
-                ok: status == Status::Ok,
-                text: if status == Status::Ok {
-                    text
-                } else {
-                    format!("{}: {text}", status.name())
-                },
-            });
-        }
+        self.answer_sender(
+            shared,
+            turn.from,
+            turn.is_reply,
+            turn.done.take(),
+            status,
+            text,
+            actions,
+        );
         let next = if status == Status::Ok {
             AgentState::Idle
         } else {
             AgentState::Failed
         };
         self.set_state(g, shared, next);
+    }
+
+    /// Tells whoever sent the message a turn answered how it ended: a waiting caller, the
+    /// agent that asked (unless this was its answer), or the mailbox the request came from.
+    #[allow(clippy::too_many_arguments)]
+    fn answer_sender(
+        &self,
+        shared: &Shared,
+        from: Sender,
+        is_reply: bool,
+        done: Option<TurnDone>,
+        status: Status,
+        text: String,
+        actions: &mut Vec<Action>,
+    ) {
+        if let Some(done) = done {
+            actions.push(Action::Answer(done, status, text.clone()));
+        }
+        match from {
+            Sender::Agent(_, name) if !is_reply => {
+                let reply = if status == Status::Ok {
+                    text
+                } else {
+                    format!(
+                        "(agent {} could not answer: {}: {text})",
+                        self.config.name,
+                        status.name()
+                    )
+                };
+                shared.agent_busy_changed(true); // a message in flight counts as work until delivered
+                actions.push(Action::Deliver {
+                    to: name,
+                    from: Sender::Agent(self.handle(), self.config.name.clone()),
+                    text: reply,
+                    is_reply: true,
+                });
+            }
+            Sender::Mailbox(mailbox, correlation) => {
+                shared.agent_busy_changed(true); // a message in flight counts as work until delivered
+                actions.push(Action::Mail {
+                    mailbox,
+                    correlation,
+                    ok: status == Status::Ok,
+                    text: if status == Status::Ok {
+                        text
+                    } else {
+                        format!("{}: {text}", status.name())
+                    },
+                });
+            }
+            _ => {}
+        }
     }
 
     fn advance(self: &Arc<Self>, g: &mut Inner, shared: &Arc<Shared>, actions: &mut Vec<Action>) {
@@ -834,6 +895,29 @@ impl Agent {
                     g.inbox.clear();
                 }
                 if g.state == AgentState::Finished {
+                    // Messages queued before the agent finished are answered, not left to
+                    // wait forever: each sender learns the agent will not take them.
+                    while let Some(msg) = g.inbox.pop_front() {
+                        let why = format!(
+                            "agent \"{}\" has finished (a budget ran out); the message was not answered",
+                            self.config.name
+                        );
+                        actions.push(Action::Emit(
+                            self.event(EventKind::Error, 0)
+                                .status(Status::LimitExceeded)
+                                .text(why.clone())
+                                .detail(json!({"undelivered": msg.text})),
+                        ));
+                        self.answer_sender(
+                            shared,
+                            msg.from,
+                            msg.is_reply,
+                            msg.done,
+                            Status::LimitExceeded,
+                            why,
+                            actions,
+                        );
+                    }
                     return;
                 }
                 let Some(msg) = g.inbox.pop_front() else {
@@ -1554,6 +1638,31 @@ impl Drop for SteppingHere {
     }
 }
 
+thread_local! {
+    /// The agent (raw handle; 0 for none) whose tool callback this thread is running.
+    static IN_TOOL: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the current thread as running a tool of an agent until dropped.
+struct InTool(u64);
+
+impl InTool {
+    fn enter(agent: u64) -> InTool {
+        InTool(IN_TOOL.with(|c| c.replace(agent)))
+    }
+
+    /// Whether this thread is inside a tool callback of `agent`.
+    fn is(agent: u64) -> bool {
+        agent != 0 && IN_TOOL.with(|c| c.get()) == agent
+    }
+}
+
+impl Drop for InTool {
+    fn drop(&mut self) {
+        IN_TOOL.with(|c| c.set(self.0));
+    }
+}
+
 /// Work a worker may run itself instead of handing it off.
 enum Here {
     Call(Arc<CallInner>),
@@ -1753,7 +1862,9 @@ fn run_tool(
             }),
         );
     }
+    let of_agent = agent.handle();
     let job = move || {
+        let _in_tool = InTool::enter(of_agent);
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             tool.handler.invoke(inv.clone())
         }));

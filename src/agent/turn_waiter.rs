@@ -62,6 +62,11 @@ impl TurnWaiter {
         (TurnDone(slot.clone()), TurnWaiter(slot))
     }
 
+    /// Whether the outcome is in (without waiting).
+    pub fn is_answered(&self) -> bool {
+        self.0.outcome.lock().is_some()
+    }
+
     /// Waits for the outcome until `deadline` (`None`: no limit); `None` when it passed first.
     pub fn wait(&self, deadline: Option<Instant>) -> Option<TurnOutcome> {
         let mut o = self.0.outcome.lock();

@@ -140,12 +140,19 @@ pub unsafe extern "C" fn agentos_agent_send(
 /// with its message in `err`; or `TIMEOUT` with "the turn is still running" when the wait
 /// expired first (the turn goes on; its outcome arrives as a `TURN_END` event); `STALE_HANDLE`
 /// (also when the agent is freed before the message's turn starts); `NULL_ARGUMENT`;
-/// `INVALID_UTF8`; `BUSY` (inbox full: nothing was queued); `LIMIT_EXCEEDED` (the agent has
-/// finished: nothing was queued); `SHUTDOWN`. `err` may be NULL.
+/// `INVALID_UTF8`; `BUSY` (inbox full: nothing was queued); `LIMIT_EXCEEDED` (nothing was
+/// queued: the agent has finished, or the message would take its history past
+/// `max_history_bytes`; or, for a message queued before the agent finished, the agent will
+/// not answer it); `INVALID_ARGUMENT` (called from a tool callback of the same agent, whose
+/// turn waits for that callback); `SHUTDOWN`. `err` may be NULL.
+///
+/// The calling thread runs work only for this message's turn, and only until `timeout_ms`
+/// passes: when the turn has ended (or time is up), the work of later turns goes to the
+/// workers and the call returns.
 ///
 /// Thread safety: any thread, concurrently (also for the same agent: turns run one at a time,
 /// in order). Not from a tool callback on a runtime with one worker: the callback holds the
-/// only worker, and the turn may need it.
+/// only worker, and the turn may need it. A tool callback of another agent may call it.
 #[no_mangle]
 pub unsafe extern "C" fn agentos_agent_run(
     rt: *const agentos_runtime,

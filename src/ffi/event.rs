@@ -54,8 +54,8 @@ impl agentos_event {
     }
 }
 
-/// Called for every event on the thread that emits it (a worker, the I/O thread, or a thread
-/// completing a tool), in addition to the event being queued for `agentos_runtime_next_event`.
+/// Called for every event on the thread that emits it (a worker, the I/O thread, a thread
+/// completing a tool, or the thread inside `agentos_agent_run`), in addition to the event being queued for `agentos_runtime_next_event`.
 /// `ev` is borrowed for the duration of the call only. The callback must not block; it may call
 /// the `agentos_event_*` readers and non-blocking functions, but not `agentos_runtime_free`,
 /// `agentos_runtime_wait_idle` or `agentos_runtime_next_event` with a wait.

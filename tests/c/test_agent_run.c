@@ -16,7 +16,7 @@
 /* ---- the server ------------------------------------------------------------------------ */
 
 /* Answers each request on a keep-alive connection by what its body holds:
-   a tool result  -> the text "done";
+   a tool result  -> the text "done: " and the last user message;
    "slow"         -> the text "slow done", after 600 ms;
    otherwise      -> a call of the tool "step" with arguments {}. */
 static int listen_fd = -1;
@@ -66,9 +66,14 @@ static void *serve_conn(void *arg) {
         const char *usage = "\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":2,\"total_tokens\":12}";
         char json[512];
         if (strstr(body, "\"role\":\"tool\"")) {
+            /* Echo the last user message (plain text in these tests), so each caller can tell
+               its own answer. */
+            const char *key = "\"role\":\"user\",\"content\":\"", *last = NULL;
+            for (const char *p = strstr(body, key); p; p = strstr(p + 1, key)) last = p + strlen(key);
+            int n = last ? (int)strcspn(last, "\"") : 0;
             snprintf(json, sizeof json,
-                     "{\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"done\"},"
-                     "\"finish_reason\":\"stop\"}],%s}", usage);
+                     "{\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"done: %.*s\"},"
+                     "\"finish_reason\":\"stop\"}],%s}", n, last ? last : "", usage);
         } else if (strstr(body, "slow")) {
             struct timespec ts = {0, 600 * 1000000L};
             nanosleep(&ts, NULL);
@@ -144,11 +149,16 @@ static agentos_agent_id new_agent(const char *json) {
     return a;
 }
 
+struct go {
+    agentos_agent_id agent;
+    const char *text, *expect;
+};
+
 static void *run_go(void *arg) {
-    agentos_agent_id a = *(agentos_agent_id *)arg;
+    struct go *g = arg;
     char *answer = NULL;
-    CHECK(agentos_agent_run(rt, a, "go", 30000, &answer, NULL) == AGENTOS_STATUS_OK);
-    CHECK(strcmp(answer, "done") == 0);
+    CHECK(agentos_agent_run(rt, g->agent, g->text, 30000, &answer, NULL) == AGENTOS_STATUS_OK);
+    CHECK(strcmp(answer, g->expect) == 0);
     agentos_string_free(answer);
     return NULL;
 }
@@ -192,7 +202,7 @@ int main(void) {
 
     /* A turn with one tool call: the answer comes back, and the tool ran on this thread. */
     CHECK(agentos_agent_run(rt, a, "go", -1, &answer, &err) == AGENTOS_STATUS_OK);
-    CHECK(err == NULL && answer != NULL && strcmp(answer, "done") == 0);
+    CHECK(err == NULL && answer != NULL && strcmp(answer, "done: go") == 0);
     agentos_string_free(answer);
     CHECK(atomic_load(&tool_calls) == 1 && pthread_equal(tool_thread, pthread_self()));
     int32_t state = -1;
@@ -211,9 +221,10 @@ int main(void) {
 
     /* Two threads run turns on one agent at once: each gets its own turn's answer. */
     agentos_agent_id b = new_agent("{\"name\":\"b\",\"endpoint\":\"fake\",\"tools\":[\"step\"],\"stream\":false}");
+    struct go g1 = {b, "go A", "done: go A"}, g2 = {b, "go B", "done: go B"};
     pthread_t t1, t2;
-    CHECK(pthread_create(&t1, NULL, run_go, &b) == 0);
-    CHECK(pthread_create(&t2, NULL, run_go, &b) == 0);
+    CHECK(pthread_create(&t1, NULL, run_go, &g1) == 0);
+    CHECK(pthread_create(&t2, NULL, run_go, &g2) == 0);
     CHECK(pthread_join(t1, NULL) == 0 && pthread_join(t2, NULL) == 0);
     agentos_usage u;
     memset(&u, 0, sizeof u);
