@@ -3,7 +3,7 @@
 use super::agent::agentos_agent_id;
 use super::runtime::agentos_runtime;
 use super::status::agentos_status;
-use super::string::into_c_string;
+use super::string::{c_string, into_c_string};
 use super::{as_ref, non_null, write_out};
 use crate::error::{Error, Status};
 use crate::runtime::events::Event;
@@ -47,8 +47,8 @@ pub struct agentos_event {
 impl agentos_event {
     fn new(ev: Event) -> agentos_event {
         agentos_event {
-            text: CString::new(ev.text.replace('\0', "\\0")).unwrap_or_default(),
-            agent_name: CString::new(ev.agent_name.replace('\0', "")).unwrap_or_default(),
+            text: c_string(&ev.text, "\\0"),
+            agent_name: c_string(&ev.agent_name, ""),
             ev,
         }
     }

@@ -4,9 +4,21 @@ use std::ffi::{c_char, CString};
 
 /// Gives C a library-owned string; the caller frees it with `agentos_string_free`.
 pub(crate) fn into_c_string(s: String) -> *mut c_char {
-    CString::new(s.replace('\0', "\\0"))
-        .unwrap_or_default()
-        .into_raw()
+    if s.contains('\0') {
+        c_string(&s, "\\0").into_raw()
+    } else {
+        // Moved, not copied.
+        CString::new(s).unwrap_or_default().into_raw()
+    }
+}
+
+/// `text` as a C string, with any NUL replaced by `nul` (one allocation when there is none).
+pub(crate) fn c_string(text: &str, nul: &str) -> CString {
+    if text.contains('\0') {
+        CString::new(text.replace('\0', nul)).unwrap_or_default()
+    } else {
+        CString::new(text).unwrap_or_default()
+    }
 }
 
 /// Frees a string that the library returned to the caller (documented as "free with

@@ -4,6 +4,7 @@ use super::agent::agentos_agent_id;
 use super::error::agentos_error;
 use super::runtime::agentos_runtime;
 use super::status::agentos_status;
+use super::string::c_string;
 use super::{as_ref, non_null, str_arg, write_out};
 use crate::error::{Error, Status};
 use crate::tools::{Tool, ToolHandler, ToolInvocation, ToolOutcome};
@@ -58,15 +59,6 @@ impl ToolHandler for CTool {
                 "the tool returned without a result (AGENTOS_TOOL_DONE but never completed)".into(),
             ));
         }
-    }
-}
-
-/// `text` as a C string, with any NUL replaced by `nul` (one allocation when there is none).
-fn c_string(text: &str, nul: &str) -> CString {
-    if text.contains('\0') {
-        CString::new(text.replace('\0', nul)).unwrap_or_default()
-    } else {
-        CString::new(text).unwrap_or_default()
     }
 }
 
