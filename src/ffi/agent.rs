@@ -35,6 +35,25 @@ fn deadline(timeout_ms: i32) -> Option<Instant> {
     (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64))
 }
 
+/// The checks a message from the host goes through: the runtime, the text, a live runtime,
+/// the agent's handle.
+///
+/// # Safety
+/// `rt` and `text` as documented on the calling functions.
+unsafe fn host_message<'a>(
+    rt: *const agentos_runtime,
+    agent: agentos_agent_id,
+    text: *const c_char,
+) -> crate::error::Result<(std::sync::Arc<crate::agent::Agent>, &'a str)> {
+    let rt = as_ref(rt, "rt")?;
+    let text = str_arg(text, "text")?;
+    let shared = rt.inner.shared();
+    if shared.is_shut_down() {
+        return Err(Error::new(Status::Shutdown, "the runtime is shutting down"));
+    }
+    Ok((shared.agent(Handle::from_raw(agent))?, text))
+}
+
 /// Creates an agent from a JSON config:
 /// `{"name":"planner","endpoint":"local","system":"You plan.","tools":["get_weather",
 /// "send_message"],"priority":5,"max_steps":8,"temperature":0,"max_tokens":256,"stream":true,
@@ -106,15 +125,8 @@ pub unsafe extern "C" fn agentos_agent_send(
     err: *mut *mut agentos_error,
 ) -> agentos_status {
     ffi_boundary!(err = err, {
-        let rt = as_ref(rt, "rt")?;
-        let text = str_arg(text, "text")?;
-        let shared = rt.inner.shared();
-        if shared.is_shut_down() {
-            return Err(Error::new(Status::Shutdown, "the runtime is shutting down"));
-        }
-        shared
-            .agent(Handle::from_raw(agent))?
-            .deliver(Sender::Host, text)
+        let (agent, text) = host_message(rt, agent, text)?;
+        agent.deliver(Sender::Host, text)
     })
 }
 
@@ -167,15 +179,8 @@ pub unsafe extern "C" fn agentos_agent_run(
         *out_answer = std::ptr::null_mut();
     }
     ffi_boundary!(err = err, {
-        let rt = as_ref(rt, "rt")?;
-        let text = str_arg(text, "text")?;
-        let shared = rt.inner.shared();
-        if shared.is_shut_down() {
-            return Err(Error::new(Status::Shutdown, "the runtime is shutting down"));
-        }
-        let answer = shared
-            .agent(Handle::from_raw(agent))?
-            .run_turn(text, deadline(timeout_ms))?;
+        let (agent, text) = host_message(rt, agent, text)?;
+        let answer = agent.run_turn(text, deadline(timeout_ms))?;
         if !out_answer.is_null() {
             write_out(out_answer, into_c_string(answer));
         }

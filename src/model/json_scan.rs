@@ -4,7 +4,7 @@
 //! shape and on any JSON it cannot prove valid, and the general (serde) parser decides; the
 //! primitives make that easy: every method returns `None` rather than guess.
 
-use super::json_text::NEEDS_ESCAPE;
+use super::json_text::{hex4, unescape_strict, NEEDS_ESCAPE};
 
 /// Which known keys an object has had (duplicates are left to the general parser, which
 /// rejects them).
@@ -167,7 +167,7 @@ impl<'a> Scanner<'a> {
                     match *self.b.get(self.i + 1)? {
                         b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.i += 2,
                         b'u' => {
-                            self.hex4(self.i + 2)?;
+                            hex4(self.b, self.i + 2)?;
                             self.i += 6;
                         }
                         _ => return None,
@@ -179,15 +179,6 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    pub(crate) fn hex4(&self, at: usize) -> Option<u32> {
-        let digits = self.b.get(at..at + 4)?;
-        let mut v = 0;
-        for &d in digits {
-            v = v * 16 + (d as char).to_digit(16)?;
-        }
-        Some(v)
-    }
-
     /// A string literal, decoded onto `out`.
     pub(crate) fn string(&mut self, out: &mut String) -> Option<()> {
         let (start, end, escaped) = self.string_span()?;
@@ -197,55 +188,8 @@ impl<'a> Scanner<'a> {
             out.push_str(self.text.get(start..end)?);
             return Some(());
         }
-        let raw = &self.b[start..end];
-        let mut k = 0;
-        while k < raw.len() {
-            let run = raw[k..]
-                .iter()
-                .position(|&c| c == b'\\')
-                .unwrap_or(raw.len() - k);
-            out.push_str(self.text.get(start + k..start + k + run)?);
-            k += run;
-            if k == raw.len() {
-                break;
-            }
-            let c = match raw[k + 1] {
-                b'"' => '"',
-                b'\\' => '\\',
-                b'/' => '/',
-                b'b' => '\u{8}',
-                b'f' => '\u{c}',
-                b'n' => '\n',
-                b'r' => '\r',
-                b't' => '\t',
-                b'u' => {
-                    let hi = self.hex4(start + k + 2)?;
-                    k += 6;
-                    let code = match hi {
-                        0xD800..=0xDBFF => {
-                            // A surrogate pair, or give up (lone surrogates).
-                            if raw.get(k..k + 2) != Some(b"\\u") {
-                                return None;
-                            }
-                            let lo = self.hex4(start + k + 2)?;
-                            if !(0xDC00..=0xDFFF).contains(&lo) {
-                                return None;
-                            }
-                            k += 6;
-                            0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00)
-                        }
-                        0xDC00..=0xDFFF => return None,
-                        _ => hi,
-                    };
-                    out.push(char::from_u32(code)?);
-                    continue;
-                }
-                _ => return None,
-            };
-            out.push(c);
-            k += 2;
-        }
-        Some(())
+        // The literal, quotes included; string_span has validated it.
+        unescape_strict(self.text.get(start - 1..end + 1)?, out).then_some(())
     }
 
     /// A string literal without escapes, borrowed from the text (one with escapes gives up).

@@ -24,40 +24,42 @@ pub trait TextOut {
     fn cut(&mut self, len: usize);
 }
 
-impl TextOut for String {
-    fn text_len(&self) -> usize {
-        self.len()
-    }
-    fn append(&mut self, s: &str) {
-        self.push_str(s)
-    }
-    fn append_char(&mut self, c: char) {
-        self.push(c)
-    }
-    fn cut(&mut self, len: usize) {
-        self.truncate(len)
-    }
+/// The same four one-liners for each string type.
+macro_rules! text_out {
+    ($($t:ty),*) => {$(
+        impl TextOut for $t {
+            fn text_len(&self) -> usize {
+                self.len()
+            }
+            fn append(&mut self, s: &str) {
+                self.push_str(s)
+            }
+            fn append_char(&mut self, c: char) {
+                self.push(c)
+            }
+            fn cut(&mut self, len: usize) {
+                self.truncate(len)
+            }
+        }
+    )*};
 }
 
-impl TextOut for bumpalo::collections::String<'_> {
-    fn text_len(&self) -> usize {
-        self.len()
-    }
-    fn append(&mut self, s: &str) {
-        self.push_str(s)
-    }
-    fn append_char(&mut self, c: char) {
-        self.push(c)
-    }
-    fn cut(&mut self, len: usize) {
-        self.truncate(len)
-    }
-}
+text_out!(String, bumpalo::collections::String<'_>);
 
 /// Appends the decoded contents of the JSON string literal `raw` (quotes included) to `out`.
 /// Returns false, leaving `out` unchanged, when `raw` is not a well-formed string literal.
 /// Lone surrogates in `\u` escapes become U+FFFD.
 pub fn unescape_into(raw: &str, out: &mut impl TextOut) -> bool {
+    unescape(raw, out, true)
+}
+
+/// [`unescape_into`], refusing lone surrogates as serde_json does (for readers whose answers
+/// must equal serde's).
+pub(crate) fn unescape_strict(raw: &str, out: &mut impl TextOut) -> bool {
+    unescape(raw, out, false)
+}
+
+fn unescape(raw: &str, out: &mut impl TextOut, replace_lone_surrogates: bool) -> bool {
     let b = raw.as_bytes();
     if b.len() < 2 || b[0] != b'"' || b[b.len() - 1] != b'"' {
         return false;
@@ -93,7 +95,7 @@ pub fn unescape_into(raw: &str, out: &mut impl TextOut) -> bool {
                     return false;
                 };
                 i += 4;
-                if (0xD800..0xDC00).contains(&hi) {
+                let decoded = if (0xD800..0xDC00).contains(&hi) {
                     // A high surrogate: a low one must follow as another \u escape.
                     let lo = if bytes.get(i) == Some(&b'\\') && bytes.get(i + 1) == Some(&b'u') {
                         hex4(bytes, i + 2).filter(|lo| (0xDC00..0xE000).contains(lo))
@@ -104,12 +106,19 @@ pub fn unescape_into(raw: &str, out: &mut impl TextOut) -> bool {
                         Some(lo) => {
                             i += 6;
                             char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))
-                                .unwrap_or('\u{fffd}')
                         }
-                        None => '\u{fffd}',
+                        None => None,
                     }
                 } else {
-                    char::from_u32(hi).unwrap_or('\u{fffd}')
+                    char::from_u32(hi)
+                };
+                match decoded {
+                    Some(c) => c,
+                    None if replace_lone_surrogates => '\u{fffd}',
+                    None => {
+                        out.cut(start_len);
+                        return false;
+                    }
                 }
             }
             _ => {
@@ -124,7 +133,8 @@ pub fn unescape_into(raw: &str, out: &mut impl TextOut) -> bool {
     true
 }
 
-fn hex4(b: &[u8], at: usize) -> Option<u32> {
+/// The value of four hex digits at `at`.
+pub(crate) fn hex4(b: &[u8], at: usize) -> Option<u32> {
     let digits = b.get(at..at + 4)?;
     let mut v = 0u32;
     for &d in digits {
