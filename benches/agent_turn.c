@@ -3,11 +3,14 @@
  * tool), against the floor: a raw libcurl loop making the same two requests over a reused
  * connection. Prints median and p99 per turn and the ratio, for the two ways a host drives a
  * turn: agentos_agent_send + agentos_runtime_next_event until TURN_END (workers run the turn),
- * and agentos_agent_run (the host's thread runs it).
+ * and agentos_agent_run (the host's thread runs it). Two floors: a plain libcurl loop, and one
+ * tuned with the settings AgentOS gives its own handles (raw_floor.h): against the tuned floor,
+ * the ratio is the overhead of AgentOS's own work alone.
  *
  *   agent_turn URL [TURNS]   (server: fake_openai_server.c --tool-steps 1; see benches/run-agents.sh)
  */
 #include "bench_util.h"
+#include "raw_floor.h"
 #include <agentos.h>
 #include <curl/curl.h>
 
@@ -27,7 +30,7 @@ int main(int argc, char **argv) {
     if (argc < 2) return 2;
     int turns = argc > 2 ? atoi(argv[2]) : 1000;
     double *raw = calloc((size_t)turns, sizeof *raw), *ours = calloc((size_t)turns, sizeof *ours);
-    double *run = calloc((size_t)turns, sizeof *run);
+    double *run = calloc((size_t)turns, sizeof *run), *tuned = calloc((size_t)turns, sizeof *tuned);
     char url[512];
     snprintf(url, sizeof url, "%s/chat/completions", argv[1]);
     /* The two requests the agent sends: the question, then the question, the tool call and its
@@ -48,6 +51,8 @@ int main(int argc, char **argv) {
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink);
     curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
+    CURL *ct = curl_easy_duphandle(c);
+    CURLU *ct_url = raw_floor_tune(ct, url);
 
     agentos_config *cfg = NULL;
     agentos_runtime *rt = NULL;
@@ -65,60 +70,82 @@ int main(int argc, char **argv) {
     const char *agent_json = "{\"name\":\"a\",\"endpoint\":\"b\",\"tools\":[\"step\"],\"stream\":false}";
     agentos_agent_id a = 0;
 
-    for (int i = -turns / 10; i < turns; i++) { /* negative i: warm-up */
-        /* Each measurement starts from a quiet process: the runtime's worker may still be
-           wrapping up the last turn after its TURN_END event, and on a small machine that tail
-           would otherwise be charged to whichever loop runs next. */
-        bench_settle(300);
-        double t0 = bench_now_us();
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, first);
-        curl_easy_perform(c);
-        curl_easy_setopt(c, CURLOPT_POSTFIELDS, second);
-        curl_easy_perform(c);
-        if (i >= 0) raw[i] = bench_now_us() - t0;
-
-        /* A fresh agent for every turn, created before the clock starts: its requests then
-           carry the same conversation as the raw loop's (an agent kept across turns would
-           send its growing history). */
-        if (agentos_agent_new(rt, agent_json, &a, NULL) != AGENTOS_STATUS_OK) return 1;
-        bench_settle(300);
-        t0 = bench_now_us();
-        if (agentos_agent_send(rt, a, "go", NULL) != AGENTOS_STATUS_OK) return 1;
-        agentos_event *ev = NULL;
-        for (;;) {
-            if (agentos_runtime_next_event(rt, 10000, &ev) != AGENTOS_STATUS_OK) return 1;
-            int end = agentos_event_kind(ev) == AGENTOS_EVENT_TURN_END;
-            int ok = agentos_event_status(ev) == AGENTOS_STATUS_OK;
-            agentos_event_free(ev);
-            if (end) {
-                if (!ok) return 1;
-                break;
+    /* The four ways run in interleaved blocks of BLOCK turns, the first WARM of each block
+       untimed: each way is timed with its own code and data warm in the caches (a host running
+       turns back to back), while all four see the same drift of the machine over the run.
+       Timing them turn by turn in turn would charge each the cache misses of refilling what
+       the previous way evicted (measured: 15-20 us on the first loop after an agent turn). */
+    enum { BLOCK = 25, WARM = 5 };
+    int done = 0;
+    while (done < turns) {
+        int n = turns - done < BLOCK - WARM ? turns - done : BLOCK - WARM;
+        for (int way = 0; way < 4; way++) {
+            for (int j = -WARM; j < n; j++) {
+                /* Each measurement starts from a quiet process: the runtime's worker may still
+                   be wrapping up the last turn (or an agent's release) after its TURN_END, and
+                   on a small machine that tail would otherwise be charged to the next turn. */
+                double t0, dt;
+                if (way < 2) {
+                    CURL *e = way == 0 ? c : ct;
+                    bench_settle(300);
+                    t0 = bench_now_us();
+                    curl_easy_setopt(e, CURLOPT_POSTFIELDS, first);
+                    curl_easy_perform(e);
+                    curl_easy_setopt(e, CURLOPT_POSTFIELDS, second);
+                    curl_easy_perform(e);
+                    dt = bench_now_us() - t0;
+                } else if (way == 2) {
+                    /* A fresh agent for every turn, created before the clock starts: its
+                       requests then carry the same conversation as the raw loop's (an agent
+                       kept across turns would send its growing history). */
+                    if (agentos_agent_new(rt, agent_json, &a, NULL) != AGENTOS_STATUS_OK) return 1;
+                    bench_settle(300);
+                    t0 = bench_now_us();
+                    if (agentos_agent_send(rt, a, "go", NULL) != AGENTOS_STATUS_OK) return 1;
+                    agentos_event *ev = NULL;
+                    for (;;) {
+                        if (agentos_runtime_next_event(rt, 10000, &ev) != AGENTOS_STATUS_OK) return 1;
+                        int end = agentos_event_kind(ev) == AGENTOS_EVENT_TURN_END;
+                        int ok = agentos_event_status(ev) == AGENTOS_STATUS_OK;
+                        agentos_event_free(ev);
+                        if (end) {
+                            if (!ok) return 1;
+                            break;
+                        }
+                    }
+                    dt = bench_now_us() - t0;
+                    agentos_agent_free(rt, a);
+                } else {
+                    /* The same turn through agentos_agent_run: the calling thread runs it. */
+                    if (agentos_agent_new(rt, agent_json, &a, NULL) != AGENTOS_STATUS_OK) return 1;
+                    bench_settle(300);
+                    t0 = bench_now_us();
+                    char *answer = NULL;
+                    if (agentos_agent_run(rt, a, "go", -1, &answer, NULL) != AGENTOS_STATUS_OK) return 1;
+                    dt = bench_now_us() - t0;
+                    agentos_string_free(answer);
+                    agentos_agent_free(rt, a);
+                    /* Its events are not read here: drop them so the next turn starts clean. */
+                    agentos_event *ev = NULL;
+                    while (agentos_runtime_next_event(rt, 0, &ev) == AGENTOS_STATUS_OK) agentos_event_free(ev);
+                }
+                if (j >= 0) (way == 0 ? raw : way == 1 ? tuned : way == 2 ? ours : run)[done + j] = dt;
             }
         }
-        if (i >= 0) ours[i] = bench_now_us() - t0;
-        agentos_agent_free(rt, a);
-
-        /* The same turn through agentos_agent_run: the calling thread runs it. */
-        if (agentos_agent_new(rt, agent_json, &a, NULL) != AGENTOS_STATUS_OK) return 1;
-        bench_settle(300);
-        t0 = bench_now_us();
-        char *answer = NULL;
-        if (agentos_agent_run(rt, a, "go", -1, &answer, NULL) != AGENTOS_STATUS_OK) return 1;
-        if (i >= 0) run[i] = bench_now_us() - t0;
-        agentos_string_free(answer);
-        agentos_agent_free(rt, a);
-        /* Its events are not read in this loop: drop them so the next loop starts clean. */
-        while (agentos_runtime_next_event(rt, 0, &ev) == AGENTOS_STATUS_OK) agentos_event_free(ev);
+        done += n;
     }
     double mr = bench_quantile(raw, turns, 0.5), pr = bench_quantile(raw, turns, 0.99);
+    double mt = bench_quantile(tuned, turns, 0.5), pt = bench_quantile(tuned, turns, 0.99);
     double mo = bench_quantile(ours, turns, 0.5), po = bench_quantile(ours, turns, 0.99);
     double mu = bench_quantile(run, turns, 0.5), pu = bench_quantile(run, turns, 0.99);
     printf("%d turns, each 2 model calls + 1 tool call\n", turns);
     printf("raw libcurl, 2 requests (floor)  median %8.1f us   p99 %8.1f us\n", mr, pr);
+    printf("raw libcurl tuned (raw_floor.h)  median %8.1f us   p99 %8.1f us\n", mt, pt);
     printf("agent turn via events           median %8.1f us   p99 %8.1f us\n", mo, po);
     printf("  ratio (median): %.3fx   p99 ratio: %.3fx   overhead: %+.1f us per turn\n", mo / mr, po / pr, mo - mr);
     printf("agent turn via agentos_agent_run median %8.1f us   p99 %8.1f us\n", mu, pu);
     printf("  ratio (median): %.3fx   p99 ratio: %.3fx   overhead: %+.1f us per turn\n", mu / mr, pu / pr, mu - mr);
+    printf("  vs the tuned floor: %.3fx   p99 ratio: %.3fx   overhead: %+.1f us per turn\n", mu / mt, pu / pt, mu - mt);
     char *usage = NULL;
     if (agentos_runtime_usage_json(rt, &usage) == AGENTOS_STATUS_OK) {
         const char *k = strstr(usage, "\"caller_thread_calls\":");
@@ -132,9 +159,12 @@ int main(int argc, char **argv) {
     agentos_runtime_free(rt);
     curl_slist_free_all(h);
     curl_easy_cleanup(c);
+    curl_easy_cleanup(ct);
+    curl_url_cleanup(ct_url);
     curl_global_cleanup();
     free(raw);
     free(ours);
     free(run);
+    free(tuned);
     return 0;
 }

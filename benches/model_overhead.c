@@ -1,13 +1,16 @@
 /*
  * model_overhead.c - the cost of a model call through AgentOS against the floor: a raw libcurl
  * loop doing the same POST over a reused connection. Prints median and p99 per call for both
- * and their ratio.
+ * and their ratio, and the same against a raw loop tuned with the libcurl settings AgentOS
+ * gives its own handles (raw_floor.h), which isolates the cost of AgentOS's own work.
  *
  *   model_overhead URL [CALLS]     (URL like http://127.0.0.1:PORT/v1; see benches/run-model.sh)
  */
 #define _POSIX_C_SOURCE 200809L
 #include <agentos.h>
 #include <curl/curl.h>
+
+#include "raw_floor.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +51,7 @@ int main(int argc, char **argv) {
     const char *base = argv[1];
     int calls = argc > 2 ? atoi(argv[2]) : 2000;
     double *raw = calloc((size_t)calls, sizeof *raw), *ours = calloc((size_t)calls, sizeof *ours);
+    double *tuned = calloc((size_t)calls, sizeof *tuned);
 
     /* The floor: one easy handle, reused connection. */
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -63,7 +67,12 @@ int main(int argc, char **argv) {
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, &got);
     curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
-    for (int i = 0; i < calls / 10; i++) curl_easy_perform(c); /* warm up */
+    CURL *ct = curl_easy_duphandle(c);
+    CURLU *ct_url = raw_floor_tune(ct, url);
+    for (int i = 0; i < calls / 10; i++) { /* warm up */
+        curl_easy_perform(c);
+        curl_easy_perform(ct);
+    }
 
     /* AgentOS. */
     agentos_config *cfg = NULL;
@@ -84,30 +93,48 @@ int main(int argc, char **argv) {
         agentos_request_free(r);
     }
 
-    /* Interleave the two so both see the same machine state. */
-    for (int i = 0; i < calls; i++) {
-        double t0 = now_us();
-        if (curl_easy_perform(c) != CURLE_OK) return 1;
-        raw[i] = now_us() - t0;
-
-        t0 = now_us();
-        agentos_request *r = NULL;
-        agentos_request_new(rt, "bench", req_json, &r, NULL);
-        if (agentos_request_run(r, NULL) != AGENTOS_STATUS_OK) return 1;
-        agentos_request_free(r);
-        ours[i] = now_us() - t0;
+    /* The three ways run in interleaved blocks of BLOCK calls, the first WARM of each block
+       untimed: each is timed with its own code and data warm in the caches, while all three
+       see the same drift of the machine over the run (timing them call by call in turn would
+       charge each the cache misses of refilling what the previous one evicted). */
+    enum { BLOCK = 50, WARM = 5 };
+    int done = 0;
+    while (done < calls) {
+        int n = calls - done < BLOCK - WARM ? calls - done : BLOCK - WARM;
+        for (int way = 0; way < 3; way++) {
+            for (int j = -WARM; j < n; j++) {
+                double t0 = now_us();
+                if (way < 2) {
+                    if (curl_easy_perform(way == 0 ? c : ct) != CURLE_OK) return 1;
+                } else {
+                    agentos_request *r = NULL;
+                    agentos_request_new(rt, "bench", req_json, &r, NULL);
+                    if (agentos_request_run(r, NULL) != AGENTOS_STATUS_OK) return 1;
+                    agentos_request_free(r);
+                }
+                double dt = now_us() - t0;
+                if (j >= 0) (way == 0 ? raw : way == 1 ? tuned : ours)[done + j] = dt;
+            }
+        }
+        done += n;
     }
-    double m_raw, m_ours;
+    double m_raw, m_tuned, m_ours;
     printf("%d sequential calls against %s\n", calls, base);
     report("raw libcurl (floor)", raw, calls, &m_raw);
+    report("raw libcurl, tuned", tuned, calls, &m_tuned);
     report("agentos_request_run", ours, calls, &m_ours);
     printf("ratio (median): %.3fx   p99 ratio: %.3fx   overhead: %+.1f us per call\n", m_ours / m_raw,
            ours[(calls * 99) / 100] / raw[(calls * 99) / 100], m_ours - m_raw);
+    printf("vs the tuned floor: %.3fx   p99 ratio: %.3fx   overhead: %+.1f us per call\n", m_ours / m_tuned,
+           ours[(calls * 99) / 100] / tuned[(calls * 99) / 100], m_ours - m_tuned);
     agentos_runtime_free(rt);
     curl_slist_free_all(h);
     curl_easy_cleanup(c);
+    curl_easy_cleanup(ct);
+    curl_url_cleanup(ct_url);
     curl_global_cleanup();
     free(raw);
     free(ours);
+    free(tuned);
     return 0;
 }

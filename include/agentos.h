@@ -664,6 +664,9 @@ agentos_status agentos_runtime_worker_count(const agentos_runtime *rt, uint32_t 
  * Only `name`, `provider` and `base_url` are required; a known `model` (or `preset`) fills in
  * the context window, output limit and prices. The API key is read from the named environment
  * variable now, kept in memory only, and never appears in errors, events or logs.
+ * Proxies follow libcurl's environment variables (`http_proxy`, `https_proxy`, `all_proxy`,
+ * `no_proxy` and their upper-case forms but `HTTP_PROXY`), read when the endpoint's
+ * connections are set up, not on every request: set them before adding the endpoint.
  *
  * Returns `OK`; `NULL_ARGUMENT`; `INVALID_UTF8`; `INVALID_JSON` (unknown key or wrong type,
  * named in the message); `INVALID_ARGUMENT` (bad value, or the name is taken); `NOT_FOUND`

@@ -737,7 +737,7 @@ impl IoLoop {
         } = active;
         let collector = match self.shards[shard].multi.remove2(handle) {
             Ok(mut easy) => {
-                let c = std::mem::replace(easy.get_mut(), Collector::empty());
+                let c = easy.get_mut().take();
                 if reusable_after(&call.endpoint.config, completed)
                     && self.idle_easy.len() < EASY_POOL
                 {

@@ -14,6 +14,7 @@
 
 pub mod anthropic;
 pub mod call;
+mod curl_url;
 pub(crate) mod direct;
 pub mod endpoint;
 pub mod engine;

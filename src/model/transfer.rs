@@ -7,6 +7,7 @@
 
 use super::anthropic;
 use super::call::{CallInner, Phase};
+use super::curl_url::{proxy_env_set, CurlUrl};
 use super::endpoint::{Endpoint, Provider};
 use super::openai;
 use super::retry::{self, classify, FailureClass, Headers};
@@ -51,6 +52,9 @@ pub(crate) struct Collector {
     /// When the attempt was set up.
     pub(crate) started: Instant,
     too_large: bool,
+    /// The endpoint's parsed URL that the handle points at (set when the handle is
+    /// configured; it must live as long as the handle, which owns the collector).
+    url: Option<Arc<CurlUrl>>,
 }
 
 impl Collector {
@@ -72,7 +76,18 @@ impl Collector {
             last_byte: Instant::now(),
             started: Instant::now(),
             too_large: false,
+            url: None,
         }
+    }
+
+    /// Takes the finished attempt's collector out of its handle, leaving an empty one that
+    /// keeps the handle's URL (the handle still points at it).
+    pub(crate) fn take(&mut self) -> Collector {
+        let url = self.url.clone();
+        let mut c = std::mem::replace(self, Collector::empty());
+        self.url = url;
+        c.url = None;
+        c
     }
 
     /// An empty collector, to swap in when a finished attempt's collector is taken out.
@@ -561,7 +576,20 @@ fn configure_easy(
     ep: &Endpoint,
     stream: bool,
 ) -> std::result::Result<(), curl::Error> {
-    easy.url(&ep.url())?;
+    let url = ep.url();
+    match CurlUrl::parse(&url) {
+        Some(parsed) => {
+            let parsed = Arc::new(parsed);
+            parsed.set_on(easy)?;
+            easy.get_mut().url = Some(parsed);
+        }
+        None => easy.url(&url)?,
+    }
+    if !proxy_env_set() {
+        // Said once here rather than looked up in the environment on every request.
+        easy.proxy("")?;
+        easy.noproxy("")?;
+    }
     easy.post(true)?;
     let mut list = List::new();
     for h in ep.request_headers(stream) {
