@@ -29,8 +29,11 @@ static size_t sink(char *p, size_t s, size_t n, void *u) {
 int main(int argc, char **argv) {
     if (argc < 2) return 2;
     int turns = argc > 2 ? atoi(argv[2]) : 1000;
-    double *raw = calloc((size_t)turns, sizeof *raw), *ours = calloc((size_t)turns, sizeof *ours);
-    double *run = calloc((size_t)turns, sizeof *run), *tuned = calloc((size_t)turns, sizeof *tuned);
+    /* Per way, the turn times: raw, raw tuned, events, agent_run (stateless agent), agent_run
+       (fresh agent). */
+    enum { WAYS = 5 };
+    double *t[WAYS];
+    for (int w = 0; w < WAYS; w++) t[w] = calloc((size_t)turns, sizeof *t[w]);
     char url[512];
     snprintf(url, sizeof url, "%s/chat/completions", argv[1]);
     /* The two requests the agent sends: the question, then the question, the tool call and its
@@ -67,23 +70,29 @@ int main(int argc, char **argv) {
     snprintf(ep, sizeof ep, "{\"name\":\"b\",\"provider\":\"openai\",\"base_url\":\"%s\"}", argv[1]);
     agentos_runtime_add_endpoint(rt, ep, NULL);
     agentos_runtime_add_tool(rt, "step", "one step", "{\"type\":\"object\"}", 0, step_tool, NULL, NULL);
-    const char *agent_json = "{\"name\":\"a\",\"endpoint\":\"b\",\"tools\":[\"step\"],\"stream\":false}";
-    agentos_agent_id a = 0;
+    /* The agent the raw loop mirrors: fresh for each turn, so its requests carry the same
+       conversation as the raw loop's; or one stateless agent (keep_history false) kept across
+       turns, whose every turn sends that same conversation too: a host's warm path. */
+    const char *fresh_json = "{\"name\":\"a\",\"endpoint\":\"b\",\"tools\":[\"step\"],\"stream\":false}";
+    const char *stateless_json =
+        "{\"name\":\"s\",\"endpoint\":\"b\",\"tools\":[\"step\"],\"stream\":false,\"keep_history\":false}";
+    agentos_agent_id a = 0, s = 0;
+    if (agentos_agent_new(rt, stateless_json, &s, NULL) != AGENTOS_STATUS_OK) return 1;
 
-    /* The four ways run in interleaved blocks of BLOCK turns, the first WARM of each block
-       untimed: each way is timed with its own code and data warm in the caches (a host running
-       turns back to back), while all four see the same drift of the machine over the run.
-       Timing them turn by turn in turn would charge each the cache misses of refilling what
-       the previous way evicted (measured: 15-20 us on the first loop after an agent turn). */
+    /* The ways run in interleaved blocks of BLOCK turns, the first WARM of each block untimed:
+       each way is timed with its own code and data warm in the caches (a host running turns
+       back to back), while all see the same drift of the machine over the run. Timing them
+       turn by turn in turn would charge each the cache misses of refilling what the previous
+       way evicted (measured: 15-20 us on the first raw loop after an agent turn). Each turn
+       starts from a quiet process (bench_settle): the runtime's worker may still be wrapping
+       up the last turn, or a freed agent, and on a small machine that tail would otherwise be
+       charged to the next turn. */
     enum { BLOCK = 25, WARM = 5 };
     int done = 0;
     while (done < turns) {
         int n = turns - done < BLOCK - WARM ? turns - done : BLOCK - WARM;
-        for (int way = 0; way < 4; way++) {
+        for (int way = 0; way < WAYS; way++) {
             for (int j = -WARM; j < n; j++) {
-                /* Each measurement starts from a quiet process: the runtime's worker may still
-                   be wrapping up the last turn (or an agent's release) after its TURN_END, and
-                   on a small machine that tail would otherwise be charged to the next turn. */
                 double t0, dt;
                 if (way < 2) {
                     CURL *e = way == 0 ? c : ct;
@@ -95,13 +104,10 @@ int main(int argc, char **argv) {
                     curl_easy_perform(e);
                     dt = bench_now_us() - t0;
                 } else if (way == 2) {
-                    /* A fresh agent for every turn, created before the clock starts: its
-                       requests then carry the same conversation as the raw loop's (an agent
-                       kept across turns would send its growing history). */
-                    if (agentos_agent_new(rt, agent_json, &a, NULL) != AGENTOS_STATUS_OK) return 1;
+                    /* agentos_agent_send, then events until TURN_END: workers run the turn. */
                     bench_settle(300);
                     t0 = bench_now_us();
-                    if (agentos_agent_send(rt, a, "go", NULL) != AGENTOS_STATUS_OK) return 1;
+                    if (agentos_agent_send(rt, s, "go", NULL) != AGENTOS_STATUS_OK) return 1;
                     agentos_event *ev = NULL;
                     for (;;) {
                         if (agentos_runtime_next_event(rt, 10000, &ev) != AGENTOS_STATUS_OK) return 1;
@@ -114,38 +120,44 @@ int main(int argc, char **argv) {
                         }
                     }
                     dt = bench_now_us() - t0;
-                    agentos_agent_free(rt, a);
                 } else {
-                    /* The same turn through agentos_agent_run: the calling thread runs it. */
-                    if (agentos_agent_new(rt, agent_json, &a, NULL) != AGENTOS_STATUS_OK) return 1;
+                    /* agentos_agent_run: the calling thread runs the turn. */
+                    agentos_agent_id who = s;
+                    if (way == 4) {
+                        if (agentos_agent_new(rt, fresh_json, &a, NULL) != AGENTOS_STATUS_OK) return 1;
+                        who = a;
+                    }
                     bench_settle(300);
                     t0 = bench_now_us();
                     char *answer = NULL;
-                    if (agentos_agent_run(rt, a, "go", -1, &answer, NULL) != AGENTOS_STATUS_OK) return 1;
+                    if (agentos_agent_run(rt, who, "go", -1, &answer, NULL) != AGENTOS_STATUS_OK) return 1;
                     dt = bench_now_us() - t0;
                     agentos_string_free(answer);
-                    agentos_agent_free(rt, a);
+                    if (way == 4) agentos_agent_free(rt, a);
                     /* Its events are not read here: drop them so the next turn starts clean. */
                     agentos_event *ev = NULL;
                     while (agentos_runtime_next_event(rt, 0, &ev) == AGENTOS_STATUS_OK) agentos_event_free(ev);
                 }
-                if (j >= 0) (way == 0 ? raw : way == 1 ? tuned : way == 2 ? ours : run)[done + j] = dt;
+                if (j >= 0) t[way][done + j] = dt;
             }
         }
         done += n;
     }
-    double mr = bench_quantile(raw, turns, 0.5), pr = bench_quantile(raw, turns, 0.99);
-    double mt = bench_quantile(tuned, turns, 0.5), pt = bench_quantile(tuned, turns, 0.99);
-    double mo = bench_quantile(ours, turns, 0.5), po = bench_quantile(ours, turns, 0.99);
-    double mu = bench_quantile(run, turns, 0.5), pu = bench_quantile(run, turns, 0.99);
+    double med[WAYS], p99[WAYS];
+    for (int w = 0; w < WAYS; w++) {
+        med[w] = bench_quantile(t[w], turns, 0.5);
+        p99[w] = bench_quantile(t[w], turns, 0.99);
+    }
+    static const char *names[WAYS] = {
+        "raw libcurl, 2 requests (floor)", "raw libcurl tuned (raw_floor.h)",
+        "agent_send + next_event", "agent_run, stateless agent", "agent_run, fresh agent"};
     printf("%d turns, each 2 model calls + 1 tool call\n", turns);
-    printf("raw libcurl, 2 requests (floor)  median %8.1f us   p99 %8.1f us\n", mr, pr);
-    printf("raw libcurl tuned (raw_floor.h)  median %8.1f us   p99 %8.1f us\n", mt, pt);
-    printf("agent turn via events           median %8.1f us   p99 %8.1f us\n", mo, po);
-    printf("  ratio (median): %.3fx   p99 ratio: %.3fx   overhead: %+.1f us per turn\n", mo / mr, po / pr, mo - mr);
-    printf("agent turn via agentos_agent_run median %8.1f us   p99 %8.1f us\n", mu, pu);
-    printf("  ratio (median): %.3fx   p99 ratio: %.3fx   overhead: %+.1f us per turn\n", mu / mr, pu / pr, mu - mr);
-    printf("  vs the tuned floor: %.3fx   p99 ratio: %.3fx   overhead: %+.1f us per turn\n", mu / mt, pu / pt, mu - mt);
+    for (int w = 0; w < WAYS; w++) {
+        printf("%-33s median %8.1f us   p99 %8.1f us\n", names[w], med[w], p99[w]);
+        if (w >= 2)
+            printf("  vs floor %.3fx (%+.1f us), p99 %.3fx; vs tuned floor %.3fx (%+.1f us)\n",
+                   med[w] / med[0], med[w] - med[0], p99[w] / p99[0], med[w] / med[1], med[w] - med[1]);
+    }
     char *usage = NULL;
     if (agentos_runtime_usage_json(rt, &usage) == AGENTOS_STATUS_OK) {
         const char *k = strstr(usage, "\"caller_thread_calls\":");
@@ -162,9 +174,6 @@ int main(int argc, char **argv) {
     curl_easy_cleanup(ct);
     curl_url_cleanup(ct_url);
     curl_global_cleanup();
-    free(raw);
-    free(ours);
-    free(run);
-    free(tuned);
+    for (int w = 0; w < WAYS; w++) free(t[w]);
     return 0;
 }

@@ -864,10 +864,14 @@ void agentos_request_free(agentos_request *req);
  * "send_message"],"priority":5,"max_steps":8,"temperature":0,"max_tokens":256,"stream":true,
  * "preemptible":true,"stream_events":false,"context_limit":4096,"inbox_capacity":1024,
  * "tool_timeout_ms":30000,"budget":{"tokens":100000,"cost_usd":1.0,"tool_calls":20},
- * "model":"override","tool_first":false,"max_history_bytes":0,"context":{...policies...}}`.
+ * "model":"override","tool_first":false,"max_history_bytes":0,"keep_history":true,
+ * "context":{...policies...}}`.
  * Only `name` and `endpoint` are required. `send_message` is the built-in tool for messaging
  * another agent by name; `recall` is offered when compaction hides a tool result.
  * `tool_first` requires a tool call in each turn's first model call (helps small models).
+ * `keep_history:false` makes the agent stateless: each turn starts from the system prompt
+ * alone, the earlier turns' messages dropped as it starts (its usage and budgets still add
+ * up over its life).
  *
  * On success `*out` receives the agent's handle (free it with `agentos_agent_free`, or let
  * `agentos_runtime_free` free every agent).

@@ -1008,3 +1008,63 @@ fn run_turn_from_the_agents_own_tool_is_refused_not_a_deadlock() {
     assert_eq!(a.run_turn("outer", None).unwrap(), "outer done");
     assert_eq!(*seen.lock().unwrap(), Some(Err(Status::InvalidArgument)));
 }
+
+#[test]
+fn a_stateless_agent_starts_each_turn_from_its_system_prompt() {
+    let srv = FakeServer::start();
+    let rt = runtime("");
+    endpoint(&rt, &srv, "");
+    add_tool(&rt, "weather", CITY, |inv| {
+        inv.complete(ToolOutcome::Ok("sunny".into()));
+    });
+    let h = agent(
+        &rt,
+        r#"{"name":"s","endpoint":"fake","system":"Be brief.","tools":["weather"],"stream":false,"keep_history":false}"#,
+    );
+    let a = rt.shared().agent(h).unwrap();
+    // A turn with a tool call, then a plain one, then one that compacts nothing away.
+    srv.push(Reply::openai_tool_call(
+        "c1",
+        "weather",
+        r#"{"city":"Oslo"}"#,
+    ));
+    srv.push(Reply::openai_text("sunny in Oslo"));
+    assert_eq!(
+        a.run_turn("weather in Oslo?", None).unwrap(),
+        "sunny in Oslo"
+    );
+    assert_eq!(a.history().len(), 5);
+    srv.push(Reply::openai_text("4"));
+    assert_eq!(a.run_turn("2+2?", None).unwrap(), "4");
+    // Only the system prompt, the new question and its answer are left.
+    let h2 = a.history();
+    assert_eq!(h2.len(), 3);
+    assert_eq!(h2[0].content, "Be brief.");
+    assert_eq!(h2[1].content, "2+2?");
+    assert_eq!(h2[2].content, "4");
+    // The second turn's request carried nothing of the first.
+    let body = srv.requests().last().unwrap().json();
+    assert!(
+        body.contains("2+2?") && body.contains("Be brief."),
+        "{body}"
+    );
+    assert!(!body.contains("Oslo"), "{body}");
+    // The history's byte count followed the cut (the runtime's total counts only what is held).
+    let held: usize = h2.iter().map(|m| m.content.len()).sum();
+    assert_eq!(a.stats().history_bytes as usize, held);
+    // The counts still add up over the agent's life.
+    assert_eq!((a.stats().turns, a.stats().tool_calls), (2, 1));
+    // A long first turn then a short one: cached counts and views of the dropped messages
+    // must not leak into the next request (same positions, different messages).
+    srv.push(Reply::openai_text("x".repeat(3000).as_str()));
+    assert_eq!(a.run_turn(&"long ".repeat(600), None).unwrap().len(), 3000);
+    srv.push(Reply::openai_text("ok"));
+    assert_eq!(a.run_turn("short", None).unwrap(), "ok");
+    let body = srv.requests().last().unwrap().json();
+    assert!(
+        !body.contains("long long") && body.contains("short"),
+        "{body}"
+    );
+    let ctx = a.context_json();
+    assert_eq!(ctx["messages"].as_array().unwrap().len(), 3, "{ctx}");
+}

@@ -69,6 +69,10 @@ pub struct AgentConfig {
     /// Bytes of history the agent may hold (0 = no limit). A message that would pass it is
     /// refused with `LIMIT_EXCEEDED`; a turn that grows past it ends with that status.
     pub max_history_bytes: u64,
+    /// Keep the conversation from turn to turn (the default). When false the agent is
+    /// stateless: each turn starts from the system prompt alone, the earlier turns' messages
+    /// dropped as it starts (a classifier or extractor answering one request at a time).
+    pub keep_history: bool,
 }
 
 fn bad(key: &str, expected: &str, got: &Value) -> Error {
@@ -134,6 +138,7 @@ impl AgentConfig {
             context: crate::context::policy::ContextPolicy::default(),
             tool_first: false,
             max_history_bytes: 0,
+            keep_history: true,
         };
         for (k, val) in obj {
             match k.as_str() {
@@ -215,6 +220,9 @@ impl AgentConfig {
                 "tool_first" => {
                     c.tool_first = val.as_bool().ok_or_else(|| bad(k, "a boolean", val))?
                 }
+                "keep_history" => {
+                    c.keep_history = val.as_bool().ok_or_else(|| bad(k, "a boolean", val))?
+                }
                 "context" => c.context.apply_json(val).map_err(|e| {
                     Error::new(
                         e.status(),
@@ -245,7 +253,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.priority, -2);
         assert_eq!(c.budget.tokens, 10);
-        assert!(c.stream && c.preemptible);
+        assert!(c.stream && c.preemptible && c.keep_history);
+        let c =
+            AgentConfig::from_json(r#"{"name":"a","endpoint":"e","keep_history":false}"#).unwrap();
+        assert!(!c.keep_history);
         for (doc, needle) in [
             (r#"{"endpoint":"e"}"#, "name"),
             (r#"{"name":"a"}"#, "endpoint"),
@@ -256,6 +267,10 @@ mod tests {
                 "budget.dollars",
             ),
             (r#"{"name":"a","endpoint":"e","max_steps":0}"#, "max_steps"),
+            (
+                r#"{"name":"a","endpoint":"e","keep_history":1}"#,
+                "keep_history",
+            ),
         ] {
             let e = AgentConfig::from_json(doc).unwrap_err();
             assert!(e.message().contains(needle), "{doc}: {}", e.message());

@@ -930,6 +930,9 @@ impl Agent {
                     return;
                 };
                 g.turns += 1;
+                if !self.config.keep_history {
+                    g.forget_turns();
+                }
                 let content = match &msg.from {
                     Sender::Host | Sender::Mailbox(..) => msg.text.clone(),
                     Sender::Agent(_, name) => format!("[message from agent {name}]\n{}", msg.text),
@@ -1777,6 +1780,16 @@ fn message_bytes(m: &ChatMessage) -> usize {
 }
 
 impl Inner {
+    /// Drops every message but the system prompt (a stateless agent's turn starts from it
+    /// alone), with what views computed for them and any raised compaction.
+    fn forget_turns(&mut self) {
+        let keep = usize::from(self.history.first().is_some_and(|m| m.role == Role::System));
+        self.history.truncate(keep);
+        self.held_bytes = history_bytes(&self.history);
+        self.view_cache.truncate(keep);
+        self.compact_level = 0;
+    }
+
     /// Appends to the history, keeping its byte count current (no pass over the history).
     fn push_history(&mut self, m: ChatMessage) {
         self.held_bytes += message_bytes(&m);

@@ -104,6 +104,13 @@ impl ViewCache {
         let counts = self.tokens.sync(history);
         build_view_counted(history, counts, Some(&mut self.msgs), policy, limit, level)
     }
+
+    /// Forgets what was computed for the messages from index `len` on: the history was cut
+    /// back to `len` messages and will grow with different ones.
+    pub fn truncate(&mut self, len: usize) {
+        self.msgs.truncate(len);
+        self.tokens.truncate(len);
+    }
 }
 
 #[derive(Clone, Debug, Default)]

@@ -172,6 +172,12 @@ impl MessageTokens {
         }
         &self.counts
     }
+
+    /// Forgets the counts from message `len` on (the history was cut back to `len`).
+    pub fn truncate(&mut self, len: usize) {
+        self.counts.truncate(len);
+        self.shapes.truncate(len);
+    }
 }
 
 /// Estimated tokens of the tool definitions sent with a request.

@@ -4,7 +4,7 @@
 //! shape and on any JSON it cannot prove valid, and the general (serde) parser decides; the
 //! primitives make that easy: every method returns `None` rather than guess.
 
-use super::json_text::{hex4, unescape_strict, NEEDS_ESCAPE};
+use super::json_text::{hex4, plain_run, unescape_strict};
 
 /// Which known keys an object has had (duplicates are left to the general parser, which
 /// rejects them).
@@ -150,12 +150,8 @@ impl<'a> Scanner<'a> {
         let start = self.i;
         let mut escaped = false;
         loop {
-            // Plain characters in one tight loop; stop at a quote, an escape or a control.
-            let (b, mut i) = (self.b, self.i);
-            while i < b.len() && !NEEDS_ESCAPE[b[i] as usize] {
-                i += 1;
-            }
-            self.i = i;
+            // Plain characters in one run; stop at a quote, an escape or a control.
+            self.i = plain_run(self.b, self.i);
             let c = *self.b.get(self.i)?;
             match c {
                 b'"' => {

@@ -160,13 +160,12 @@ pub fn write_str<W: std::io::Write>(out: &mut W, s: &str) -> std::io::Result<()>
     let bytes = s.as_bytes();
     let mut start = 0;
     out.write_all(b"\"")?;
-    for (i, &b) in bytes.iter().enumerate() {
-        if !NEEDS_ESCAPE[b as usize] {
-            continue;
-        }
+    loop {
+        let i = plain_run(bytes, start);
         if start < i {
             out.write_all(&bytes[start..i])?;
         }
+        let Some(&b) = bytes.get(i) else { break };
         match b {
             b'"' => out.write_all(b"\\\"")?,
             b'\\' => out.write_all(b"\\\\")?,
@@ -189,10 +188,36 @@ pub fn write_str<W: std::io::Write>(out: &mut W, s: &str) -> std::io::Result<()>
         }
         start = i + 1;
     }
-    if start < bytes.len() {
-        out.write_all(&bytes[start..])?;
-    }
     out.write_all(b"\"")
+}
+
+/// The index of the first byte at or after `from` that a JSON string literal cannot hold as
+/// it is (see [`NEEDS_ESCAPE`]), or `bytes.len()`. Eight bytes at a time: strings are most of
+/// every request and response body.
+#[inline]
+pub(crate) fn plain_run(bytes: &[u8], mut i: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        // Per byte, the high bit of each term is set for a zero byte of `w ^ c` (that is, a
+        // byte equal to c) or for a byte below 0x20; bytes at or above 0x80 never match. Only
+        // the lowest flagged byte is exact, and only it is used.
+        let quote = w ^ (ONES * u64::from(b'"'));
+        let backslash = w ^ (ONES * u64::from(b'\\'));
+        let hits = (quote.wrapping_sub(ONES) & !quote
+            | backslash.wrapping_sub(ONES) & !backslash
+            | w.wrapping_sub(ONES * 0x20) & !w)
+            & HIGH;
+        if hits != 0 {
+            return i + (hits.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    while i < bytes.len() && !NEEDS_ESCAPE[bytes[i] as usize] {
+        i += 1;
+    }
+    i
 }
 
 /// Bytes a JSON string literal cannot hold as they are (a quote, a backslash, a control
@@ -340,6 +365,37 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for First<T> {
 
 #[cfg(test)]
 mod tests {
+    use super::{plain_run, NEEDS_ESCAPE};
+
+    #[test]
+    fn plain_run_stops_where_the_byte_table_does() {
+        // Every position of every special byte, among plain bytes of all kinds (ASCII,
+        // multi-byte UTF-8, DEL, bytes just above the control range).
+        let fillers: [&[u8]; 4] = [
+            b"abcdefghijklmnopqrstuvwx",
+            "é€😀ü".as_bytes(),
+            b"\x7f !#[]~",
+            b"0123456789ABCDEF",
+        ];
+        for filler in fillers {
+            for len in 0..filler.len() {
+                for at in 0..=len {
+                    for special in (0u8..0x20).chain([b'"', b'\\']) {
+                        let mut v = filler[..len].to_vec();
+                        v.insert(at, special);
+                        v.extend_from_slice(filler);
+                        let expect = v.iter().position(|&b| NEEDS_ESCAPE[b as usize]).unwrap();
+                        assert_eq!(plain_run(&v, 0), expect, "{v:?}");
+                        assert_eq!(plain_run(&v, at), at);
+                    }
+                }
+                assert_eq!(plain_run(&filler[..len], 0), len);
+            }
+        }
+        assert_eq!(plain_run(b"", 0), 0);
+        assert_eq!(plain_run(b"abc", 3), 3);
+    }
+
     #[test]
     fn write_str_escapes_like_serde_json() {
         let mut all: String = (0u8..128).map(char::from).collect();

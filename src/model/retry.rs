@@ -134,8 +134,8 @@ impl Headers {
     /// Adds a header (`name` is stored in lower case; line breaks in either part and colons in
     /// the name are dropped).
     pub fn push(&mut self, name: &str, value: &str) {
+        let (name, value) = (name.trim_ascii(), value.trim_ascii());
         let start = self.buf.len();
-        let name = name.trim_ascii();
         if name
             .bytes()
             .all(|b| b.is_ascii() && !matches!(b, b'\n' | b'\r' | b':'))
@@ -150,11 +150,10 @@ impl Headers {
                     .map(|c| c.to_ascii_lowercase()),
             );
         }
-        let name = &self.buf[start..];
-        self.rate_limits |=
-            name.starts_with("x-ratelimit-") || name.starts_with("anthropic-ratelimit-");
+        let name = &self.buf.as_bytes()[start..];
+        self.rate_limits |= matches!(name.first(), Some(b'x' | b'a'))
+            && (name.starts_with(b"x-ratelimit-") || name.starts_with(b"anthropic-ratelimit-"));
         self.buf.push(':');
-        let value = value.trim_ascii();
         if value.bytes().any(|b| matches!(b, b'\n' | b'\r')) {
             self.buf
                 .extend(value.chars().filter(|c| !matches!(c, '\n' | '\r')));

@@ -136,32 +136,32 @@ impl Collector {
 impl Handler for Collector {
     fn header(&mut self, data: &[u8]) -> bool {
         // Most lines are headers the library does not read: judged by their first letter
-        // before anything else (see retry::is_read_header; 'h' for the status line).
-        if !matches!(
-            data.first().map(|b| b | 0x20),
-            Some(b'h' | b'c' | b'r' | b'x' | b'a')
-        ) {
-            return true;
+        // before anything else (see retry::is_read_header; 'h' for the status line; 'c' for
+        // content-type, read only to recognise a stream).
+        match data.first().map(|b| b | 0x20) {
+            Some(b'h' | b'r' | b'x' | b'a') => {}
+            Some(b'c') if self.stream => {}
+            _ => return true,
         }
         let line = data.trim_ascii_end();
         if line.starts_with(b"HTTP/") {
             // A new status line (after 100-continue or a redirect) starts a fresh header set.
-            self.status = line
-                .split(|b| b.is_ascii_whitespace())
-                .filter(|w| !w.is_empty())
-                .nth(1)
-                .and_then(|w| std::str::from_utf8(w).ok()?.parse().ok())
-                .unwrap_or(0);
+            self.status = status_code(line);
             self.headers.clear();
         } else if let Some(colon) = line.iter().position(|&b| b == b':') {
             // Only the headers the library reads are kept (most lines are not).
-            let (name, value) = (&line[..colon], &line[colon + 1..]);
-            if retry::is_read_header(name.trim_ascii()) {
-                // Header lines are ASCII in practice; anything else is decoded lossily.
-                self.headers.push(
-                    &String::from_utf8_lossy(name),
-                    &String::from_utf8_lossy(value),
-                );
+            let (name, value) = (line[..colon].trim_ascii(), &line[colon + 1..]);
+            if retry::is_read_header(name)
+                && (self.stream || !name.eq_ignore_ascii_case(b"content-type"))
+            {
+                match (std::str::from_utf8(name), std::str::from_utf8(value)) {
+                    (Ok(name), Ok(value)) => self.headers.push(name, value),
+                    // Header lines are ASCII in practice; anything else is decoded lossily.
+                    _ => self.headers.push(
+                        &String::from_utf8_lossy(name),
+                        &String::from_utf8_lossy(value),
+                    ),
+                }
             }
         }
         true
@@ -570,6 +570,19 @@ pub(crate) fn build_easy(
     Ok(easy)
 }
 
+/// The status code of an HTTP status line (`HTTP/1.1 200 OK`): its second word as a number,
+/// 0 when that is not one.
+fn status_code(line: &[u8]) -> u32 {
+    let mut words = line
+        .split(|b| b.is_ascii_whitespace())
+        .filter(|w| !w.is_empty());
+    let Some(code) = words.nth(1) else { return 0 };
+    if code.is_empty() || code.len() > 9 || !code.iter().all(u8::is_ascii_digit) {
+        return 0;
+    }
+    code.iter().fold(0, |n, d| n * 10 + u32::from(d - b'0'))
+}
+
 /// Sets the options that depend only on the endpoint and the mode.
 fn configure_easy(
     easy: &mut Easy2<Collector>,
@@ -663,6 +676,16 @@ impl Jitter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn status_codes_are_read_from_status_lines() {
+        assert_eq!(status_code(b"HTTP/1.1 200 OK"), 200);
+        assert_eq!(status_code(b"HTTP/2 429"), 429);
+        assert_eq!(status_code(b"HTTP/1.1   503   Service Unavailable"), 503);
+        assert_eq!(status_code(b"HTTP/1.1"), 0);
+        assert_eq!(status_code(b"HTTP/1.1 2x0 OK"), 0);
+        assert_eq!(status_code(b"HTTP/1.1 99999999999 OK"), 0);
+    }
     use crate::model::call::Pull;
     use crate::model::call::{CallOptions, DeltaFn};
     use crate::model::hub::ModelHub;
