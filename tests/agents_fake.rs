@@ -1051,7 +1051,7 @@ fn a_stateless_agent_starts_each_turn_from_its_system_prompt() {
     assert!(!body.contains("Oslo"), "{body}");
     // The history's byte count followed the cut (the runtime's total counts only what is held).
     let held: usize = h2.iter().map(|m| m.content.len()).sum();
-    assert_eq!(a.stats().history_bytes as usize, held);
+    assert_eq!(a.stats().history_bytes, held);
     // The counts still add up over the agent's life.
     assert_eq!((a.stats().turns, a.stats().tool_calls), (2, 1));
     // A long first turn then a short one: cached counts and views of the dropped messages
