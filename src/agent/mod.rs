@@ -1396,26 +1396,14 @@ impl Agent {
     /// something) and the token limit for the view's messages. Shared by requests and by
     /// [`Agent::context_json`], so the context reported is the context sent.
     fn request_plan(&self, g: &Inner, shared: &Shared) -> (Vec<ToolSpec>, u64) {
-        let mut tools: Vec<ToolSpec> = self
-            .config
-            .tools
-            .iter()
-            .filter_map(|name| {
-                if name == SEND_MESSAGE {
-                    Some(ToolSpec {
-                        name: SEND_MESSAGE.into(),
-                        description: "Send a message to another agent by name. Its answer arrives later as a new message.".into(),
-                        parameters: crate::tools::send_message_schema(),
-                    })
-                } else {
-                    shared.tools().get(name).map(|t| ToolSpec {
-                        name: t.name.clone(),
-                        description: t.description.clone(),
-                        parameters: t.parameters.clone(),
-                    })
-                }
-            })
-            .collect();
+        let mut tools: Vec<ToolSpec> = Vec::with_capacity(self.config.tools.len() + 1);
+        for name in &self.config.tools {
+            if name == SEND_MESSAGE {
+                tools.push(send_message_spec());
+            } else if let Some(spec) = shared.tools().spec(name) {
+                tools.push(spec);
+            }
+        }
         let sel = &g.policy.tool_selection;
         if sel.enabled {
             select_tools(&mut tools, &g.history, sel.max_tools, sel.max_description);
@@ -1449,11 +1437,7 @@ impl Agent {
         // `recall` is offered only when this view actually hides something (small models are
         // easily distracted by tools they do not need, and every definition costs tokens).
         if with_recall && st.masked + st.truncated + st.deduped + st.dropped > 0 {
-            tools.push(ToolSpec {
-                name: RECALL.into(),
-                description: "Get back the full text of an earlier tool result that was masked or cut to save context, by its key.".into(),
-                parameters: recall_schema(),
-            });
+            tools.push(recall_spec());
         }
         let tool_choice =
             (self.config.tool_first && first_step && !tools.is_empty()).then(|| json!("required"));
@@ -1758,11 +1742,28 @@ impl std::io::Write for ArenaWriter<'_, '_> {
     }
 }
 
-fn recall_schema() -> std::sync::Arc<Value> {
-    static SCHEMA: std::sync::OnceLock<std::sync::Arc<Value>> = std::sync::OnceLock::new();
-    SCHEMA
-        .get_or_init(|| std::sync::Arc::new(json!({"type": "object", "properties": {"key": {"type": "string", "description": "The key shown in the placeholder"}}, "required": ["key"]})))
-        .clone()
+/// The built-in `recall` tool's definition (made once).
+fn recall_spec() -> ToolSpec {
+    static SPEC: std::sync::OnceLock<ToolSpec> = std::sync::OnceLock::new();
+    SPEC.get_or_init(|| ToolSpec {
+        name: RECALL.into(),
+        description: "Get back the full text of an earlier tool result that was masked or cut to save context, by its key.".into(),
+        parameters: std::sync::Arc::new(json!({"type": "object", "properties": {"key": {"type": "string", "description": "The key shown in the placeholder"}}, "required": ["key"]})),
+    })
+    .clone()
+}
+
+/// The built-in `send_message` tool's definition (made once).
+fn send_message_spec() -> ToolSpec {
+    static SPEC: std::sync::OnceLock<ToolSpec> = std::sync::OnceLock::new();
+    SPEC.get_or_init(|| ToolSpec {
+        name: SEND_MESSAGE.into(),
+        description:
+            "Send a message to another agent by name. Its answer arrives later as a new message."
+                .into(),
+        parameters: crate::tools::send_message_schema(),
+    })
+    .clone()
 }
 
 fn history_bytes(h: &[ChatMessage]) -> usize {
@@ -1820,7 +1821,8 @@ fn select_tools(
         .collect();
     if tools.len() > max_tools {
         let score = |t: &ToolSpec| -> usize {
-            if t.name == RECALL || t.name == SEND_MESSAGE || called.contains(t.name.as_str()) {
+            let name: &str = &t.name;
+            if name == RECALL || name == SEND_MESSAGE || called.contains(name) {
                 return usize::MAX;
             }
             let words = t
@@ -1836,12 +1838,13 @@ fn select_tools(
     }
     for t in tools.iter_mut() {
         if t.description.chars().count() > max_description {
-            t.description = t
+            t.description = (t
                 .description
                 .chars()
                 .take(max_description)
                 .collect::<String>()
-                + "...";
+                + "...")
+                .into();
         }
     }
 }

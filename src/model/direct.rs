@@ -20,7 +20,6 @@ use crate::error::{Error, Status};
 use curl::easy::Easy2;
 use curl::multi::{Multi, MultiWaker};
 use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -49,8 +48,9 @@ unsafe impl Send for DirectConn {}
 #[derive(Default)]
 pub(crate) struct DirectCalls {
     idle: Mutex<Vec<DirectConn>>,
-    /// Wakers of the calls running now, by call id.
-    running: Mutex<HashMap<u64, MultiWaker>>,
+    /// Wakers of the calls running now, with their call ids (a few at a time: one per
+    /// thread running a call, so a list beats a hashed map).
+    running: Mutex<Vec<(u64, MultiWaker)>>,
 }
 
 impl DirectCalls {
@@ -85,7 +85,7 @@ impl DirectCalls {
     ) -> Option<Duration> {
         let mut handed_over = None;
         let mut conn = self.checkout(&call.endpoint);
-        self.running.lock().insert(call.id, conn.multi.waker());
+        self.running.lock().push((call.id, conn.multi.waker()));
         let mut jitter = None;
         loop {
             // Wait while the server has told everyone to hold off sending to the endpoint.
@@ -127,7 +127,12 @@ impl DirectCalls {
                 }
             }
         }
-        self.running.lock().remove(&call.id);
+        {
+            let mut running = self.running.lock();
+            if let Some(i) = running.iter().position(|(id, _)| *id == call.id) {
+                running.swap_remove(i);
+            }
+        }
         self.checkin(conn, shut_down);
         handed_over
     }
@@ -135,7 +140,7 @@ impl DirectCalls {
     /// Wakes the caller running call `id`, if it runs on its caller's thread, so it sees a
     /// cancellation.
     pub(crate) fn wake(&self, id: u64) {
-        if let Some(w) = self.running.lock().get(&id) {
+        if let Some((_, w)) = self.running.lock().iter().find(|(i, _)| *i == id) {
             let _ = w.wakeup();
         }
     }
@@ -143,7 +148,7 @@ impl DirectCalls {
     /// Wakes every caller-thread call (they then see the shutdown flag) and closes the idle
     /// connections.
     pub(crate) fn shutdown(&self) {
-        for w in self.running.lock().values() {
+        for (_, w) in self.running.lock().iter() {
             let _ = w.wakeup();
         }
         self.idle.lock().clear();

@@ -104,14 +104,15 @@ impl ChatMessage {
     }
 }
 
-/// A tool the model may call.
+/// A tool the model may call. Every part is shared: requests clone their tool lists at
+/// every step, and a clone copies three pointers.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ToolSpec {
     /// Name.
-    pub name: String,
+    pub name: std::sync::Arc<str>,
     /// What it does, for the model.
-    pub description: String,
-    /// JSON schema of its parameters (shared: requests clone tool lists every step).
+    pub description: std::sync::Arc<str>,
+    /// JSON schema of its parameters.
     pub parameters: std::sync::Arc<Value>,
 }
 
@@ -312,12 +313,12 @@ fn parse_tool(i: usize, t: &Value) -> Result<ToolSpec> {
         )
     })?;
     Ok(ToolSpec {
-        name: name.to_string(),
+        name: name.into(),
         description: f
             .get("description")
             .and_then(Value::as_str)
             .unwrap_or_default()
-            .to_string(),
+            .into(),
         parameters: std::sync::Arc::new(
             f.get("parameters")
                 .cloned()
@@ -516,7 +517,7 @@ mod tests {
         assert_eq!(r.messages[1].content, "hi");
         assert_eq!(r.messages[2].tool_calls[0].arguments, "{\"a\":1}");
         assert_eq!(r.messages[3].tool_call_id.as_deref(), Some("c1"));
-        assert_eq!(r.tools[0].name, "f");
+        assert_eq!(&*r.tools[0].name, "f");
         assert!(r.stream);
         assert_eq!(r.max_tokens, Some(64));
         let back = r.messages[2].to_openai_json();

@@ -4,6 +4,7 @@
 pub mod schema;
 
 use crate::error::{Error, Result, Status};
+use crate::model::types::ToolSpec;
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -117,7 +118,13 @@ impl ToolInvocation {
 /// The tools of a runtime, by name.
 #[derive(Default)]
 pub struct ToolRegistry {
-    tools: RwLock<BTreeMap<String, Arc<Tool>>>,
+    tools: RwLock<BTreeMap<String, Registered>>,
+}
+
+/// A registered tool and its definition as requests offer it (built once).
+struct Registered {
+    tool: Arc<Tool>,
+    spec: ToolSpec,
 }
 
 impl ToolRegistry {
@@ -154,13 +161,29 @@ impl ToolRegistry {
                 tool.name
             )));
         }
-        t.insert(tool.name.clone(), Arc::new(tool));
+        let spec = ToolSpec {
+            name: tool.name.as_str().into(),
+            description: tool.description.as_str().into(),
+            parameters: tool.parameters.clone(),
+        };
+        t.insert(
+            tool.name.clone(),
+            Registered {
+                tool: Arc::new(tool),
+                spec,
+            },
+        );
         Ok(())
     }
 
     /// Looks a tool up.
     pub fn get(&self, name: &str) -> Option<Arc<Tool>> {
-        self.tools.read().get(name).cloned()
+        self.tools.read().get(name).map(|r| r.tool.clone())
+    }
+
+    /// A tool's definition as a request offers it (a cheap clone of shared parts).
+    pub fn spec(&self, name: &str) -> Option<ToolSpec> {
+        self.tools.read().get(name).map(|r| r.spec.clone())
     }
 
     /// Whether a tool exists (registered or built in).
