@@ -2,7 +2,8 @@
  * agent_turn.c - per-turn overhead of an agent turn with one tool call (two model calls and a C
  * tool), against the floor: a raw libcurl loop making the same two requests over a reused
  * connection. Prints median and p99 per turn and the ratio, for the two ways a host drives a
- * turn: agentos_agent_send + agentos_runtime_next_event until TURN_END (workers run the turn),
+ * turn: agentos_agent_send + agentos_runtime_next_event until TURN_END (workers run the turn;
+ * the host waits for every event, or with agentos_runtime_wait_event only for the turn's end),
  * and agentos_agent_run (the host's thread runs it). Two floors: a plain libcurl loop, and one
  * tuned with the settings AgentOS gives its own handles (raw_floor.h): against the tuned floor,
  * the ratio is the overhead of AgentOS's own work alone.
@@ -29,9 +30,9 @@ static size_t sink(char *p, size_t s, size_t n, void *u) {
 int main(int argc, char **argv) {
     if (argc < 2) return 2;
     int turns = argc > 2 ? atoi(argv[2]) : 1000;
-    /* Per way, the turn times: raw, raw tuned, events, agent_run (stateless agent), agent_run
-       (fresh agent). */
-    enum { WAYS = 5 };
+    /* Per way, the turn times: raw, raw tuned, events (every one waited for), events (waiting
+       for the turn's end, then draining), agent_run (stateless agent), agent_run (fresh agent). */
+    enum { WAYS = 6 };
     double *t[WAYS];
     for (int w = 0; w < WAYS; w++) t[w] = calloc((size_t)turns, sizeof *t[w]);
     char url[512];
@@ -103,11 +104,15 @@ int main(int argc, char **argv) {
                     curl_easy_setopt(e, CURLOPT_POSTFIELDS, second);
                     curl_easy_perform(e);
                     dt = bench_now_us() - t0;
-                } else if (way == 2) {
-                    /* agentos_agent_send, then events until TURN_END: workers run the turn. */
+                } else if (way == 2 || way == 3) {
+                    /* agentos_agent_send, then events until TURN_END: workers run the turn. The
+                       host waits for each event, or (way 3) only for the turn's end, and then
+                       takes the events queued by then. */
                     bench_settle(300);
                     t0 = bench_now_us();
                     if (agentos_agent_send(rt, s, "go", NULL) != AGENTOS_STATUS_OK) return 1;
+                    if (way == 3 && agentos_runtime_wait_event(rt, 1u << AGENTOS_EVENT_TURN_END, 10000) != AGENTOS_STATUS_OK)
+                        return 1;
                     agentos_event *ev = NULL;
                     for (;;) {
                         if (agentos_runtime_next_event(rt, 10000, &ev) != AGENTOS_STATUS_OK) return 1;
@@ -123,7 +128,7 @@ int main(int argc, char **argv) {
                 } else {
                     /* agentos_agent_run: the calling thread runs the turn. */
                     agentos_agent_id who = s;
-                    if (way == 4) {
+                    if (way == 5) {
                         if (agentos_agent_new(rt, fresh_json, &a, NULL) != AGENTOS_STATUS_OK) return 1;
                         who = a;
                     }
@@ -133,7 +138,7 @@ int main(int argc, char **argv) {
                     if (agentos_agent_run(rt, who, "go", -1, &answer, NULL) != AGENTOS_STATUS_OK) return 1;
                     dt = bench_now_us() - t0;
                     agentos_string_free(answer);
-                    if (way == 4) agentos_agent_free(rt, a);
+                    if (way == 5) agentos_agent_free(rt, a);
                     /* Its events are not read here: drop them so the next turn starts clean. */
                     agentos_event *ev = NULL;
                     while (agentos_runtime_next_event(rt, 0, &ev) == AGENTOS_STATUS_OK) agentos_event_free(ev);
@@ -150,7 +155,8 @@ int main(int argc, char **argv) {
     }
     static const char *names[WAYS] = {
         "raw libcurl, 2 requests (floor)", "raw libcurl tuned (raw_floor.h)",
-        "agent_send + next_event", "agent_run, stateless agent", "agent_run, fresh agent"};
+        "agent_send + next_event", "agent_send + wait_event(END)", "agent_run, stateless agent",
+        "agent_run, fresh agent"};
     printf("%d turns, each 2 model calls + 1 tool call\n", turns);
     for (int w = 0; w < WAYS; w++) {
         printf("%-33s median %8.1f us   p99 %8.1f us\n", names[w], med[w], p99[w]);

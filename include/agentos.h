@@ -1146,6 +1146,24 @@ agentos_status agentos_runtime_next_event(const agentos_runtime *rt,
                                           agentos_event **out);
 
 /**
+ * Waits until an event of one of `kinds` is queued, or `timeout_ms` passes (negative = no
+ * limit), without taking any: `kinds` is a mask of bits `1u << AGENTOS_EVENT_*` (0 = any
+ * kind). Events of other kinds do not wake the caller. A host that acts only when a turn ends
+ * waits with `1u << AGENTOS_EVENT_TURN_END` and then drains the queue with
+ * `agentos_runtime_next_event(rt, 0, &ev)`, getting every event in order, instead of being
+ * woken for each step of each turn (on a small machine each wake-up competes with the agents'
+ * own work for a CPU).
+ *
+ * Returns `OK` once such an event is queued (also when one already was; another thread's
+ * `agentos_runtime_next_event` may still take it first), `TIMEOUT` when none was queued in
+ * time, `SHUTDOWN` when the runtime is stopping and none is queued, `NULL_ARGUMENT`.
+ * Thread safety: any thread, concurrently.
+ */
+agentos_status agentos_runtime_wait_event(const agentos_runtime *rt,
+                                          uint32_t kinds,
+                                          int32_t timeout_ms);
+
+/**
  * Installs an event callback (see `agentos_event_fn`), replacing any previous one; NULL
  * `callback` removes it. `user_data` must stay valid until the callback is replaced or the
  * runtime freed. Returns `OK` or `NULL_ARGUMENT` (NULL `rt`).

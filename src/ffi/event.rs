@@ -6,7 +6,7 @@ use super::status::agentos_status;
 use super::string::{c_string, into_c_string};
 use super::{as_ref, non_null, write_out};
 use crate::error::{Error, Status};
-use crate::runtime::events::Event;
+use crate::runtime::events::{Event, Waited};
 use std::ffi::{c_char, c_void, CString};
 use std::time::{Duration, Instant};
 
@@ -90,6 +90,39 @@ pub unsafe extern "C" fn agentos_runtime_next_event(
                 Err(Error::new(Status::Shutdown, "the runtime is shutting down"))
             }
             None => Err(Error::new(Status::Timeout, "no event arrived in time")),
+        }
+    })
+}
+
+/// Waits until an event of one of `kinds` is queued, or `timeout_ms` passes (negative = no
+/// limit), without taking any: `kinds` is a mask of bits `1u << AGENTOS_EVENT_*` (0 = any
+/// kind). Events of other kinds do not wake the caller. A host that acts only when a turn ends
+/// waits with `1u << AGENTOS_EVENT_TURN_END` and then drains the queue with
+/// `agentos_runtime_next_event(rt, 0, &ev)`, getting every event in order, instead of being
+/// woken for each step of each turn (on a small machine each wake-up competes with the agents'
+/// own work for a CPU).
+///
+/// Returns `OK` once such an event is queued (also when one already was; another thread's
+/// `agentos_runtime_next_event` may still take it first), `TIMEOUT` when none was queued in
+/// time, `SHUTDOWN` when the runtime is stopping and none is queued, `NULL_ARGUMENT`.
+/// Thread safety: any thread, concurrently.
+#[no_mangle]
+pub unsafe extern "C" fn agentos_runtime_wait_event(
+    rt: *const agentos_runtime,
+    kinds: u32,
+    timeout_ms: i32,
+) -> agentos_status {
+    ffi_boundary!(err = std::ptr::null_mut(), {
+        let rt = as_ref(rt, "rt")?;
+        let deadline =
+            (timeout_ms >= 0).then(|| Instant::now() + Duration::from_millis(timeout_ms as u64));
+        match rt.inner.shared().events().wait_for(kinds, deadline) {
+            Waited::Ready => Ok(()),
+            Waited::Closed => Err(Error::new(Status::Shutdown, "the runtime is shutting down")),
+            Waited::TimedOut => Err(Error::new(
+                Status::Timeout,
+                "no event of those kinds arrived in time",
+            )),
         }
     })
 }

@@ -188,6 +188,61 @@ struct Queue {
     next_seq: u64,
     dropped: u64,
     closed: bool,
+    /// Queued events per kind (bit = kind), for [`EventQueue::wait_for`].
+    queued: [u32; KIND_BITS],
+    /// Threads waiting in [`EventQueue::next`] (they want any event).
+    waiting_any: u32,
+    /// Threads waiting in [`EventQueue::wait_for`], per kind they wait for.
+    waiting_kind: [u32; KIND_BITS],
+}
+
+/// Kinds are numbered below this (they are bits of a `u32` mask).
+const KIND_BITS: usize = 32;
+
+impl Queue {
+    fn push(&mut self, ev: Event) {
+        self.queued[ev.kind as usize] += 1;
+        self.events.push_back(ev);
+    }
+
+    fn pop(&mut self) -> Option<Event> {
+        let ev = self.events.pop_front()?;
+        self.queued[ev.kind as usize] -= 1;
+        Some(ev)
+    }
+
+    /// Whether an event of a kind in `mask` is queued.
+    fn holds(&self, mask: u32) -> bool {
+        (0..KIND_BITS).any(|k| mask & (1 << k) != 0 && self.queued[k] > 0)
+    }
+
+    /// Whether a waiter wants to hear of an event of `kind`.
+    fn wanted(&self, kind: EventKind) -> bool {
+        self.waiting_any > 0 || self.waiting_kind[kind as usize] > 0
+    }
+
+    fn count_waiter(&mut self, mask: u32, add: bool) {
+        for k in 0..KIND_BITS {
+            if mask & (1 << k) != 0 {
+                if add {
+                    self.waiting_kind[k] += 1;
+                } else {
+                    self.waiting_kind[k] -= 1;
+                }
+            }
+        }
+    }
+}
+
+/// How [`EventQueue::wait_for`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Waited {
+    /// An event of a kind waited for is queued.
+    Ready,
+    /// The deadline passed first.
+    TimedOut,
+    /// The queue was closed (runtime shutdown) with none queued.
+    Closed,
 }
 
 /// The bounded event queue.
@@ -207,6 +262,9 @@ impl EventQueue {
                 next_seq: 1,
                 dropped: 0,
                 closed: false,
+                queued: [0; KIND_BITS],
+                waiting_any: 0,
+                waiting_kind: [0; KIND_BITS],
             }),
             cond: Condvar::new(),
             capacity: capacity.max(1),
@@ -224,7 +282,8 @@ impl EventQueue {
         self.emit_all(std::iter::once(ev));
     }
 
-    /// Emits events in order, waking waiters once for all of them.
+    /// Emits events in order, waking waiters once for all of them (only waiters that want
+    /// one of them: see [`EventQueue::wait_for`]).
     pub fn emit_all(&self, events: impl IntoIterator<Item = Event>) {
         let time_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -233,6 +292,7 @@ impl EventQueue {
         // Copies only for a callback; otherwise the events move into the queue.
         let cb = self.callback.lock().clone();
         let mut copies = Vec::new();
+        let mut wake = false;
         {
             let mut q = self.q.lock();
             for mut ev in events {
@@ -240,7 +300,7 @@ impl EventQueue {
                 ev.seq = q.next_seq;
                 q.next_seq += 1;
                 if q.events.len() >= self.capacity {
-                    q.events.pop_front();
+                    q.pop();
                     q.dropped += 1;
                 }
                 ev.dropped_before = std::mem::take(&mut q.dropped);
@@ -255,10 +315,13 @@ impl EventQueue {
                 if cb.is_some() {
                     copies.push(ev.clone());
                 }
-                q.events.push_back(ev);
+                wake |= q.wanted(ev.kind);
+                q.push(ev);
             }
         }
-        self.cond.notify_all();
+        if wake {
+            self.cond.notify_all();
+        }
         if let Some(cb) = cb {
             for ev in &copies {
                 cb(ev);
@@ -271,19 +334,56 @@ impl EventQueue {
     pub fn next(&self, deadline: Option<Instant>) -> Option<Event> {
         let mut q = self.q.lock();
         loop {
-            if let Some(e) = q.events.pop_front() {
+            if let Some(e) = q.pop() {
                 return Some(e);
             }
             if q.closed {
                 return None;
             }
-            match deadline {
-                Some(d) => {
-                    if self.cond.wait_until(&mut q, d).timed_out() {
-                        return q.events.pop_front();
-                    }
+            q.waiting_any += 1;
+            let timed_out = match deadline {
+                Some(d) => self.cond.wait_until(&mut q, d).timed_out(),
+                None => {
+                    self.cond.wait(&mut q);
+                    false
                 }
-                None => self.cond.wait(&mut q),
+            };
+            q.waiting_any -= 1;
+            if timed_out {
+                return q.pop();
+            }
+        }
+    }
+
+    /// Waits until an event of a kind in `kinds` (bit `1 << kind`; 0 = any kind) is queued,
+    /// taking none, or until `deadline` (`None` = forever). Other events do not wake the
+    /// waiter: a host that only acts on turn ends is not woken, and does not compete for a
+    /// CPU, at every step of every turn.
+    pub fn wait_for(&self, kinds: u32, deadline: Option<Instant>) -> Waited {
+        let mask = if kinds == 0 { u32::MAX } else { kinds };
+        let mut q = self.q.lock();
+        loop {
+            if q.holds(mask) {
+                return Waited::Ready;
+            }
+            if q.closed {
+                return Waited::Closed;
+            }
+            q.count_waiter(mask, true);
+            let timed_out = match deadline {
+                Some(d) => self.cond.wait_until(&mut q, d).timed_out(),
+                None => {
+                    self.cond.wait(&mut q);
+                    false
+                }
+            };
+            q.count_waiter(mask, false);
+            if timed_out {
+                return if q.holds(mask) {
+                    Waited::Ready
+                } else {
+                    Waited::TimedOut
+                };
             }
         }
     }
@@ -336,6 +436,66 @@ mod tests {
         assert_eq!(plain.to_json()["detail"], Value::Null);
     }
     use std::time::Duration;
+
+    #[test]
+    fn waiting_for_kinds_wakes_only_for_them_and_takes_nothing() {
+        let q = std::sync::Arc::new(EventQueue::new(16));
+        let end = 1 << EventKind::TurnEnd as u32;
+        let soon = || Some(Instant::now() + Duration::from_millis(20));
+        assert_eq!(q.wait_for(end, soon()), Waited::TimedOut);
+        q.emit(Event::new(EventKind::TurnStart, 1, "a", 1));
+        assert_eq!(
+            q.wait_for(end, soon()),
+            Waited::TimedOut,
+            "other kinds do not count"
+        );
+        assert_eq!(q.wait_for(0, soon()), Waited::Ready, "0 waits for any kind");
+        // A waiter blocked for turn ends is not woken by other events, then is by one.
+        let (q2, woke) = (
+            q.clone(),
+            std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        );
+        let w = woke.clone();
+        let t = std::thread::spawn(move || {
+            let r = q2.wait_for(end, Some(Instant::now() + Duration::from_secs(10)));
+            w.store(true, std::sync::atomic::Ordering::SeqCst);
+            r
+        });
+        std::thread::sleep(Duration::from_millis(30));
+        q.emit_all([
+            Event::new(EventKind::ModelRequest, 1, "a", 1),
+            Event::new(EventKind::ToolCall, 1, "a", 1),
+        ]);
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(!woke.load(std::sync::atomic::Ordering::SeqCst));
+        q.emit(Event::new(EventKind::TurnEnd, 1, "a", 1));
+        assert_eq!(t.join().unwrap(), Waited::Ready);
+        // Nothing was taken: the four events come out in order.
+        let kinds: Vec<EventKind> = std::iter::from_fn(|| q.next(Some(Instant::now())))
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                EventKind::TurnStart,
+                EventKind::ModelRequest,
+                EventKind::ToolCall,
+                EventKind::TurnEnd
+            ]
+        );
+        assert_eq!(
+            q.wait_for(end, soon()),
+            Waited::TimedOut,
+            "taken events no longer count"
+        );
+        // Events dropped for room no longer count either.
+        let small = EventQueue::new(1);
+        small.emit(Event::new(EventKind::TurnEnd, 1, "a", 1));
+        small.emit(Event::new(EventKind::TurnStart, 1, "a", 2));
+        assert_eq!(small.wait_for(end, soon()), Waited::TimedOut);
+        small.close();
+        assert_eq!(small.wait_for(end, None), Waited::Closed);
+    }
 
     #[test]
     fn ordered_with_timeout_and_overflow_accounting() {

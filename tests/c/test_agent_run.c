@@ -216,6 +216,31 @@ int main(void) {
         agentos_event_free(ev);
     }
     CHECK(kinds == 8 && last == AGENTOS_EVENT_TURN_END);
+
+    /* Waiting for turn ends only: agentos_runtime_wait_event returns once the turn has ended
+       and takes nothing; the turn's events are then all queued, in order. */
+    const uint32_t turn_end = 1u << AGENTOS_EVENT_TURN_END;
+    CHECK(agentos_runtime_wait_event(NULL, turn_end, 0) == AGENTOS_STATUS_NULL_ARGUMENT);
+    CHECK(agentos_runtime_wait_event(rt, turn_end, 0) == AGENTOS_STATUS_TIMEOUT);
+    CHECK(agentos_agent_send(rt, a, "by events", NULL) == 0);
+    CHECK(agentos_runtime_wait_event(rt, turn_end, 30000) == AGENTOS_STATUS_OK);
+    CHECK(agentos_runtime_wait_event(rt, turn_end, 0) == AGENTOS_STATUS_OK); /* still queued */
+    int first = 0;
+    kinds = 0;
+    while (agentos_runtime_next_event(rt, 0, &ev) == AGENTOS_STATUS_OK) {
+        if (kinds++ == 0) first = agentos_event_kind(ev);
+        last = agentos_event_kind(ev);
+        if (last == AGENTOS_EVENT_TURN_END) {
+            const char *text;
+            size_t len;
+            CHECK(agentos_event_text(ev, &text, &len) == 0 && strcmp(text, "done: by events") == 0);
+        }
+        agentos_event_free(ev);
+    }
+    /* (The server answers at once when the conversation already holds a tool result.) */
+    CHECK(kinds == 4 && first == AGENTOS_EVENT_TURN_START && last == AGENTOS_EVENT_TURN_END);
+    CHECK(agentos_runtime_wait_event(rt, 0, 0) == AGENTOS_STATUS_TIMEOUT); /* 0: any kind */
+
     /* out_answer may be NULL. */
     CHECK(agentos_agent_run(rt, a, "again", 30000, NULL, NULL) == AGENTOS_STATUS_OK);
 
