@@ -100,9 +100,9 @@ int main(int argc, char **argv) {
                     bench_settle(300);
                     t0 = bench_now_us();
                     curl_easy_setopt(e, CURLOPT_POSTFIELDS, first);
-                    curl_easy_perform(e);
+                    if (curl_easy_perform(e) != CURLE_OK) return 1;
                     curl_easy_setopt(e, CURLOPT_POSTFIELDS, second);
-                    curl_easy_perform(e);
+                    if (curl_easy_perform(e) != CURLE_OK) return 1;
                     dt = bench_now_us() - t0;
                 } else if (way == 2 || way == 3) {
                     /* agentos_agent_send, then events until TURN_END: workers run the turn. The

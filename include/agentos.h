@@ -665,8 +665,9 @@ agentos_status agentos_runtime_worker_count(const agentos_runtime *rt, uint32_t 
  * the context window, output limit and prices. The API key is read from the named environment
  * variable now, kept in memory only, and never appears in errors, events or logs.
  * Proxies follow libcurl's environment variables (`http_proxy`, `https_proxy`, `all_proxy`,
- * `no_proxy` and their upper-case forms but `HTTP_PROXY`), read when the endpoint's
- * connections are set up, not on every request: set them before adding the endpoint.
+ * `no_proxy` and their upper-case forms but `HTTP_PROXY`). Whether any is set is checked now:
+ * if none is, the endpoint's requests use no proxy (a variable set later is not seen); if one
+ * is, libcurl reads them on every request as usual. Set them before adding the endpoint.
  *
  * Returns `OK`; `NULL_ARGUMENT`; `INVALID_UTF8`; `INVALID_JSON` (unknown key or wrong type,
  * named in the message); `INVALID_ARGUMENT` (bad value, or the name is taken); `NOT_FOUND`
@@ -871,7 +872,9 @@ void agentos_request_free(agentos_request *req);
  * `tool_first` requires a tool call in each turn's first model call (helps small models).
  * `keep_history:false` makes the agent stateless: each turn starts from the system prompt
  * alone, the earlier turns' messages dropped as it starts (its usage and budgets still add
- * up over its life).
+ * up over its life), except the turn brought by another agent's answer to a message this
+ * agent sent, which continues the conversation that asked; `max_history_bytes` is checked
+ * against what the message's turn will hold.
  *
  * On success `*out` receives the agent's handle (free it with `agentos_agent_free`, or let
  * `agentos_runtime_free` free every agent).

@@ -1014,57 +1014,105 @@ fn a_stateless_agent_starts_each_turn_from_its_system_prompt() {
     let srv = FakeServer::start();
     let rt = runtime("");
     endpoint(&rt, &srv, "");
-    add_tool(&rt, "weather", CITY, |inv| {
-        inv.complete(ToolOutcome::Ok("sunny".into()));
+    // The tool answers differently each time, in results of one length.
+    let n = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let m = n.clone();
+    add_tool(&rt, "weather", CITY, move |inv| {
+        let i = m.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let text = format!("{{ \"sky\" : \"{}\" }}", ["aaaa", "bbbb"][i % 2]);
+        inv.complete(ToolOutcome::Ok(text));
     });
     let h = agent(
         &rt,
         r#"{"name":"s","endpoint":"fake","system":"Be brief.","tools":["weather"],"stream":false,"keep_history":false}"#,
     );
     let a = rt.shared().agent(h).unwrap();
-    // A turn with a tool call, then a plain one, then one that compacts nothing away.
-    srv.push(Reply::openai_tool_call(
-        "c1",
-        "weather",
-        r#"{"city":"Oslo"}"#,
-    ));
-    srv.push(Reply::openai_text("sunny in Oslo"));
-    assert_eq!(
-        a.run_turn("weather in Oslo?", None).unwrap(),
-        "sunny in Oslo"
-    );
-    assert_eq!(a.history().len(), 5);
-    srv.push(Reply::openai_text("4"));
-    assert_eq!(a.run_turn("2+2?", None).unwrap(), "4");
-    // Only the system prompt, the new question and its answer are left.
-    let h2 = a.history();
-    assert_eq!(h2.len(), 3);
-    assert_eq!(h2[0].content, "Be brief.");
-    assert_eq!(h2[1].content, "2+2?");
-    assert_eq!(h2[2].content, "4");
-    // The second turn's request carried nothing of the first.
-    let body = srv.requests().last().unwrap().json();
-    assert!(
-        body.contains("2+2?") && body.contains("Be brief."),
-        "{body}"
-    );
-    assert!(!body.contains("Oslo"), "{body}");
-    // The history's byte count followed the cut (the runtime's total counts only what is held).
-    let held: usize = h2.iter().map(|m| m.content.len()).sum();
+    for (question, sky) in [("weather in Oslo?", "aaaa"), ("weather in Rome?", "bbbb")] {
+        srv.push(Reply::openai_tool_call("c1", "weather", r#"{"city":"X"}"#));
+        srv.push(Reply::openai_text("done"));
+        assert_eq!(a.run_turn(question, None).unwrap(), "done");
+        // Only this turn: the system prompt, the question, the call, its result, the answer.
+        let hist = a.history();
+        assert_eq!(hist.len(), 5);
+        assert_eq!(
+            (&*hist[0].content, &*hist[1].content),
+            ("Be brief.", question)
+        );
+        // The request after the tool call carried this turn's result (minified), and nothing
+        // of the turn before, though the messages sit at the same places with the same
+        // lengths (what views cached for the dropped ones must not be reused).
+        let body = srv.requests().last().unwrap().json();
+        let want = format!("{{\\\"sky\\\":\\\"{sky}\\\"}}");
+        assert!(body.contains(&want), "{want} in {body}");
+        assert!(
+            !body.contains(if sky == "aaaa" { "bbbb" } else { "aaaa" }),
+            "{body}"
+        );
+        assert!(
+            !body.contains("Oslo") || question.contains("Oslo"),
+            "{body}"
+        );
+    }
+    // The history's byte count followed the cut, in the agent and in the runtime's total.
+    let held: usize = a
+        .history()
+        .iter()
+        .map(|m| {
+            m.content.len()
+                + m.tool_calls
+                    .iter()
+                    .map(|c| c.id.len() + c.name.len() + c.arguments.len())
+                    .sum::<usize>()
+                + m.tool_call_id.as_ref().map_or(0, String::len)
+        })
+        .sum();
     assert_eq!(a.stats().history_bytes, held);
+    assert_eq!(rt.shared().history_bytes(), held as u64);
     // The counts still add up over the agent's life.
-    assert_eq!((a.stats().turns, a.stats().tool_calls), (2, 1));
-    // A long first turn then a short one: cached counts and views of the dropped messages
-    // must not leak into the next request (same positions, different messages).
-    srv.push(Reply::openai_text("x".repeat(3000).as_str()));
-    assert_eq!(a.run_turn(&"long ".repeat(600), None).unwrap().len(), 3000);
-    srv.push(Reply::openai_text("ok"));
-    assert_eq!(a.run_turn("short", None).unwrap(), "ok");
-    let body = srv.requests().last().unwrap().json();
-    assert!(
-        !body.contains("long long") && body.contains("short"),
-        "{body}"
+    assert_eq!((a.stats().turns, a.stats().tool_calls), (2, 2));
+}
+
+#[test]
+fn a_stateless_agent_keeps_the_turn_an_answer_to_its_message_belongs_to() {
+    let srv = FakeServer::start();
+    let rt = runtime(r#","deterministic":true"#);
+    endpoint(&rt, &srv, "");
+    let boss = agent(
+        &rt,
+        r#"{"name":"boss","endpoint":"fake","tools":["send_message"],"stream":false,"keep_history":false,"max_history_bytes":400}"#,
     );
-    let ctx = a.context_json();
-    assert_eq!(ctx["messages"].as_array().unwrap().len(), 3, "{ctx}");
+    let _helper = agent(&rt, r#"{"name":"helper","endpoint":"fake","stream":false}"#);
+    srv.push(Reply::openai_tool_call(
+        "m1",
+        "send_message",
+        r#"{"to":"helper","text":"what is 2+2?"}"#,
+    ));
+    srv.set_default(Reply::openai_text("4"));
+    send(&rt, boss, "ask the helper");
+    assert!(rt
+        .shared()
+        .wait_idle(Some(Instant::now() + Duration::from_secs(20))));
+    // The helper's answer came back as a new turn that still sees the question it answers.
+    let hist = rt.shared().agent(boss).unwrap().history_json().to_string();
+    assert!(hist.contains("ask the helper"), "{hist}");
+    assert!(hist.contains("what is 2+2?"), "{hist}");
+    assert!(hist.contains(r"[message from agent helper]\n4"), "{hist}");
+    // Over max_history_bytes as held, yet a new message fits: the turn it starts drops the
+    // rest (the limit is checked against what the turn will hold).
+    let held = rt.shared().agent(boss).unwrap().stats().history_bytes;
+    assert!(held > 0);
+    let long = "x".repeat(400 - 10);
+    assert!(held + long.len() > 400);
+    send(&rt, boss, &long);
+    let refused = rt
+        .shared()
+        .agent(boss)
+        .unwrap()
+        .deliver(Sender::Host, &"y".repeat(401));
+    assert_eq!(refused.unwrap_err().status(), Status::LimitExceeded);
+    assert!(rt
+        .shared()
+        .wait_idle(Some(Instant::now() + Duration::from_secs(20))));
+    let hist = rt.shared().agent(boss).unwrap().history();
+    assert_eq!(hist.len(), 2, "the long message's turn alone");
 }

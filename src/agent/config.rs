@@ -71,7 +71,8 @@ pub struct AgentConfig {
     pub max_history_bytes: u64,
     /// Keep the conversation from turn to turn (the default). When false the agent is
     /// stateless: each turn starts from the system prompt alone, the earlier turns' messages
-    /// dropped as it starts (a classifier or extractor answering one request at a time).
+    /// dropped as it starts (a classifier or extractor answering one request at a time); an
+    /// answer from an agent it messaged continues the conversation that asked.
     pub keep_history: bool,
 }
 

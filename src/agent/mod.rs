@@ -484,18 +484,28 @@ impl Agent {
                     ),
                 ));
             }
+            // What the agent will hold when this message's turn starts: a stateless agent
+            // drops its earlier turns then (but keeps them for an answer to its own message).
+            let held = if self.config.keep_history || is_reply {
+                g.history_bytes
+            } else {
+                self.config.system.len()
+            };
             let limit = self.config.max_history_bytes;
-            if limit > 0 && (g.history_bytes + text.len()) as u64 > limit {
+            if limit > 0 && (held + text.len()) as u64 > limit {
                 return Err(Error::new(
                     Status::LimitExceeded,
                     format!(
-                        "agent \"{}\": the message would take its history past max_history_bytes ({limit}; {} held)",
-                        self.config.name, g.history_bytes
+                        "agent \"{}\": the message would take its history past max_history_bytes ({limit}; {held} held)",
+                        self.config.name
                     ),
                 ));
             }
             let total_limit = shared.config().max_history_bytes;
-            if total_limit > 0 && shared.history_bytes() + text.len() as u64 > total_limit {
+            let others = shared
+                .history_bytes()
+                .saturating_sub(g.history_bytes as u64);
+            if total_limit > 0 && others + (held + text.len()) as u64 > total_limit {
                 return Err(Error::new(
                     Status::LimitExceeded,
                     format!("the runtime's agents hold {} bytes of history; max_history_bytes is {total_limit}", shared.history_bytes()),
@@ -930,7 +940,9 @@ impl Agent {
                     return;
                 };
                 g.turns += 1;
-                if !self.config.keep_history {
+                // A stateless agent starts afresh, except for an answer to a message it sent:
+                // that continues the turn that asked.
+                if !self.config.keep_history && !msg.is_reply {
                     g.forget_turns();
                 }
                 let content = match &msg.from {

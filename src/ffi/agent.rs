@@ -66,7 +66,9 @@ unsafe fn host_message<'a>(
 /// `tool_first` requires a tool call in each turn's first model call (helps small models).
 /// `keep_history:false` makes the agent stateless: each turn starts from the system prompt
 /// alone, the earlier turns' messages dropped as it starts (its usage and budgets still add
-/// up over its life).
+/// up over its life), except the turn brought by another agent's answer to a message this
+/// agent sent, which continues the conversation that asked; `max_history_bytes` is checked
+/// against what the message's turn will hold.
 ///
 /// On success `*out` receives the agent's handle (free it with `agentos_agent_free`, or let
 /// `agentos_runtime_free` free every agent).

@@ -74,8 +74,9 @@ pub unsafe extern "C" fn agentos_runtime_worker_count(
 /// the context window, output limit and prices. The API key is read from the named environment
 /// variable now, kept in memory only, and never appears in errors, events or logs.
 /// Proxies follow libcurl's environment variables (`http_proxy`, `https_proxy`, `all_proxy`,
-/// `no_proxy` and their upper-case forms but `HTTP_PROXY`), read when the endpoint's
-/// connections are set up, not on every request: set them before adding the endpoint.
+/// `no_proxy` and their upper-case forms but `HTTP_PROXY`). Whether any is set is checked now:
+/// if none is, the endpoint's requests use no proxy (a variable set later is not seen); if one
+/// is, libcurl reads them on every request as usual. Set them before adding the endpoint.
 ///
 /// Returns `OK`; `NULL_ARGUMENT`; `INVALID_UTF8`; `INVALID_JSON` (unknown key or wrong type,
 /// named in the message); `INVALID_ARGUMENT` (bad value, or the name is taken); `NOT_FOUND`

@@ -1,10 +1,12 @@
-//! Two libcurl settings that spare it work it would otherwise repeat on every request:
+//! Two libcurl settings that spare it work it would otherwise repeat on every request, both
+//! decided once per endpoint, when it is added (see `hub::EndpointState`):
 //!
-//! - the endpoint's URL, parsed once into a `CURLU` handle (`CURLOPT_CURLU`): given the URL
-//!   as text, libcurl 7.81 parses it again for every transfer (about 6,000 instructions);
-//!   given a handle, it copies it;
+//! - the endpoint's URL, parsed once into a `CURLU` handle shared by all its easy handles
+//!   (`CURLOPT_CURLU`): given the URL as text, libcurl 7.81 parses it again for every
+//!   transfer (about 6,000 instructions); given a handle, it copies it;
 //! - no proxy, when the environment names none: without a proxy setting libcurl looks up
-//!   five proxy variables on every request. When any is set, libcurl reads them as before.
+//!   five or six proxy variables on every request. When any is set, libcurl reads them on
+//!   every request as usual.
 //!
 //! `curl-sys` does not declare the URL API (libcurl 7.62+), so its three functions are
 //! declared here.
@@ -39,8 +41,8 @@ unsafe impl Send for CurlUrl {}
 unsafe impl Sync for CurlUrl {}
 
 impl CurlUrl {
-    /// Parses `url` (scheme required); `None` if libcurl refuses it or lacks the URL API's
-    /// handle (then the URL goes in as text, as before).
+    /// Parses `url` (scheme required); `None` if libcurl refuses it (then the URL goes in as
+    /// text).
     pub(crate) fn parse(url: &str) -> Option<CurlUrl> {
         let text = CString::new(url).ok()?;
         // SAFETY: curl_url returns a new handle or NULL; curl_url_set copies the string.
@@ -51,8 +53,8 @@ impl CurlUrl {
         }
     }
 
-    /// Points `easy` at this URL. The handle must outlive every transfer of `easy` (the
-    /// collector holds it; see `transfer::Collector::url`).
+    /// Points `easy` at this URL. The handle must outlive every transfer of `easy` (its
+    /// collector holds a reference; see `transfer::Collector::url`).
     pub(crate) fn set_on<H>(&self, easy: &mut Easy2<H>) -> Result<(), curl::Error> {
         // SAFETY: the option takes a CURLU pointer, which stays valid while `self` lives.
         let rc = unsafe { curl_sys::curl_easy_setopt(easy.raw(), CURLOPT_CURLU, self.0.as_ptr()) };

@@ -44,6 +44,12 @@ pub struct EndpointState {
     /// How long successful calls have been taking lately (microseconds, a moving average;
     /// 0 until one succeeds).
     recent_latency_us: AtomicU64,
+    /// The request URL parsed once by libcurl, shared by every handle set up for the endpoint
+    /// (`None` if libcurl refused it: handles then get the URL as text).
+    pub(crate) curl_url: Option<Arc<super::curl_url::CurlUrl>>,
+    /// Whether the environment named a proxy (or exemptions) when the endpoint was added; if
+    /// not, its handles are told "no proxy" once.
+    pub(crate) proxy_env: bool,
 }
 
 impl EndpointState {
@@ -166,12 +172,14 @@ impl ModelHub {
         map.insert(
             name.clone(),
             Arc::new(EndpointState {
-                config: ep,
                 stats: Mutex::new(CallStats::default()),
                 runtime_stats: self.totals.clone(),
                 cache,
                 server_block: Default::default(),
                 recent_latency_us: AtomicU64::new(0),
+                curl_url: super::curl_url::CurlUrl::parse(&ep.url()).map(Arc::new),
+                proxy_env: super::curl_url::proxy_env_set(),
+                config: ep,
             }),
         );
         Ok(name)

@@ -394,6 +394,28 @@ mod tests {
         }
         assert_eq!(plain_run(b"", 0), 0);
         assert_eq!(plain_run(b"abc", 3), 3);
+        // Every byte value at every position of two words, alone and before a second special.
+        let expect = |v: &[u8]| {
+            v.iter()
+                .position(|&b| NEEDS_ESCAPE[b as usize])
+                .unwrap_or(v.len())
+        };
+        for b in 0..=255u8 {
+            for at in 0..16 {
+                let mut v = vec![b'a'; 20];
+                v[at] = b;
+                assert_eq!(plain_run(&v, 0), expect(&v), "{b:#x} at {at}");
+                v[(at + 3).min(19)] = b'"';
+                assert_eq!(plain_run(&v, 0), expect(&v), "{b:#x} at {at}, quote after");
+                let mut w = vec![0xa0u8, 0xa2, 0xdc, 0xff, 0x80, 0x7f, 0x21, 0x5d, 0xa0, 0xa2];
+                w.insert(at.min(w.len()), b);
+                assert_eq!(
+                    plain_run(&w, 0),
+                    expect(&w),
+                    "{b:#x} at {at} among high bytes"
+                );
+            }
+        }
     }
 
     #[test]

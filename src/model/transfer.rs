@@ -7,7 +7,7 @@
 
 use super::anthropic;
 use super::call::{CallInner, Phase};
-use super::curl_url::{proxy_env_set, CurlUrl};
+use super::curl_url::CurlUrl;
 use super::endpoint::{Endpoint, Provider};
 use super::openai;
 use super::retry::{self, classify, FailureClass, Headers};
@@ -536,7 +536,7 @@ pub(crate) fn build_easy(
         ),
     };
     if !configured {
-        configure_easy(&mut easy, ep, stream)?;
+        configure_easy(&mut easy, &call.endpoint, stream)?;
     }
     let body: &[u8] = match (&call.body, snapshot) {
         (Some(b), None) => b,
@@ -586,19 +586,18 @@ fn status_code(line: &[u8]) -> u32 {
 /// Sets the options that depend only on the endpoint and the mode.
 fn configure_easy(
     easy: &mut Easy2<Collector>,
-    ep: &Endpoint,
+    state: &super::hub::EndpointState,
     stream: bool,
 ) -> std::result::Result<(), curl::Error> {
-    let url = ep.url();
-    match CurlUrl::parse(&url) {
-        Some(parsed) => {
-            let parsed = Arc::new(parsed);
-            parsed.set_on(easy)?;
-            easy.get_mut().url = Some(parsed);
+    let ep = &state.config;
+    match &state.curl_url {
+        Some(url) => {
+            url.set_on(easy)?;
+            easy.get_mut().url = Some(url.clone());
         }
-        None => easy.url(&url)?,
+        None => easy.url(&ep.url())?,
     }
-    if !proxy_env_set() {
+    if !state.proxy_env {
         // Said once here rather than looked up in the environment on every request.
         easy.proxy("")?;
         easy.noproxy("")?;
