@@ -175,6 +175,8 @@ struct Inner {
 pub struct Agent {
     /// The name, shared with the agent's events.
     name: Arc<str>,
+    /// The endpoint's name, shared with its model-request events.
+    endpoint: Arc<str>,
     handle: AtomicU64,
     mailbox: AtomicU64,
     /// Its configuration.
@@ -244,6 +246,7 @@ impl Agent {
         let held_bytes = history_bytes(&history);
         let agent = Agent {
             name: config.name.as_str().into(),
+            endpoint: config.endpoint.as_str().into(),
             handle: AtomicU64::new(0),
             mailbox: AtomicU64::new(0),
             config,
@@ -723,7 +726,7 @@ impl Agent {
     ) {
         let shared = shared.clone();
         loop {
-            let mut actions = Vec::new();
+            let mut actions = Vec::with_capacity(8); // a step makes a handful
             let went_idle = {
                 let mut g = self.inner.lock();
                 self.advance(&mut g, &shared, &mut actions);
@@ -827,7 +830,10 @@ impl Agent {
             self.event(EventKind::TurnEnd, turn.number)
                 .status(status)
                 .text(text.clone())
-                .detail(json!({"steps": turn.steps})),
+                .detail_with({
+                    let steps = turn.steps;
+                    move || json!({"steps": steps})
+                }),
         ));
         self.answer_sender(
             shared,
@@ -958,7 +964,7 @@ impl Agent {
                 actions.push(Action::Emit(
                     self.event(EventKind::TurnStart, g.turns)
                         .text(msg.text)
-                        .detail(json!({"from": from_json})),
+                        .detail_with(move || json!({"from": from_json})),
                 ));
                 g.turn = Some(Turn {
                     number: g.turns,
@@ -1058,10 +1064,10 @@ impl Agent {
                             t.call = Some(call.clone());
                             let step = t.steps;
                             self.set_state(g, shared, AgentState::WaitingModel);
-                            let endpoint = self.config.endpoint.clone();
+                            let endpoint = self.endpoint.clone();
                             actions.push(Action::Emit(
                                 self.event(EventKind::ModelRequest, number)
-                                    .detail_with(move || json!({"step": step, "messages": n_messages, "endpoint": endpoint,
+                                    .detail_with(move || json!({"step": step, "messages": n_messages, "endpoint": &*endpoint,
                                         "context": {"tokens_full": view.tokens_full, "tokens_sent": view.tokens_sent,
                                                     "masked": view.masked, "truncated": view.truncated, "deduped": view.deduped,
                                                     "minified": view.minified, "dropped": view.dropped, "summarized": view.summarized}})),
@@ -1163,12 +1169,15 @@ impl Agent {
         self: &Arc<Self>,
         g: &mut Inner,
         shared: &Arc<Shared>,
-        r: ChatResponse,
+        mut r: ChatResponse,
         number: u64,
         actions: &mut Vec<Action>,
     ) {
-        let (tool_calls, finish_reason, usage) =
-            (r.tool_calls.clone(), r.finish_reason.clone(), r.usage);
+        let (tool_calls, finish_reason, usage) = (
+            r.tool_calls.clone(),
+            std::mem::take(&mut r.finish_reason),
+            r.usage,
+        );
         let text = r.content.clone();
         // The answer moves into the history; the event keeps copies.
         let mut msg = r.into_message();
@@ -1515,7 +1524,7 @@ impl Agent {
         };
         // Consecutive events go out together (one wake-up of whoever waits for events),
         // before any other action, so their order relative to it is kept.
-        let mut events = Vec::new();
+        let mut events = Vec::with_capacity(actions.len());
         for a in actions {
             if let Action::Emit(ev) = a {
                 events.push(ev);
