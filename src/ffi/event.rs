@@ -58,7 +58,8 @@ impl agentos_event {
 /// completing a tool, or the thread inside `agentos_agent_run`), in addition to the event being queued for `agentos_runtime_next_event`.
 /// `ev` is borrowed for the duration of the call only. The callback must not block; it may call
 /// the `agentos_event_*` readers and non-blocking functions, but not `agentos_runtime_free`,
-/// `agentos_runtime_wait_idle` or `agentos_runtime_next_event` with a wait.
+/// `agentos_runtime_wait_idle`, or `agentos_runtime_next_event` or `agentos_runtime_wait_event`
+/// with a wait.
 pub type agentos_event_fn =
     Option<unsafe extern "C" fn(user_data: *mut c_void, ev: *const agentos_event)>;
 
