@@ -1211,13 +1211,7 @@ impl Agent {
         g.tool_calls += n;
         // Some servers stream the markdown fence a model wraps its tool call in as text; kept
         // in the history, it teaches the model to keep calling. Drop content that is only that.
-        if msg
-            .content
-            .trim()
-            .trim_start_matches("```json")
-            .trim_matches(|c: char| c == '`' || c.is_whitespace())
-            .is_empty()
-        {
+        if is_only_a_fence(&msg.content) {
             msg.content.clear();
         }
         let mut pending = vec![None; msg.tool_calls.len()];
@@ -1787,6 +1781,18 @@ fn send_message_spec() -> ToolSpec {
     .clone()
 }
 
+/// Whether `text` is empty but for markdown code fences (```` ``` ```` or ```` ```json ````,
+/// any number of them) and whitespace. (`strip_prefix` in a loop rather than
+/// `trim_start_matches`, which builds a substring searcher on every call.)
+fn is_only_a_fence(text: &str) -> bool {
+    let mut t = text.trim();
+    while let Some(rest) = t.strip_prefix("```json") {
+        t = rest;
+    }
+    t.trim_matches(|c: char| c == '`' || c.is_whitespace())
+        .is_empty()
+}
+
 fn history_bytes(h: &[ChatMessage]) -> usize {
     h.iter().map(message_bytes).sum()
 }
@@ -1978,6 +1984,27 @@ impl CallObserver for AgentObserver {
             if let Ok(shared) = agent.shared() {
                 agent.schedule(&shared);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn fence_only_content_is_recognised() {
+        for t in [
+            "",
+            "  ",
+            "```",
+            "```json",
+            "```json\n```",
+            "```json```json\n``` ",
+            "\n```\n```\n",
+        ] {
+            assert!(super::is_only_a_fence(t), "{t:?}");
+        }
+        for t in ["hi", "```json\n{}\n```", "json", "```jsonx```"] {
+            assert!(!super::is_only_a_fence(t), "{t:?}");
         }
     }
 }
