@@ -20,6 +20,7 @@
 pub mod agent;
 pub mod config;
 pub mod context;
+mod deadline;
 pub mod error;
 pub mod handle;
 pub mod mem;

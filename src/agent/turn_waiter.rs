@@ -71,13 +71,8 @@ impl TurnWaiter {
     pub fn wait(&self, deadline: Option<Instant>) -> Option<TurnOutcome> {
         let mut o = self.0.outcome.lock();
         while o.is_none() {
-            match deadline {
-                Some(d) => {
-                    if self.0.cond.wait_until(&mut o, d).timed_out() {
-                        break;
-                    }
-                }
-                None => self.0.cond.wait(&mut o),
+            if crate::deadline::wait(&self.0.cond, &mut o, deadline) {
+                break;
             }
         }
         o.take()

@@ -313,16 +313,11 @@ impl CallInner {
                 }
                 return Pull::End;
             }
-            match deadline {
-                Some(d) => {
-                    if self.cond.wait_until(&mut s, d).timed_out()
-                        && s.pending.is_empty()
-                        && s.phase != Phase::Done
-                    {
-                        return Pull::Timeout;
-                    }
-                }
-                None => self.cond.wait(&mut s),
+            if crate::deadline::wait(&self.cond, &mut s, deadline)
+                && s.pending.is_empty()
+                && s.phase != Phase::Done
+            {
+                return Pull::Timeout;
             }
         }
     }
@@ -334,13 +329,8 @@ impl CallInner {
             if let Some(r) = &s.result {
                 return Some(r.clone());
             }
-            match deadline {
-                Some(d) => {
-                    if self.cond.wait_until(&mut s, d).timed_out() && s.result.is_none() {
-                        return None;
-                    }
-                }
-                None => self.cond.wait(&mut s),
+            if crate::deadline::wait(&self.cond, &mut s, deadline) && s.result.is_none() {
+                return None;
             }
         }
     }
@@ -354,13 +344,8 @@ impl CallInner {
                 Some(Err(e)) => return Some(Err(e.clone())),
                 None => {}
             }
-            match deadline {
-                Some(d) => {
-                    if self.cond.wait_until(&mut s, d).timed_out() && s.result.is_none() {
-                        return None;
-                    }
-                }
-                None => self.cond.wait(&mut s),
+            if crate::deadline::wait(&self.cond, &mut s, deadline) && s.result.is_none() {
+                return None;
             }
         }
     }

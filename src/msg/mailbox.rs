@@ -189,13 +189,7 @@ impl Mailbox {
                         self.sleeping_senders.fetch_sub(1, Ordering::SeqCst);
                         return Err(closed_error(self.id()));
                     }
-                    match deadline {
-                        Some(d) => self.not_full.wait_until(&mut g, d).timed_out(),
-                        None => {
-                            self.not_full.wait(&mut g);
-                            false
-                        }
-                    }
+                    crate::deadline::wait(&self.not_full, &mut g, deadline)
                 }
             };
             self.sleeping_senders.fetch_sub(1, Ordering::SeqCst);
@@ -260,13 +254,7 @@ impl Mailbox {
             let timed_out = if !self.queue.is_empty() || self.is_closed() {
                 false
             } else {
-                match deadline {
-                    Some(d) => self.not_empty.wait_until(&mut g, d).timed_out(),
-                    None => {
-                        self.not_empty.wait(&mut g);
-                        false
-                    }
-                }
+                crate::deadline::wait(&self.not_empty, &mut g, deadline)
             };
             self.sleeping_receivers.fetch_sub(1, Ordering::SeqCst);
             drop(g);

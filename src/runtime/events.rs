@@ -341,13 +341,7 @@ impl EventQueue {
                 return None;
             }
             q.waiting_any += 1;
-            let timed_out = match deadline {
-                Some(d) => self.cond.wait_until(&mut q, d).timed_out(),
-                None => {
-                    self.cond.wait(&mut q);
-                    false
-                }
-            };
+            let timed_out = crate::deadline::wait(&self.cond, &mut q, deadline);
             q.waiting_any -= 1;
             if timed_out {
                 return q.pop();
@@ -370,13 +364,7 @@ impl EventQueue {
                 return Waited::Closed;
             }
             q.count_waiter(mask, true);
-            let timed_out = match deadline {
-                Some(d) => self.cond.wait_until(&mut q, d).timed_out(),
-                None => {
-                    self.cond.wait(&mut q);
-                    false
-                }
-            };
+            let timed_out = crate::deadline::wait(&self.cond, &mut q, deadline);
             q.count_waiter(mask, false);
             if timed_out {
                 return if q.holds(mask) {

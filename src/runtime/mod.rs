@@ -396,13 +396,8 @@ impl Shared {
     pub fn wait_idle(&self, deadline: Option<Instant>) -> bool {
         let mut n = self.busy_agents.lock();
         while *n > 0 {
-            match deadline {
-                Some(d) => {
-                    if self.idle_cond.wait_until(&mut n, d).timed_out() {
-                        return *n == 0;
-                    }
-                }
-                None => self.idle_cond.wait(&mut n),
+            if crate::deadline::wait(&self.idle_cond, &mut n, deadline) {
+                return *n == 0;
             }
         }
         true

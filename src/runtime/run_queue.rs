@@ -124,13 +124,7 @@ impl RunQueue {
                 return None;
             }
             s.idle += 1;
-            let timed_out = match deadline {
-                Some(d) => self.ready.wait_until(&mut s, d).timed_out(),
-                None => {
-                    self.ready.wait(&mut s);
-                    false
-                }
-            };
+            let timed_out = crate::deadline::wait(&self.ready, &mut s, deadline);
             s.idle -= 1;
             if timed_out {
                 return s.take(self.starvation_limit);
