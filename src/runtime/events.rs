@@ -190,9 +190,7 @@ struct Queue {
     closed: bool,
     /// Queued events per kind (bit = kind), for [`EventQueue::wait_for`].
     queued: [u32; KIND_BITS],
-    /// Threads waiting in [`EventQueue::next`] (they want any event).
-    waiting_any: u32,
-    /// Threads waiting in [`EventQueue::wait_for`], per kind they wait for.
+    /// Threads waiting, per kind they wait for (in [`EventQueue::next`], every kind).
     waiting_kind: [u32; KIND_BITS],
 }
 
@@ -218,7 +216,7 @@ impl Queue {
 
     /// Whether a waiter wants to hear of an event of `kind`.
     fn wanted(&self, kind: EventKind) -> bool {
-        self.waiting_any > 0 || self.waiting_kind[kind as usize] > 0
+        self.waiting_kind[kind as usize] > 0
     }
 
     fn count_waiter(&mut self, mask: u32, add: bool) {
@@ -263,7 +261,6 @@ impl EventQueue {
                 dropped: 0,
                 closed: false,
                 queued: [0; KIND_BITS],
-                waiting_any: 0,
                 waiting_kind: [0; KIND_BITS],
             }),
             cond: Condvar::new(),
@@ -340,9 +337,9 @@ impl EventQueue {
             if q.closed {
                 return None;
             }
-            q.waiting_any += 1;
+            q.count_waiter(u32::MAX, true);
             let timed_out = crate::deadline::wait(&self.cond, &mut q, deadline);
-            q.waiting_any -= 1;
+            q.count_waiter(u32::MAX, false);
             if timed_out {
                 return q.pop();
             }
