@@ -26,10 +26,12 @@ fn traced_call(rt: &Runtime, endpoint: &str, stream: bool) -> (Arc<CallInner>, T
     let threads: Threads = Arc::default();
     let t = threads.clone();
     let opts = CallOptions {
-        observer: Some(Box::new(DeltaFn(Box::new(move |_d: StreamDelta<'_>| {
-            let name = std::thread::current().name().unwrap_or("").to_string();
-            t.lock().push(name);
-        })))),
+        observer: Some(std::sync::Arc::new(DeltaFn(Box::new(
+            move |_d: StreamDelta<'_>| {
+                let name = std::thread::current().name().unwrap_or("").to_string();
+                t.lock().push(name);
+            },
+        )))),
         ..Default::default()
     };
     let call = rt

@@ -15,7 +15,9 @@ use crate::context::tokens;
 use crate::error::{Error, Result, Status};
 use crate::model::call::{CallInner, CallObserver, CallOptions};
 use crate::model::stream::StreamDelta;
-use crate::model::types::{ChatMessage, ChatRequest, ChatResponse, Role, ToolSpec, Usage};
+use crate::model::types::{
+    ChatMessage, ChatRequest, ChatResponse, Role, ToolCall, ToolSpec, Usage,
+};
 use crate::runtime::events::{Event, EventKind};
 use crate::runtime::run_queue::RunKey;
 use crate::runtime::Shared;
@@ -123,6 +125,8 @@ struct Turn {
     phase: Phase,
     call: Option<Arc<CallInner>>,
     assistant: Option<ChatMessage>,
+    /// The assistant message's tool calls, one copy shared by the events that describe them.
+    calls: Arc<[ToolCall]>,
     pending: Vec<Option<ToolOutcome>>,
     invocations: Vec<Arc<ToolInvocation>>,
     cancelled: bool,
@@ -169,6 +173,9 @@ struct Inner {
     view_cache: ViewCache,
     /// Token estimates of the tool schemas offered (read while planning a request).
     tool_tokens: std::cell::RefCell<tokens::ToolTokens>,
+    /// What connects the agent's model calls back to it, made at its first call and shared
+    /// by all of them.
+    observer: Option<Arc<dyn CallObserver>>,
 }
 
 /// An agent.
@@ -274,6 +281,7 @@ impl Agent {
                 body: BodyArena::default(),
                 view_cache: Default::default(),
                 tool_tokens: Default::default(),
+                observer: None,
             }),
             scheduled: AtomicBool::new(false),
             shared: Arc::downgrade(shared),
@@ -725,8 +733,11 @@ impl Agent {
         keep_going: &dyn Fn() -> bool,
     ) {
         let shared = shared.clone();
+        // A step makes a handful of actions; the buffers serve every step of this loop (at
+        // 144 bytes an action, eight are past the allocator's fast sizes).
+        let mut actions = Vec::with_capacity(8);
+        let mut events = Vec::with_capacity(8);
         loop {
-            let mut actions = Vec::with_capacity(8); // a step makes a handful
             let went_idle = {
                 let mut g = self.inner.lock();
                 self.advance(&mut g, &shared, &mut actions);
@@ -739,7 +750,7 @@ impl Agent {
                 g.busy = busy;
                 went_idle
             };
-            let here = self.perform(&shared, actions, stepper);
+            let here = self.perform(&shared, &mut actions, &mut events, stepper);
             if went_idle {
                 shared.agent_busy_changed(false);
             }
@@ -974,6 +985,7 @@ impl Agent {
                     phase: Phase::NeedModel,
                     call: None,
                     assistant: None,
+                    calls: no_calls(),
                     pending: Vec::new(),
                     invocations: Vec::new(),
                     cancelled: false,
@@ -1043,7 +1055,13 @@ impl Agent {
                         priority: self.config.priority,
                         service: g.service,
                         preemptible: self.config.preemptible,
-                        observer: Some(Box::new(AgentObserver(Arc::downgrade(self)))),
+                        observer: Some(
+                            g.observer
+                                .get_or_insert_with(|| {
+                                    Arc::new(AgentObserver(Arc::downgrade(self)))
+                                })
+                                .clone(),
+                        ),
                         body,
                         prompt_chars: Some(prompt_chars),
                         // An agent's calls are not pulled; its observer wants deltas only
@@ -1148,7 +1166,7 @@ impl Agent {
                         .zip(t.pending.drain(..))
                         .map(|(tc, out)| ChatMessage {
                             role: Role::Tool,
-                            content: out.expect("result").text(),
+                            content: out.expect("result").into_text(),
                             tool_calls: Vec::new(),
                             tool_call_id: Some(tc.id.clone()),
                         })
@@ -1173,17 +1191,19 @@ impl Agent {
         number: u64,
         actions: &mut Vec<Action>,
     ) {
-        let (tool_calls, finish_reason, usage) = (
-            r.tool_calls.clone(),
-            std::mem::take(&mut r.finish_reason),
-            r.usage,
-        );
+        // The answer moves into the history; the events keep one copy of the tool calls.
+        let calls: Arc<[ToolCall]> = if r.tool_calls.is_empty() {
+            no_calls()
+        } else {
+            r.tool_calls.as_slice().into()
+        };
+        let (finish_reason, usage) = (std::mem::take(&mut r.finish_reason), r.usage);
         let text = r.content.clone();
-        // The answer moves into the history; the event keeps copies.
         let mut msg = r.into_message();
+        let all = calls.clone();
         actions.push(Action::Emit(
             self.event(EventKind::ModelResponse, number).text(text).detail_with(move || json!({
-                "tool_calls": tool_calls.iter().map(|c| json!({"id": c.id, "name": c.name, "arguments": c.arguments})).collect::<Vec<_>>(),
+                "tool_calls": all.iter().map(|c| json!({"id": c.id, "name": c.name, "arguments": c.arguments})).collect::<Vec<_>>(),
                 "finish_reason": finish_reason, "usage": usage.to_json()})),
         ));
         if msg.tool_calls.is_empty() {
@@ -1217,11 +1237,14 @@ impl Agent {
         let mut pending = vec![None; msg.tool_calls.len()];
         let mut invocations = Vec::new();
         for (i, tc) in msg.tool_calls.iter().enumerate() {
-            let (tool, call_id) = (tc.name.clone(), tc.id.clone());
+            let described = calls.clone();
             actions.push(Action::Emit(
                 self.event(EventKind::ToolCall, number)
                     .text(tc.arguments.clone())
-                    .detail_with(move || json!({"tool": tool, "call_id": call_id})),
+                    .detail_with(move || {
+                        let c = &described[i];
+                        json!({"tool": c.name, "call_id": c.id})
+                    }),
             ));
             let resolved = match self.resolve_tool(shared, &tc.name, &tc.arguments) {
                 Resolved::Recall(key) => {
@@ -1250,23 +1273,22 @@ impl Agent {
                         });
                     }
                     actions.push(Action::Emit(
-                        self.tool_result_event(number, &tc.name, &tc.id, &outcome),
+                        self.tool_result_event(number, &calls, i, &outcome),
                     ));
                     pending[i] = Some(outcome);
                 }
                 Resolved::Recall(_) => unreachable!("recall is resolved above"),
                 Resolved::Run(tool) => {
                     let weak = Arc::downgrade(self);
-                    let call_id = tc.id.clone();
                     let inv = Arc::new(ToolInvocation::new(
                         self.handle(),
-                        &self.config.name,
+                        self.name.clone(),
                         &tc.id,
                         &tc.name,
                         &tc.arguments,
                         Box::new(move |outcome| {
                             if let Some(agent) = weak.upgrade() {
-                                agent.tool_finished(number, i, &call_id, outcome);
+                                agent.tool_finished(number, i, outcome);
                             }
                         }),
                     ));
@@ -1277,17 +1299,19 @@ impl Agent {
         }
         let t = g.turn.as_mut().expect("turn");
         t.assistant = Some(msg);
+        t.calls = calls;
         t.pending = pending;
         t.invocations = invocations;
         t.phase = Phase::RunningTools;
         self.set_state(g, shared, AgentState::RunningTools);
     }
 
+    /// The event for the result of tool call `index` of `calls`.
     fn tool_result_event(
         &self,
         turn: u64,
-        tool: &str,
-        call_id: &str,
+        calls: &Arc<[ToolCall]>,
+        index: usize,
         outcome: &ToolOutcome,
     ) -> Event {
         let status = if outcome.is_err() {
@@ -1295,11 +1319,14 @@ impl Agent {
         } else {
             Status::Ok
         };
-        let (tool, call_id, error) = (tool.to_string(), call_id.to_string(), outcome.is_err());
+        let (calls, error) = (calls.clone(), outcome.is_err());
         self.event(EventKind::ToolResult, turn)
             .status(status)
             .text(outcome.text())
-            .detail_with(move || json!({"tool": tool, "call_id": call_id, "error": error}))
+            .detail_with(move || {
+                let c = &calls[index];
+                json!({"tool": c.name, "call_id": c.id, "error": error})
+            })
     }
 
     fn resolve_tool(&self, shared: &Shared, name: &str, arguments: &str) -> Resolved {
@@ -1350,13 +1377,7 @@ impl Agent {
         Resolved::Run(tool)
     }
 
-    fn tool_finished(
-        self: &Arc<Self>,
-        turn: u64,
-        index: usize,
-        call_id: &str,
-        outcome: ToolOutcome,
-    ) {
+    fn tool_finished(self: &Arc<Self>, turn: u64, index: usize, outcome: ToolOutcome) {
         let Ok(shared) = self.shared() else { return };
         let event = {
             let mut g = self.inner.lock();
@@ -1368,12 +1389,10 @@ impl Agent {
             {
                 return;
             }
-            let tool = t
-                .assistant
-                .as_ref()
-                .map(|a| a.tool_calls[index].name.clone())
-                .unwrap_or_default();
-            let ev = self.tool_result_event(turn, &tool, call_id, &outcome);
+            if index >= t.calls.len() {
+                return;
+            }
+            let ev = self.tool_result_event(turn, &t.calls, index, &outcome);
             t.pending[index] = Some(outcome);
             ev
         };
@@ -1487,12 +1506,14 @@ impl Agent {
         }
     }
 
-    /// Carries out a step's actions. Returns the one model call or tool this worker may run
-    /// itself, after the other actions; everything else is dispatched.
+    /// Carries out a step's actions (taking them all out of `actions`; `events` is an empty
+    /// buffer to gather consecutive events in). Returns the one model call or tool this
+    /// worker may run itself, after the other actions; everything else is dispatched.
     fn perform(
         self: &Arc<Self>,
         shared: &Arc<Shared>,
-        actions: Vec<Action>,
+        actions: &mut Vec<Action>,
+        events: &mut Vec<Event>,
         stepper: Stepper,
     ) -> Option<Here> {
         let tools = actions
@@ -1518,8 +1539,8 @@ impl Agent {
         };
         // Consecutive events go out together (one wake-up of whoever waits for events),
         // before any other action, so their order relative to it is kept.
-        let mut events = Vec::with_capacity(actions.len());
-        for a in actions {
+        debug_assert!(events.is_empty());
+        for a in actions.drain(..) {
             if let Action::Emit(ev) = a {
                 events.push(ev);
                 continue;
@@ -1610,7 +1631,7 @@ impl Agent {
             }
         }
         if !events.is_empty() {
-            shared.events().emit_all(events);
+            shared.events().emit_all(events.drain(..));
         }
         here
     }
@@ -1758,6 +1779,12 @@ impl std::io::Write for ArenaWriter<'_, '_> {
 }
 
 /// The built-in `recall` tool's definition (made once).
+/// An empty list of tool calls (one, shared: an answer without calls allocates none).
+fn no_calls() -> Arc<[ToolCall]> {
+    static NONE: std::sync::OnceLock<Arc<[ToolCall]>> = std::sync::OnceLock::new();
+    NONE.get_or_init(|| Arc::new([])).clone()
+}
+
 fn recall_spec() -> ToolSpec {
     static SPEC: std::sync::OnceLock<ToolSpec> = std::sync::OnceLock::new();
     SPEC.get_or_init(|| ToolSpec {

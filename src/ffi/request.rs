@@ -64,7 +64,7 @@ struct Pending {
     endpoint: String,
     request: ChatRequest,
     priority: i32,
-    callback: Option<Box<dyn CallObserver>>,
+    callback: Option<std::sync::Arc<dyn CallObserver>>,
 }
 
 /// A model call. Build it from JSON, start it, then pull its streamed pieces and/or wait for it.
@@ -236,19 +236,21 @@ pub unsafe extern "C" fn agentos_request_set_delta_callback(
                                        // thread at a time delivers a call's pieces, so the
                                        // lock is never contended).
         let buf = parking_lot::Mutex::new(Vec::<u8>::new());
-        p.callback = Some(Box::new(DeltaFn(Box::new(move |d: StreamDelta<'_>| {
-            let mut text = buf.lock();
-            let (kind, len) = encode_delta(d, &mut text);
-            // SAFETY: the C callback's contract is documented on agentos_delta_fn.
-            unsafe {
-                f(
-                    user as *mut c_void,
-                    kind,
-                    text.as_ptr() as *const c_char,
-                    len,
-                )
-            };
-        }))));
+        p.callback = Some(std::sync::Arc::new(DeltaFn(Box::new(
+            move |d: StreamDelta<'_>| {
+                let mut text = buf.lock();
+                let (kind, len) = encode_delta(d, &mut text);
+                // SAFETY: the C callback's contract is documented on agentos_delta_fn.
+                unsafe {
+                    f(
+                        user as *mut c_void,
+                        kind,
+                        text.as_ptr() as *const c_char,
+                        len,
+                    )
+                };
+            },
+        ))));
         Ok(())
     })
 }

@@ -50,7 +50,7 @@ pub struct CallOptions {
     /// snapshot (streamed calls only).
     pub preemptible: bool,
     /// Hooks.
-    pub observer: Option<Box<dyn CallObserver>>,
+    pub observer: Option<Arc<dyn CallObserver>>,
     /// A request body rendered by the caller (used as is, except when continuing a snapshot).
     pub body: Option<Vec<u8>>,
     /// Characters of the prompt, when the request does not carry its messages (a rendered
@@ -110,7 +110,7 @@ pub struct CallInner {
     pub(crate) state: Mutex<CallState>,
     cond: Condvar,
     cancel: AtomicBool,
-    observer: Option<Box<dyn CallObserver>>,
+    observer: Option<Arc<dyn CallObserver>>,
     /// The response-cache key, for deterministic requests to a caching endpoint.
     pub cache_key: Option<Vec<u8>>,
     /// A body rendered by the caller.

@@ -704,7 +704,7 @@ mod tests {
         .unwrap();
         let seen = std::sync::atomic::AtomicUsize::new(0);
         let opts = CallOptions {
-            observer: Some(Box::new(DeltaFn(Box::new(move |d: StreamDelta<'_>| {
+            observer: Some(Arc::new(DeltaFn(Box::new(move |d: StreamDelta<'_>| {
                 if let StreamDelta::Text(t) = d {
                     seen.fetch_add(t.len(), Ordering::Relaxed);
                 }

@@ -32,6 +32,14 @@ impl ToolOutcome {
         }
     }
 
+    /// [`ToolOutcome::text`], taking the outcome (an `Ok` text moves, uncopied).
+    pub fn into_text(self) -> String {
+        match self {
+            ToolOutcome::Ok(t) => t,
+            ToolOutcome::Err(e) => format!("ERROR: {e}"),
+        }
+    }
+
     /// Whether this is an error.
     pub fn is_err(&self) -> bool {
         matches!(self, ToolOutcome::Err(_))
@@ -66,7 +74,7 @@ pub struct ToolInvocation {
     /// The agent's raw handle.
     pub agent: u64,
     /// The agent's name.
-    pub agent_name: String,
+    pub agent_name: Arc<str>,
     /// The model's call id.
     pub call_id: String,
     /// The tool's name.
@@ -80,7 +88,7 @@ impl ToolInvocation {
     /// A new invocation; `on_done` receives the outcome exactly once.
     pub fn new(
         agent: u64,
-        agent_name: &str,
+        agent_name: Arc<str>,
         call_id: &str,
         tool: &str,
         arguments: &str,
@@ -88,7 +96,7 @@ impl ToolInvocation {
     ) -> ToolInvocation {
         ToolInvocation {
             agent,
-            agent_name: agent_name.to_string(),
+            agent_name,
             call_id: call_id.to_string(),
             tool: tool.to_string(),
             arguments: arguments.to_string(),
