@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Agent benchmarks against local fake servers (benches/fake_openai_server.c) on 127.0.0.1
 # (release build): per-turn
-# overhead vs raw libcurl, 10,000 agents each running a 3-step tool loop, and urgent-agent
-# latency under a flood with preemption on and off. Prints figures only. Arguments pick some:
-# turn, scale, priority.
+# overhead vs raw libcurl, where a turn's time goes (segments between its sends and receives),
+# 10,000 agents each running a 3-step tool loop, and urgent-agent latency under a flood with
+# preemption on and off. Prints figures only. Arguments pick some: turn, segments, scale,
+# priority.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 prefix="$PWD/target/bench-prefix"
@@ -11,11 +12,12 @@ cmake -S . -B target/cmake-build -DAGENTOS_CARGO_TARGET_DIR="$PWD/target" >/dev/
 cmake --build target/cmake-build >/dev/null
 cmake --install target/cmake-build --prefix "$prefix" >/dev/null
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
-for b in agent_turn agent_scale agent_priority; do
+for b in agent_turn turn_segments agent_scale agent_priority; do
   # shellcheck disable=SC2046
   cc -std=c11 -O2 -Wall -Wextra -Ibenches "benches/$b.c" $(pkg-config --cflags --libs agentos libcurl) \
      -Wl,-rpath,"$prefix/lib" -o "target/bench_$b"
 done
+cc -std=c11 -O2 -Wall -Wextra -shared -fPIC benches/syscall_clock.c -ldl -o target/libsyscall_clock.so
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
@@ -32,13 +34,18 @@ serve() {
   for _ in $(seq 100); do grep -q ready "target/fake-$p.log" 2>/dev/null && return; sleep 0.05; done
   echo "server on $p did not start" >&2; exit 1
 }
-# Which benchmarks to run: the arguments (turn, scale, priority), all by default.
+# Which benchmarks to run: the arguments (turn, segments, scale, priority), all by default.
 selected="$*"
 want() { [ -z "$selected" ] || [[ " ${selected} " == *" $1 "* ]]; }
 if want turn; then
   p1=$(port); serve "$p1" --tool-steps 1
   echo "== per-turn overhead (one tool call per turn)"
   target/bench_agent_turn "http://127.0.0.1:$p1/v1" "${TURNS:-1000}"
+fi
+if want segments; then
+  p4=$(port); serve "$p4" --tool-steps 1
+  echo "== where a one-tool turn's time goes (between its sends and receives)"
+  LD_PRELOAD="$PWD/target/libsyscall_clock.so" target/bench_turn_segments "http://127.0.0.1:$p4/v1" "${TURNS:-2000}"
 fi
 if want scale; then
   p2=$(port); serve "$p2" --tool-steps 3 --delay 0.2
