@@ -1787,23 +1787,23 @@ fn no_calls() -> Arc<[ToolCall]> {
 
 fn recall_spec() -> ToolSpec {
     static SPEC: std::sync::OnceLock<ToolSpec> = std::sync::OnceLock::new();
-    SPEC.get_or_init(|| ToolSpec {
-        name: RECALL.into(),
-        description: "Get back the full text of an earlier tool result that was masked or cut to save context, by its key.".into(),
-        parameters: std::sync::Arc::new(json!({"type": "object", "properties": {"key": {"type": "string", "description": "The key shown in the placeholder"}}, "required": ["key"]})),
-    })
+    SPEC.get_or_init(|| ToolSpec::new(
+        RECALL,
+        "Get back the full text of an earlier tool result that was masked or cut to save context, by its key.",
+        std::sync::Arc::new(json!({"type": "object", "properties": {"key": {"type": "string", "description": "The key shown in the placeholder"}}, "required": ["key"]})),
+    ))
     .clone()
 }
 
 /// The built-in `send_message` tool's definition (made once).
 fn send_message_spec() -> ToolSpec {
     static SPEC: std::sync::OnceLock<ToolSpec> = std::sync::OnceLock::new();
-    SPEC.get_or_init(|| ToolSpec {
-        name: SEND_MESSAGE.into(),
-        description:
-            "Send a message to another agent by name. Its answer arrives later as a new message."
-                .into(),
-        parameters: crate::tools::send_message_schema(),
+    SPEC.get_or_init(|| {
+        ToolSpec::new(
+            SEND_MESSAGE,
+            "Send a message to another agent by name. Its answer arrives later as a new message.",
+            crate::tools::send_message_schema(),
+        )
     })
     .clone()
 }

@@ -291,10 +291,8 @@ mod tests {
         let schema = std::sync::Arc::new(
             serde_json::json!({"type": "object", "properties": {"city": {"type": "string"}}}),
         );
-        let t = |name: &str, p: &std::sync::Arc<serde_json::Value>| ToolSpec {
-            name: name.into(),
-            description: "looks things up".into(),
-            parameters: p.clone(),
+        let t = |name: &str, p: &std::sync::Arc<serde_json::Value>| {
+            ToolSpec::new(name, "looks things up", p.clone())
         };
         let tools = vec![t("a", &schema), t("b", &schema)];
         let mut cache = ToolTokens::default();

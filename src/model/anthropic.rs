@@ -156,7 +156,7 @@ pub fn write_body_with<W: Write, M: std::borrow::Borrow<ChatMessage>>(
             out.write_all(b",\"description\":")?;
             write_str(out, &t.description)?;
             out.write_all(b",\"input_schema\":")?;
-            write_json(out, &*t.parameters)?;
+            out.write_all(t.parameters_json().as_bytes())?;
             out.write_all(b"}")?;
         }
         out.write_all(b"]")?;

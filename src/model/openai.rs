@@ -93,7 +93,7 @@ pub fn write_body_with<W: std::io::Write, M: std::borrow::Borrow<ChatMessage>>(
             out.write_all(b",\"description\":")?;
             write_str(out, &t.description)?;
             out.write_all(b",\"parameters\":")?;
-            write_json(out, &*t.parameters)?;
+            out.write_all(t.parameters_json().as_bytes())?;
             out.write_all(b"}}")?;
         }
         out.write_all(b"]")?;
@@ -495,15 +495,18 @@ mod tests {
             stream: true,
             ..Default::default()
         };
-        req.tools.push(crate::model::types::ToolSpec {
-            name: "f".into(),
-            description: "d".into(),
-            parameters: std::sync::Arc::new(json!({"type":"object"})),
-        });
+        let schema = json!({"type":"object","properties":{"q":{"type":"string","description":"a \"quoted\" word"}},"required":["q"]});
+        req.tools.push(crate::model::types::ToolSpec::new(
+            "f",
+            "d",
+            std::sync::Arc::new(schema.clone()),
+        ));
         let v: Value = serde_json::from_slice(&build_body(&req, &ep)).unwrap();
         assert_eq!(v["model"], "m");
         assert_eq!(v["stream_options"]["include_usage"], true);
         assert_eq!(v["tools"][0]["function"]["name"], "f");
+        // The schema is carried as written once when the tool was defined.
+        assert_eq!(v["tools"][0]["function"]["parameters"], schema);
     }
 
     #[test]

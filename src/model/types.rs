@@ -105,7 +105,7 @@ impl ChatMessage {
 }
 
 /// A tool the model may call. Every part is shared: requests clone their tool lists at
-/// every step, and a clone copies three pointers.
+/// every step, and a clone copies four pointers. Made by [`ToolSpec::new`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct ToolSpec {
     /// Name.
@@ -114,6 +114,31 @@ pub struct ToolSpec {
     pub description: std::sync::Arc<str>,
     /// JSON schema of its parameters.
     pub parameters: std::sync::Arc<Value>,
+    /// `parameters` as JSON text, written once: request bodies copy it rather than
+    /// serializing the schema again at every step.
+    parameters_json: std::sync::Arc<str>,
+}
+
+impl ToolSpec {
+    /// A tool definition.
+    pub fn new(
+        name: impl Into<std::sync::Arc<str>>,
+        description: impl Into<std::sync::Arc<str>>,
+        parameters: std::sync::Arc<Value>,
+    ) -> ToolSpec {
+        let parameters_json = parameters.to_string().into();
+        ToolSpec {
+            name: name.into(),
+            description: description.into(),
+            parameters,
+            parameters_json,
+        }
+    }
+
+    /// The parameters' schema as JSON text (what request bodies carry).
+    pub fn parameters_json(&self) -> &str {
+        &self.parameters_json
+    }
 }
 
 /// A chat request, provider-neutral.
@@ -312,19 +337,17 @@ fn parse_tool(i: usize, t: &Value) -> Result<ToolSpec> {
             f.get("name").unwrap_or(&Value::Null),
         )
     })?;
-    Ok(ToolSpec {
-        name: name.into(),
-        description: f
-            .get("description")
+    Ok(ToolSpec::new(
+        name,
+        f.get("description")
             .and_then(Value::as_str)
-            .unwrap_or_default()
-            .into(),
-        parameters: std::sync::Arc::new(
+            .unwrap_or_default(),
+        std::sync::Arc::new(
             f.get("parameters")
                 .cloned()
                 .unwrap_or_else(|| json!({"type": "object", "properties": {}})),
         ),
-    })
+    ))
 }
 
 /// Token usage and cost of one call (or a sum of calls).

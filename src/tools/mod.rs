@@ -169,11 +169,11 @@ impl ToolRegistry {
                 tool.name
             )));
         }
-        let spec = ToolSpec {
-            name: tool.name.as_str().into(),
-            description: tool.description.as_str().into(),
-            parameters: tool.parameters.clone(),
-        };
+        let spec = ToolSpec::new(
+            tool.name.as_str(),
+            tool.description.as_str(),
+            tool.parameters.clone(),
+        );
         t.insert(
             tool.name.clone(),
             Registered {
