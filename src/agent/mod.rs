@@ -1921,7 +1921,7 @@ fn run_tool(
     if !timeout.is_zero() {
         let weak = Arc::downgrade(&inv);
         let ms = timeout.as_millis();
-        let _ = shared.models().schedule(
+        let timer = shared.models().schedule(
             Instant::now() + timeout,
             Box::new(move || {
                 if let Some(inv) = weak.upgrade() {
@@ -1931,6 +1931,15 @@ fn run_tool(
                 }
             }),
         );
+        // A tool that finishes in time takes its timer with it.
+        if let Ok(id) = timer {
+            let models = Arc::downgrade(shared);
+            inv.arm(Box::new(move || {
+                if let Some(shared) = models.upgrade() {
+                    shared.models().cancel_timer(id);
+                }
+            }));
+        }
     }
     let of_agent = agent.handle();
     let job = move || {

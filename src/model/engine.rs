@@ -50,7 +50,10 @@ enum Cmd {
     /// A call to start once the instant has passed (a retry after its backoff).
     SubmitAt(Arc<CallInner>, Instant),
     Cancel(u64),
-    Timer(Instant, Box<dyn FnOnce() + Send>),
+    /// A timer (its id, when it is due, what it runs).
+    Timer(u64, Instant, Box<dyn FnOnce() + Send>),
+    /// Forget a timer that is no longer needed.
+    CancelTimer(u64),
 }
 
 /// Handle to the I/O thread.
@@ -58,6 +61,8 @@ pub struct Engine {
     tx: Sender<Cmd>,
     waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
+    /// The last timer id given out.
+    timer_ids: std::sync::atomic::AtomicU64,
     thread: parking_lot::Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -83,6 +88,7 @@ impl Engine {
             tx,
             waker,
             stop,
+            timer_ids: std::sync::atomic::AtomicU64::new(0),
             thread: parking_lot::Mutex::new(Some(thread)),
         })
     }
@@ -115,18 +121,26 @@ impl Engine {
     /// Runs `f` on the I/O thread at `at` (or soon after). Timers still pending at shutdown
     /// are dropped without running. A timer due later than the loop's longest sleep does not
     /// wake the thread: it is picked up at the next wake-up anyway (tool timeouts, armed for
-    /// every tool call, would otherwise cost a wake-up each).
-    pub fn schedule(&self, at: Instant, f: Box<dyn FnOnce() + Send>) -> Result<()> {
+    /// every tool call, would otherwise cost a wake-up each). Returns the timer's id, for
+    /// [`Engine::cancel_timer`].
+    pub fn schedule(&self, at: Instant, f: Box<dyn FnOnce() + Send>) -> Result<u64> {
         if self.stop.load(Ordering::Acquire) {
             return Err(Error::new(Status::Shutdown, "the runtime is shutting down"));
         }
+        let id = self.timer_ids.fetch_add(1, Ordering::Relaxed) + 1;
         self.tx
-            .send(Cmd::Timer(at, f))
+            .send(Cmd::Timer(id, at, f))
             .map_err(|_| Error::new(Status::Shutdown, "the I/O thread has stopped"))?;
         if at.saturating_duration_since(Instant::now()) <= MAX_SLEEP {
             self.waker.wake();
         }
-        Ok(())
+        Ok(id)
+    }
+
+    /// Drops timer `id` without running it (nothing when it has run). Does not wake the I/O
+    /// thread: the timer goes at its next wake-up, at most a second away.
+    pub fn cancel_timer(&self, id: u64) {
+        let _ = self.tx.send(Cmd::CancelTimer(id));
     }
 
     /// Asks the I/O thread to cancel a call (its flag must already be set).
@@ -406,11 +420,11 @@ impl IoLoop {
                     Cmd::Submit(call) => self.enqueue(call, Instant::now()),
                     Cmd::SubmitAt(call, at) => self.enqueue(call, at),
                     Cmd::Cancel(id) => self.cancel(id),
-                    Cmd::Timer(at, f) => {
-                        self.seq += 1;
-                        self.timers.push(std::cmp::Reverse((at, self.seq)));
-                        self.timer_fns.insert(self.seq, f);
+                    Cmd::Timer(id, at, f) => {
+                        self.timers.push(std::cmp::Reverse((at, id)));
+                        self.timer_fns.insert(id, f);
                     }
+                    Cmd::CancelTimer(id) => self.cancel_timer(id),
                 }
             }
             self.run_timers(Instant::now());
@@ -449,6 +463,16 @@ impl IoLoop {
                 self.last_tick = now;
                 self.check_timeouts(now);
             }
+        }
+    }
+
+    /// Forgets a timer. Its place in the heap goes when the heap is mostly such places.
+    fn cancel_timer(&mut self, id: u64) {
+        if self.timer_fns.remove(&id).is_some() && self.timers.len() > 64 + 2 * self.timer_fns.len()
+        {
+            let live = &self.timer_fns;
+            self.timers
+                .retain(|std::cmp::Reverse((_, id))| live.contains_key(id));
         }
     }
 
@@ -905,4 +929,93 @@ fn estimate_tokens(call: &CallInner) -> u64 {
         .max_tokens
         .unwrap_or(call.endpoint.config.max_output_tokens) as usize;
     ((call.prompt_chars / 4) + out) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    /// Counts its drops: what a timer owns goes when the timer runs or is cancelled.
+    struct Owned(Arc<AtomicUsize>);
+    impl Drop for Owned {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn wait_until(what: impl Fn() -> bool) -> bool {
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            if what() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        false
+    }
+
+    #[test]
+    fn a_cancelled_timer_never_runs_and_lets_go_of_what_it_holds() {
+        let engine = Engine::start("test-io").unwrap();
+        let (ran, dropped) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (r, owned) = (ran.clone(), Owned(dropped.clone()));
+        let id = engine
+            .schedule(
+                Instant::now() + Duration::from_secs(30),
+                Box::new(move || {
+                    let _owned = owned;
+                    r.fetch_add(1, Ordering::SeqCst);
+                }),
+            )
+            .unwrap();
+        engine.cancel_timer(id);
+        // A timer due now wakes the thread, which takes the cancellation with it.
+        let (r2, due) = (ran.clone(), Arc::new(AtomicUsize::new(0)));
+        let d2 = due.clone();
+        let id2 = engine
+            .schedule(
+                Instant::now(),
+                Box::new(move || {
+                    d2.fetch_add(1, Ordering::SeqCst);
+                    let _ = &r2;
+                }),
+            )
+            .unwrap();
+        assert_ne!(id, id2);
+        assert!(wait_until(|| due.load(Ordering::SeqCst) == 1));
+        assert!(wait_until(|| dropped.load(Ordering::SeqCst) == 1));
+        assert_eq!(ran.load(Ordering::SeqCst), 0);
+        // Cancelling a timer that has run changes nothing.
+        engine.cancel_timer(id2);
+        engine.shutdown();
+        assert_eq!(due.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn every_cancelled_timer_lets_go_of_what_it_holds() {
+        let engine = Engine::start("test-io").unwrap();
+        let dropped = Arc::new(AtomicUsize::new(0));
+        let later = Instant::now() + Duration::from_secs(30);
+        for _ in 0..1000 {
+            let owned = Owned(dropped.clone());
+            let id = engine
+                .schedule(later, Box::new(move || drop(owned)))
+                .unwrap();
+            engine.cancel_timer(id);
+        }
+        let due = Arc::new(AtomicUsize::new(0));
+        let d2 = due.clone();
+        engine
+            .schedule(
+                Instant::now(),
+                Box::new(move || {
+                    d2.fetch_add(1, Ordering::SeqCst);
+                }),
+            )
+            .unwrap();
+        assert!(wait_until(|| due.load(Ordering::SeqCst) == 1));
+        assert!(wait_until(|| dropped.load(Ordering::SeqCst) == 1000));
+        engine.shutdown();
+    }
 }

@@ -229,8 +229,15 @@ impl ModelHub {
     }
 
     /// Runs `f` on the I/O thread at `at` (timers for tool timeouts and the like).
-    pub fn schedule(&self, at: std::time::Instant, f: Box<dyn FnOnce() + Send>) -> Result<()> {
+    pub fn schedule(&self, at: std::time::Instant, f: Box<dyn FnOnce() + Send>) -> Result<u64> {
         self.engine()?.schedule(at, f)
+    }
+
+    /// Drops a timer [`ModelHub::schedule`] made, unless it has run.
+    pub fn cancel_timer(&self, id: u64) {
+        if let Ok(e) = self.engine() {
+            e.cancel_timer(id);
+        }
     }
 
     /// Hands a call to the I/O thread. When that fails (the runtime is shutting down, the I/O
@@ -252,17 +259,23 @@ impl ModelHub {
                 r.usage = super::types::Usage::default();
                 // If shutdown drops the timer before it runs, the call still finishes.
                 let pending = ShutdownGuard(Some(call.clone()));
-                return self.engine()?.schedule(
-                    std::time::Instant::now(),
-                    Box::new(move || {
-                        let mut pending = pending;
-                        let c = pending.0.take().expect("runs once");
-                        let arena = bumpalo::Bump::new();
-                        c.push_deltas(&super::stream::DeltaBatch::from_response(&r, &arena), None);
-                        c.endpoint.record(&r.usage, true, 0);
-                        c.finish(Ok(r));
-                    }),
-                );
+                return self
+                    .engine()?
+                    .schedule(
+                        std::time::Instant::now(),
+                        Box::new(move || {
+                            let mut pending = pending;
+                            let c = pending.0.take().expect("runs once");
+                            let arena = bumpalo::Bump::new();
+                            c.push_deltas(
+                                &super::stream::DeltaBatch::from_response(&r, &arena),
+                                None,
+                            );
+                            c.endpoint.record(&r.usage, true, 0);
+                            c.finish(Ok(r));
+                        }),
+                    )
+                    .map(|_| ());
             }
         }
         self.engine()?.submit(call)

@@ -69,6 +69,13 @@ pub struct Tool {
 
 type Done = Box<dyn FnOnce(ToolOutcome) + Send>;
 
+/// What an invocation still has to do: deliver its outcome, and then disarm its timeout.
+#[derive(Default)]
+struct Pending {
+    done: Option<Done>,
+    disarm: Option<Box<dyn FnOnce() + Send>>,
+}
+
 /// One call of a tool.
 pub struct ToolInvocation {
     /// The agent's raw handle.
@@ -81,7 +88,7 @@ pub struct ToolInvocation {
     pub tool: String,
     /// The arguments, as JSON text (already validated against the schema).
     pub arguments: String,
-    done: Mutex<Option<Done>>,
+    pending: Mutex<Pending>,
 }
 
 impl ToolInvocation {
@@ -100,26 +107,41 @@ impl ToolInvocation {
             call_id: call_id.to_string(),
             tool: tool.to_string(),
             arguments: arguments.to_string(),
-            done: Mutex::new(Some(on_done)),
+            pending: Mutex::new(Pending {
+                done: Some(on_done),
+                disarm: None,
+            }),
         }
     }
 
     /// Completes the call. Returns false when it was already completed (for example by its
     /// timeout), in which case `outcome` is discarded.
     pub fn complete(&self, outcome: ToolOutcome) -> bool {
-        let f = self.done.lock().take();
-        match f {
-            Some(f) => {
-                f(outcome);
-                true
-            }
-            None => false,
+        let Pending { done, disarm } = std::mem::take(&mut *self.pending.lock());
+        let Some(f) = done else { return false };
+        f(outcome);
+        if let Some(disarm) = disarm {
+            disarm();
+        }
+        true
+    }
+
+    /// Gives the call what cancels its timeout, run once it completes (at once, when it
+    /// already has): a timer left to run out would keep its share of memory for the whole
+    /// timeout after a quick tool is long done.
+    pub fn arm(&self, disarm: Box<dyn FnOnce() + Send>) {
+        let mut p = self.pending.lock();
+        if p.done.is_some() {
+            p.disarm = Some(disarm);
+        } else {
+            drop(p);
+            disarm();
         }
     }
 
     /// Whether the call was completed.
     pub fn is_done(&self) -> bool {
-        self.done.lock().is_none()
+        self.pending.lock().done.is_none()
     }
 }
 
