@@ -37,13 +37,17 @@ serve() {
 # Which benchmarks to run: the arguments (turn, segments, scale, priority), all by default.
 selected="$*"
 want() { [ -z "$selected" ] || [[ " ${selected} " == *" $1 "* ]]; }
+# TURN_DELAY (seconds) makes the turn benches' server wait that long before each answer (a
+# model takes milliseconds to seconds; the default, none, is the harshest case for a ratio).
+turn_delay=()
+if [ -n "${TURN_DELAY:-}" ]; then turn_delay=(--delay "$TURN_DELAY"); fi
 if want turn; then
-  p1=$(port); serve "$p1" --tool-steps 1
+  p1=$(port); serve "$p1" --tool-steps 1 "${turn_delay[@]}"
   echo "== per-turn overhead (one tool call per turn)"
   target/bench_agent_turn "http://127.0.0.1:$p1/v1" "${TURNS:-1000}"
 fi
 if want segments; then
-  p4=$(port); serve "$p4" --tool-steps 1
+  p4=$(port); serve "$p4" --tool-steps 1 "${turn_delay[@]}"
   echo "== where a one-tool turn's time goes (between its sends and receives)"
   LD_PRELOAD="$PWD/target/libsyscall_clock.so" target/bench_turn_segments "http://127.0.0.1:$p4/v1" "${TURNS:-2000}"
 fi
