@@ -102,7 +102,7 @@ fn tool_loop_keeps_call_and_result_together_in_history() {
     let rt = runtime("");
     endpoint(&rt, &srv, "");
     add_tool(&rt, "weather", CITY, |inv| {
-        let city: serde_json::Value = serde_json::from_str(&inv.arguments).unwrap();
+        let city: serde_json::Value = serde_json::from_str(inv.arguments()).unwrap();
         inv.complete(ToolOutcome::Ok(format!(
             "sunny in {}",
             city["city"].as_str().unwrap()

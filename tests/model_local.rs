@@ -136,7 +136,7 @@ fn compaction_scenario() -> Result<(), String> {
     struct Weather;
     impl ToolHandler for Weather {
         fn invoke(&self, inv: Arc<ToolInvocation>) {
-            let args: serde_json::Value = serde_json::from_str(&inv.arguments).unwrap_or_default();
+            let args: serde_json::Value = serde_json::from_str(inv.arguments()).unwrap_or_default();
             let city = args["city"].as_str().unwrap_or("unknown").to_string();
             let temp = if city.contains("Paris") { 21 } else { 9 };
             // A large observation, as real APIs return: the hourly forecast pads it out.

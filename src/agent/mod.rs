@@ -1283,9 +1283,8 @@ impl Agent {
                     let inv = Arc::new(ToolInvocation::new(
                         self.handle(),
                         self.name.clone(),
-                        &tc.id,
-                        &tc.name,
-                        &tc.arguments,
+                        calls.clone(),
+                        i,
                         Box::new(move |outcome| {
                             if let Some(agent) = weak.upgrade() {
                                 agent.tool_finished(number, i, outcome);

@@ -48,8 +48,8 @@ impl ToolHandler for CTool {
     fn invoke(&self, inv: Arc<ToolInvocation>) {
         let handle = Box::new(agentos_tool_call {
             inv: inv.clone(),
-            name: c_string(&inv.tool, ""),
-            arguments: c_string(&inv.arguments, "\\u0000"),
+            name: c_string(inv.tool(), ""),
+            arguments: c_string(inv.arguments(), "\\u0000"),
         });
         // SAFETY: the callback's contract is documented on agentos_tool_fn; the handle is
         // owned by C from here until agentos_tool_call_complete.

@@ -4,7 +4,7 @@
 pub mod schema;
 
 use crate::error::{Error, Result, Status};
-use crate::model::types::ToolSpec;
+use crate::model::types::{ToolCall, ToolSpec};
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -82,36 +82,50 @@ pub struct ToolInvocation {
     pub agent: u64,
     /// The agent's name.
     pub agent_name: Arc<str>,
-    /// The model's call id.
-    pub call_id: String,
-    /// The tool's name.
-    pub tool: String,
-    /// The arguments, as JSON text (already validated against the schema).
-    pub arguments: String,
+    /// The model's tool calls (shared with the agent's turn), and which one this is.
+    calls: Arc<[ToolCall]>,
+    index: usize,
     pending: Mutex<Pending>,
 }
 
 impl ToolInvocation {
-    /// A new invocation; `on_done` receives the outcome exactly once.
+    /// A new invocation of `calls[index]`; `on_done` receives the outcome exactly once.
+    ///
+    /// # Panics
+    /// When `index` is out of `calls`' range.
     pub fn new(
         agent: u64,
         agent_name: Arc<str>,
-        call_id: &str,
-        tool: &str,
-        arguments: &str,
+        calls: Arc<[ToolCall]>,
+        index: usize,
         on_done: Done,
     ) -> ToolInvocation {
+        assert!(index < calls.len(), "tool call {index} of {}", calls.len());
         ToolInvocation {
             agent,
             agent_name,
-            call_id: call_id.to_string(),
-            tool: tool.to_string(),
-            arguments: arguments.to_string(),
+            calls,
+            index,
             pending: Mutex::new(Pending {
                 done: Some(on_done),
                 disarm: None,
             }),
         }
+    }
+
+    /// The model's call id.
+    pub fn call_id(&self) -> &str {
+        &self.calls[self.index].id
+    }
+
+    /// The tool's name.
+    pub fn tool(&self) -> &str {
+        &self.calls[self.index].name
+    }
+
+    /// The arguments, as JSON text (already validated against the schema).
+    pub fn arguments(&self) -> &str {
+        &self.calls[self.index].arguments
     }
 
     /// Completes the call. Returns false when it was already completed (for example by its
