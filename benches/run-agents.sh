@@ -14,7 +14,7 @@ cmake --install target/cmake-build --prefix "$prefix" >/dev/null
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
 for b in agent_turn turn_segments agent_scale agent_priority; do
   # shellcheck disable=SC2046
-  cc -std=c11 -O2 -Wall -Wextra -Ibenches "benches/$b.c" $(pkg-config --cflags --libs agentos libcurl) \
+  cc -std=c11 -O2 -Wall -Wextra -Ibenches "benches/$b.c" $(pkg-config --cflags --libs agentos libcurl) -ldl \
      -Wl,-rpath,"$prefix/lib" -o "target/bench_$b"
 done
 cc -std=c11 -O2 -Wall -Wextra -shared -fPIC benches/syscall_clock.c -ldl -o target/libsyscall_clock.so

@@ -5,9 +5,14 @@
  * send to the next recv is the request in flight (the syscall, the server, the wait).
  *
  * libcurl sends with send() and reads with recv() (MSG_NOSIGNAL, on a connected socket),
- * so wrapping those two is enough for plain HTTP. The bench calls the three clock_*
- * functions below around each turn; they are found with dlsym, so the bench runs (without
- * segments) when this library is not preloaded.
+ * so wrapping those two is enough for plain HTTP. A send is noted at its start, a receive at
+ * its end, each only when it moved data (a send that would block and is retried is not two
+ * sends). The bench calls the two clock_* functions below around each turn; they are found
+ * with dlsym, so the bench can tell when this library is not preloaded.
+ *
+ * The marks are plain globals: one turn at a time, its I/O on one thread at a time (the
+ * bench's raw loop, or agentos_agent_run's calling thread; returning from the turn orders the
+ * writes before the bench reads them).
  *
  *   LD_PRELOAD=./libsyscall_clock.so ./turn_segments URL [TURNS]
  */
@@ -53,8 +58,10 @@ int clock_turn_end(const double **out) {
 ssize_t send(int fd, const void *buf, size_t len, int flags) {
     static ssize_t (*real)(int, const void *, size_t, int);
     if (!real) real = (ssize_t(*)(int, const void *, size_t, int))dlsym(RTLD_NEXT, "send");
-    note();
-    return real(fd, buf, len, flags);
+    double t = now_us();
+    ssize_t r = real(fd, buf, len, flags);
+    if (r > 0 && n_marks >= 0 && n_marks < CLOCK_MARKS - 1) marks[n_marks++] = t;
+    return r;
 }
 
 ssize_t recv(int fd, void *buf, size_t len, int flags) {

@@ -182,6 +182,66 @@ fn invalid_arguments_go_back_to_the_model_not_to_the_tool() {
 }
 
 #[test]
+fn tools_that_finish_in_time_leave_no_timeout_timers_behind() {
+    let srv = FakeServer::start();
+    let rt = runtime("");
+    endpoint(&rt, &srv, "");
+    add_tool(&rt, "quick", r#"{"type":"object"}"#, |inv| {
+        inv.complete(ToolOutcome::Ok("done".into()));
+    });
+    // Completed later, from another thread: its timer goes too.
+    add_tool(&rt, "later", r#"{"type":"object"}"#, |inv| {
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            inv.complete(ToolOutcome::Ok("done later".into()));
+        });
+    });
+    let h = agent(
+        &rt,
+        r#"{"name":"a","endpoint":"fake","tools":["quick","later"],"stream":false,"tool_timeout_ms":60000}"#,
+    );
+    let call = |tool: &str| {
+        format!(
+            r#"{{"id":"x","object":"chat.completion","model":"m","choices":[{{"index":0,"finish_reason":"tool_calls","message":{{"role":"assistant","content":null,"tool_calls":[{{"id":"c","type":"function","function":{{"name":"{tool}","arguments":"{{}}"}}}}]}}}}],"usage":{{"prompt_tokens":5,"completion_tokens":5}}}}"#
+        )
+    };
+    for i in 0..10 {
+        srv.push(Reply::json(
+            200,
+            &call(if i % 2 == 0 { "quick" } else { "later" }),
+        ));
+        srv.push(Reply::openai_text("ok"));
+        send(&rt, h, "go");
+        assert_eq!(turn_end(&rt, h).status, Status::Ok);
+    }
+    // Every timer was armed for a minute, and cancelled when its call completed. Two passes
+    // of the I/O thread (each woken by a timer due now): the first takes in everything sent
+    // before it, the second starts after the first has counted what it holds.
+    let models = rt.shared().models();
+    for _ in 0..2 {
+        let (tx, rx) = std::sync::mpsc::channel();
+        models
+            .schedule(Instant::now(), Box::new(move || tx.send(()).unwrap()))
+            .unwrap();
+        rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    }
+    assert_eq!(models.pending_timers(), 0);
+    // The count is real: a timer that is not cancelled is held.
+    let id = models
+        .schedule(Instant::now() + Duration::from_secs(60), Box::new(|| {}))
+        .unwrap();
+    for _ in 0..2 {
+        let (tx, rx) = std::sync::mpsc::channel();
+        models
+            .schedule(Instant::now(), Box::new(move || tx.send(()).unwrap()))
+            .unwrap();
+        rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    }
+    assert_eq!(models.pending_timers(), 1);
+    models.cancel_timer(id);
+}
+
+#[test]
 fn parallel_tools_complete_later_from_other_threads_and_time_out() {
     let srv = FakeServer::start();
     let rt = runtime("");

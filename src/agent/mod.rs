@@ -1172,6 +1172,7 @@ impl Agent {
                         })
                         .collect();
                     t.invocations.clear();
+                    t.calls = no_calls();
                     t.phase = Phase::NeedModel;
                     // The call and its results enter the history together: never split.
                     g.push_history(assistant);

@@ -184,7 +184,7 @@ impl MessageTokens {
 pub fn tools_tokens(tools: &[ToolSpec]) -> u64 {
     tools
         .iter()
-        .map(|t| tool_tokens(t, schema_tokens(&t.parameters)))
+        .map(|t| tool_tokens(t, schema_tokens(t.parameters())))
         .sum()
 }
 
@@ -217,11 +217,11 @@ impl ToolTokens {
             let known = self
                 .schemas
                 .iter()
-                .find(|(s, _)| std::sync::Arc::ptr_eq(s, &t.parameters))
+                .find(|(s, _)| std::sync::Arc::ptr_eq(s, t.parameters()))
                 .map(|(_, n)| *n);
             let schema = known.unwrap_or_else(|| {
-                let n = schema_tokens(&t.parameters);
-                self.schemas.push((t.parameters.clone(), n));
+                let n = schema_tokens(t.parameters());
+                self.schemas.push((t.parameters().clone(), n));
                 n
             });
             total += tool_tokens(t, schema);

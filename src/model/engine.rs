@@ -63,6 +63,8 @@ pub struct Engine {
     stop: Arc<AtomicBool>,
     /// The last timer id given out.
     timer_ids: std::sync::atomic::AtomicU64,
+    /// Timers the I/O thread holds (as of its last pass).
+    timers_held: Arc<std::sync::atomic::AtomicUsize>,
     thread: parking_lot::Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -77,11 +79,15 @@ impl Engine {
         let poller = Poller::new().map_err(io_err)?;
         let stop = Arc::new(AtomicBool::new(false));
         let (stop2, waker2) = (stop.clone(), waker.clone());
+        let timers_held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let held2 = timers_held.clone();
         let thread = std::thread::Builder::new()
             .name(thread_name.to_string())
             .spawn(move || {
                 ON_IO_THREAD.with(|f| f.set(true));
-                IoLoop::new(rx, stop2, waker2, poller).run();
+                let mut io = IoLoop::new(rx, stop2, waker2, poller);
+                io.timers_held = held2;
+                io.run();
             })
             .map_err(|e| Error::new(Status::Io, format!("could not start the I/O thread: {e}")))?;
         Ok(Engine {
@@ -89,6 +95,7 @@ impl Engine {
             waker,
             stop,
             timer_ids: std::sync::atomic::AtomicU64::new(0),
+            timers_held,
             thread: parking_lot::Mutex::new(Some(thread)),
         })
     }
@@ -135,6 +142,12 @@ impl Engine {
             self.waker.wake();
         }
         Ok(id)
+    }
+
+    /// How many timers the I/O thread held at the end of its last pass (cancelled ones go at
+    /// its next wake-up).
+    pub fn timers_held(&self) -> usize {
+        self.timers_held.load(Ordering::Relaxed)
     }
 
     /// Drops timer `id` without running it (nothing when it has run). Does not wake the I/O
@@ -345,6 +358,8 @@ struct IoLoop {
     last_tick: Instant,
     timers: BinaryHeap<std::cmp::Reverse<(Instant, u64)>>,
     timer_fns: HashMap<u64, Box<dyn FnOnce() + Send>>,
+    /// `timer_fns.len()` for [`Engine::timers_held`].
+    timers_held: Arc<std::sync::atomic::AtomicUsize>,
     /// Easy handles ready for reuse, still configured for their endpoint and mode (newest
     /// last; emptied after a quiet second).
     idle_easy: Vec<IdleEasy>,
@@ -379,6 +394,7 @@ impl IoLoop {
             last_tick: Instant::now(),
             timers: BinaryHeap::new(),
             timer_fns: HashMap::new(),
+            timers_held: Arc::default(),
             idle_easy: Vec::new(),
             last_busy: Instant::now(),
         }
@@ -428,6 +444,8 @@ impl IoLoop {
                 }
             }
             self.run_timers(Instant::now());
+            self.timers_held
+                .store(self.timer_fns.len(), Ordering::Relaxed);
             self.admit(Instant::now());
             errors.resize_with(self.shards.len(), || None);
             for (i, shard) in self.shards.iter_mut().enumerate() {
@@ -909,6 +927,7 @@ impl IoLoop {
             }
         }
         self.timer_fns.clear();
+        self.timers_held.store(0, Ordering::Relaxed);
         while let Ok(cmd) = self.rx.try_recv() {
             if let Cmd::Submit(call) | Cmd::SubmitAt(call, _) = cmd {
                 finish_call(

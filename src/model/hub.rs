@@ -233,6 +233,11 @@ impl ModelHub {
         self.engine()?.schedule(at, f)
     }
 
+    /// How many timers (tool timeouts and the like) the I/O thread holds, as of its last pass.
+    pub fn pending_timers(&self) -> usize {
+        self.engine.lock().as_ref().map_or(0, |e| e.timers_held())
+    }
+
     /// Drops a timer [`ModelHub::schedule`] made, unless it has run.
     pub fn cancel_timer(&self, id: u64) {
         if let Ok(e) = self.engine() {

@@ -112,8 +112,9 @@ pub struct ToolSpec {
     pub name: std::sync::Arc<str>,
     /// What it does, for the model.
     pub description: std::sync::Arc<str>,
-    /// JSON schema of its parameters.
-    pub parameters: std::sync::Arc<Value>,
+    /// JSON schema of its parameters (read with [`ToolSpec::parameters`]; fixed when made,
+    /// so its text below never goes stale).
+    parameters: std::sync::Arc<Value>,
     /// `parameters` as JSON text, written once: request bodies copy it rather than
     /// serializing the schema again at every step.
     parameters_json: std::sync::Arc<str>,
@@ -133,6 +134,11 @@ impl ToolSpec {
             parameters,
             parameters_json,
         }
+    }
+
+    /// The parameters' JSON schema.
+    pub fn parameters(&self) -> &std::sync::Arc<Value> {
+        &self.parameters
     }
 
     /// The parameters' schema as JSON text (what request bodies carry).

@@ -146,7 +146,13 @@ impl ToolInvocation {
     pub fn arm(&self, disarm: Box<dyn FnOnce() + Send>) {
         let mut p = self.pending.lock();
         if p.done.is_some() {
-            p.disarm = Some(disarm);
+            // One timeout per call; a second would replace the first, which is cancelled.
+            debug_assert!(p.disarm.is_none(), "a tool call armed twice");
+            let replaced = p.disarm.replace(disarm);
+            drop(p);
+            if let Some(replaced) = replaced {
+                replaced();
+            }
         } else {
             drop(p);
             disarm();
@@ -251,4 +257,105 @@ pub fn send_message_schema() -> Arc<Value> {
             }))
         })
         .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// An invocation of one call, and the log its outcome (and, once armed, its disarming)
+    /// is written to.
+    fn invocation() -> (ToolInvocation, Arc<Mutex<Vec<String>>>) {
+        let calls: Arc<[ToolCall]> = vec![ToolCall {
+            id: "c1".into(),
+            name: "t".into(),
+            arguments: "{}".into(),
+        }]
+        .into();
+        let log: Arc<Mutex<Vec<String>>> = Arc::default();
+        let l2 = log.clone();
+        let inv = ToolInvocation::new(
+            7,
+            "a".into(),
+            calls,
+            0,
+            Box::new(move |o| l2.lock().push(o.into_text())),
+        );
+        (inv, log)
+    }
+
+    fn disarm(log: &Arc<Mutex<Vec<String>>>) -> Box<dyn FnOnce() + Send> {
+        let l = log.clone();
+        Box::new(move || l.lock().push("disarmed".into()))
+    }
+
+    #[test]
+    fn the_timer_is_disarmed_once_after_the_outcome() {
+        let (inv, log) = invocation();
+        assert_eq!(
+            (inv.call_id(), inv.tool(), inv.arguments()),
+            ("c1", "t", "{}")
+        );
+        inv.arm(disarm(&log));
+        assert!(
+            log.lock().is_empty(),
+            "nothing runs while the call is pending"
+        );
+        assert!(inv.complete(ToolOutcome::Ok("r".into())));
+        // A second completion (say the timeout's) is refused and disarms nothing more.
+        assert!(!inv.complete(ToolOutcome::Err("timed out".into())));
+        assert_eq!(*log.lock(), vec!["r".to_string(), "disarmed".to_string()]);
+    }
+
+    #[test]
+    fn arming_a_completed_call_disarms_at_once() {
+        let (inv, log) = invocation();
+        assert!(inv.complete(ToolOutcome::Ok("quick".into())));
+        inv.arm(disarm(&log));
+        assert_eq!(
+            *log.lock(),
+            vec!["quick".to_string(), "disarmed".to_string()]
+        );
+        assert!(inv.is_done());
+    }
+
+    #[test]
+    fn a_timeout_completion_also_disarms() {
+        let (inv, log) = invocation();
+        inv.arm(disarm(&log));
+        assert!(inv.complete(ToolOutcome::Err("timed out".into())));
+        assert!(!inv.complete(ToolOutcome::Ok("late".into())));
+        assert_eq!(
+            *log.lock(),
+            vec!["ERROR: timed out".to_string(), "disarmed".to_string()]
+        );
+    }
+
+    #[test]
+    fn completing_from_many_threads_delivers_and_disarms_once() {
+        for _ in 0..50 {
+            let (inv, log) = invocation();
+            let inv = Arc::new(inv);
+            let disarms = Arc::new(AtomicUsize::new(0));
+            let d = disarms.clone();
+            inv.arm(Box::new(move || {
+                d.fetch_add(1, Ordering::SeqCst);
+            }));
+            let threads: Vec<_> = (0..4)
+                .map(|i| {
+                    let inv = inv.clone();
+                    std::thread::spawn(move || inv.complete(ToolOutcome::Ok(format!("{i}"))))
+                })
+                .collect();
+            let won = threads
+                .into_iter()
+                .map(|t| t.join().unwrap())
+                .filter(|&w| w)
+                .count();
+            assert_eq!(won, 1);
+            assert_eq!(log.lock().len(), 1);
+            assert_eq!(disarms.load(Ordering::SeqCst), 1);
+        }
+    }
 }
