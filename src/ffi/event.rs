@@ -40,17 +40,28 @@ pub const AGENTOS_EVENT_MESSAGE: i32 = 12;
 /// Thread safety: immutable; read from any thread.
 pub struct agentos_event {
     ev: Event,
-    text: CString,
-    agent_name: CString,
+    /// The text and the agent's name as C strings, made when first asked for (a host that
+    /// drains events to find a turn's end reads only kinds and statuses).
+    text: std::sync::OnceLock<CString>,
+    agent_name: std::sync::OnceLock<CString>,
 }
 
 impl agentos_event {
     fn new(ev: Event) -> agentos_event {
         agentos_event {
-            text: c_string(&ev.text, "\\0"),
-            agent_name: c_string(&ev.agent_name, ""),
             ev,
+            text: std::sync::OnceLock::new(),
+            agent_name: std::sync::OnceLock::new(),
         }
+    }
+
+    fn text(&self) -> &CString {
+        self.text.get_or_init(|| c_string(&self.ev.text, "\\0"))
+    }
+
+    fn agent_name(&self) -> &CString {
+        self.agent_name
+            .get_or_init(|| c_string(&self.ev.agent_name, ""))
     }
 }
 
@@ -187,7 +198,7 @@ pub unsafe extern "C" fn agentos_event_agent_name(ev: *const agentos_event) -> *
         if ev.is_null() {
             std::ptr::null()
         } else {
-            (*ev).agent_name.as_ptr()
+            (*ev).agent_name().as_ptr()
         }
     })
 }
@@ -219,8 +230,9 @@ pub unsafe extern "C" fn agentos_event_text(
         let ev = as_ref(ev, "ev")?;
         non_null(text, "text")?;
         non_null(len, "len")?;
-        write_out(text, ev.text.as_ptr());
-        write_out(len, ev.text.as_bytes().len());
+        let t = ev.text();
+        write_out(text, t.as_ptr());
+        write_out(len, t.as_bytes().len());
         Ok(())
     })
 }
