@@ -63,6 +63,7 @@ int main(int argc, char **argv) {
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink);
     curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
     CURLU *c_url = raw_floor_tune(c, url);
+    CURLM *m = curl_multi_init();
 
     agentos_config *cfg = NULL;
     agentos_runtime *rt = NULL;
@@ -97,9 +98,9 @@ int main(int argc, char **argv) {
                 turn_start();
                 if (way == 0) {
                     curl_easy_setopt(c, CURLOPT_POSTFIELDS, first);
-                    if (curl_easy_perform(c) != CURLE_OK) return 1;
+                    if (raw_floor_perform(m, c, RAW_FLOOR_SPIN_US) != CURLE_OK) return 1;
                     curl_easy_setopt(c, CURLOPT_POSTFIELDS, second);
-                    if (curl_easy_perform(c) != CURLE_OK) return 1;
+                    if (raw_floor_perform(m, c, RAW_FLOOR_SPIN_US) != CURLE_OK) return 1;
                 } else {
                     char *answer = NULL;
                     if (agentos_agent_run(rt, a, "go", -1, &answer, NULL) != AGENTOS_STATUS_OK) return 1;
@@ -150,6 +151,7 @@ int main(int argc, char **argv) {
     agentos_runtime_free(rt);
     curl_slist_free_all(h);
     curl_easy_cleanup(c);
+    curl_multi_cleanup(m);
     curl_url_cleanup(c_url);
     curl_global_cleanup();
     for (int w = 0; w < 2; w++) {

@@ -86,6 +86,10 @@ impl Drop for ShutdownGuard {
 
 /// The longest recent call latency for which an agent's worker makes the call itself.
 const QUICK_CALL: std::time::Duration = std::time::Duration::from_millis(2);
+/// Endpoints whose recent latency is at most this get their answers waited for by yielding.
+const SPIN_LATENCY: std::time::Duration = std::time::Duration::from_micros(500);
+/// The longest a call yields before it sleeps in poll.
+const SPIN_MAX: std::time::Duration = std::time::Duration::from_micros(200);
 
 impl EndpointState {
     /// Folds a successful call's duration into the recent latency (1/8 weight).
@@ -94,6 +98,16 @@ impl EndpointState {
         let old = self.recent_latency_us.load(Ordering::Relaxed);
         let new = if old == 0 { us } else { old - old / 8 + us / 8 };
         self.recent_latency_us.store(new, Ordering::Relaxed);
+    }
+
+    /// How long a caller-thread call to this endpoint may wait for its answer by yielding the
+    /// CPU rather than sleeping: twice the recent latency, when that is under
+    /// [`SPIN_LATENCY`], at most [`SPIN_MAX`]; `None` for slower endpoints and before the
+    /// first answer. See `direct::attempt`.
+    pub(crate) fn spin_window(&self) -> Option<std::time::Duration> {
+        let us = self.recent_latency_us.load(Ordering::Relaxed);
+        (us > 0 && us <= SPIN_LATENCY.as_micros() as u64)
+            .then(|| std::time::Duration::from_micros(2 * us).min(SPIN_MAX))
     }
 
     /// Whether calls to this endpoint have lately been quick (under 2 ms), so a worker may
