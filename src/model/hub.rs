@@ -104,7 +104,7 @@ impl EndpointState {
     /// CPU rather than sleeping: twice the recent latency, when that is under
     /// [`SPIN_LATENCY`], at most [`SPIN_MAX`]; `None` for slower endpoints and before the
     /// first answer. See `direct::attempt`.
-    pub(crate) fn spin_window(&self) -> Option<std::time::Duration> {
+    pub fn spin_window(&self) -> Option<std::time::Duration> {
         let us = self.recent_latency_us.load(Ordering::Relaxed);
         (us > 0 && us <= SPIN_LATENCY.as_micros() as u64)
             .then(|| std::time::Duration::from_micros(2 * us).min(SPIN_MAX))
@@ -420,5 +420,45 @@ impl ModelHub {
 impl Drop for ModelHub {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn endpoint() -> Arc<EndpointState> {
+        let hub = ModelHub::new("test-io");
+        hub.add_endpoint_json(
+            r#"{"name":"e","provider":"openai","base_url":"http://127.0.0.1:9/v1","model":"m"}"#,
+            false,
+        )
+        .unwrap();
+        hub.endpoint("e").unwrap()
+    }
+
+    #[test]
+    fn only_endpoints_that_answer_in_microseconds_are_waited_for_by_yielding() {
+        let ep = endpoint();
+        // Nothing known before the first answer: sleep as usual.
+        assert_eq!(ep.spin_window(), None);
+        ep.observe_latency(Duration::from_micros(40));
+        assert_eq!(ep.spin_window(), Some(Duration::from_micros(80)));
+        // Twice the latency, but never longer than SPIN_MAX.
+        let ep = endpoint();
+        ep.observe_latency(SPIN_LATENCY);
+        assert_eq!(ep.spin_window(), Some(SPIN_MAX));
+        // An endpoint that takes longer (a real model) is slept for.
+        let ep = endpoint();
+        ep.observe_latency(Duration::from_millis(300));
+        assert_eq!(ep.spin_window(), None);
+        // And one that slows down stops being yielded for once its recent latency is long.
+        let ep = endpoint();
+        ep.observe_latency(Duration::from_micros(40));
+        for _ in 0..20 {
+            ep.observe_latency(Duration::from_millis(50));
+        }
+        assert_eq!(ep.spin_window(), None);
     }
 }
