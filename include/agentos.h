@@ -783,7 +783,11 @@ agentos_status agentos_request_wait(agentos_request *req, int32_t timeout_ms, ag
  * is in force and the endpoint has no response cache, the transfer runs on the calling thread
  * itself, with connections kept for the next such call: no hand-off to the I/O thread. The
  * delta callback then runs on this thread. Retries, timeouts, cancellation (from any thread)
- * and runtime shutdown behave the same either way.
+ * and runtime shutdown behave the same either way. If the endpoint's recent answers came
+ * within 500 us (a local server), the thread first waits for the answer by yielding the CPU
+ * (`sched_yield`) for up to twice that time, at most 200 us, and then sleeps; a sleep and its
+ * wake-up can cost more than such an answer takes. At most half the CPUs' worth of threads
+ * yield at once.
  * Thread safety: one thread at a time per request; others may cancel or read it meanwhile.
  */
 agentos_status agentos_request_run(agentos_request *req, agentos_error **err);
@@ -921,7 +925,8 @@ agentos_status agentos_agent_send(const agentos_runtime *rt,
  * Where the turn runs: unless the runtime is deterministic, the calling thread steps the agent
  * itself instead of handing it to a worker, and runs a lone tool call, or a lone model call,
  * itself (with a time limit, only a call to an endpoint that has lately answered within
- * 2 ms). A short turn then needs no hand-off between threads. Everything else goes the usual
+ * 2 ms; such a call waits for a quick answer as `agentos_request_run` does). A short turn
+ * then needs no hand-off between threads. Everything else goes the usual
  * way: parallel tool calls run on workers, calls that wait for admission or are preemptible go
  * to the I/O thread, and workers step the agent when they complete. So tool callbacks may run
  * on this thread, and a time limit can be overrun by the work this thread runs itself (one

@@ -144,7 +144,8 @@ pub unsafe extern "C" fn agentos_agent_send(
 /// Where the turn runs: unless the runtime is deterministic, the calling thread steps the agent
 /// itself instead of handing it to a worker, and runs a lone tool call, or a lone model call,
 /// itself (with a time limit, only a call to an endpoint that has lately answered within
-/// 2 ms). A short turn then needs no hand-off between threads. Everything else goes the usual
+/// 2 ms; such a call waits for a quick answer as `agentos_request_run` does). A short turn
+/// then needs no hand-off between threads. Everything else goes the usual
 /// way: parallel tool calls run on workers, calls that wait for admission or are preemptible go
 /// to the I/O thread, and workers step the agent when they complete. So tool callbacks may run
 /// on this thread, and a time limit can be overrun by the work this thread runs itself (one
