@@ -338,10 +338,9 @@ pub unsafe extern "C" fn agentos_request_wait(
 /// itself, with connections kept for the next such call: no hand-off to the I/O thread. The
 /// delta callback then runs on this thread. Retries, timeouts, cancellation (from any thread)
 /// and runtime shutdown behave the same either way. If the endpoint's recent answers came
-/// within 500 us (a local server), the thread first waits for the answer by yielding the CPU
-/// (`sched_yield`) for up to twice that time, at most 200 us, and then sleeps; a sleep and its
-/// wake-up can cost more than such an answer takes. At most half the CPUs' worth of threads
-/// yield at once.
+/// within 100 us (a fast local server), the thread first waits for the answer by yielding the
+/// CPU (`sched_yield`) for up to twice that time, and then sleeps; a sleep and its wake-up can
+/// cost more than such an answer takes. At most half the CPUs' worth of threads yield at once.
 /// Thread safety: one thread at a time per request; others may cancel or read it meanwhile.
 #[no_mangle]
 pub unsafe extern "C" fn agentos_request_run(

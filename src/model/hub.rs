@@ -86,8 +86,10 @@ impl Drop for ShutdownGuard {
 
 /// The longest recent call latency for which an agent's worker makes the call itself.
 const QUICK_CALL: std::time::Duration = std::time::Duration::from_millis(2);
-/// Endpoints whose recent latency is at most this get their answers waited for by yielding.
-const SPIN_LATENCY: std::time::Duration = std::time::Duration::from_micros(500);
+/// Endpoints whose recent latency is at most this get their answers waited for by yielding
+/// (twice the latency then stays within [`SPIN_MAX`], so the answer usually comes while the
+/// thread yields; a slower endpoint's answer would mostly come after, the yielding wasted).
+const SPIN_LATENCY: std::time::Duration = std::time::Duration::from_micros(100);
 /// The longest a call yields before it sleeps in poll.
 const SPIN_MAX: std::time::Duration = std::time::Duration::from_micros(200);
 
@@ -449,7 +451,11 @@ mod tests {
         let ep = endpoint();
         ep.observe_latency(SPIN_LATENCY);
         assert_eq!(ep.spin_window(), Some(SPIN_MAX));
-        // An endpoint that takes longer (a real model) is slept for.
+        // An endpoint whose answers mostly come after the longest yielding is slept for.
+        let ep = endpoint();
+        ep.observe_latency(SPIN_LATENCY + Duration::from_micros(1));
+        assert_eq!(ep.spin_window(), None);
+        // So is one that takes longer still (a real model).
         let ep = endpoint();
         ep.observe_latency(Duration::from_millis(300));
         assert_eq!(ep.spin_window(), None);
