@@ -240,6 +240,38 @@ fn first_byte_and_idle_timeouts() {
 }
 
 #[test]
+fn total_timeout_ends_a_stream_that_keeps_coming() {
+    let srv = FakeServer::start();
+    let rt = runtime();
+    add_endpoint(
+        &rt,
+        "oa",
+        "openai",
+        &srv.url(),
+        r#","timeouts_ms":{"first_byte":5000,"idle":5000,"total":400},"retry":{"max_retries":2,"base_delay_ms":1}"#,
+    );
+    // An event every 100 ms: never idle for long, but 30 of them take 3 s.
+    let pieces: Vec<String> = (0..30).map(|i| format!("p{i} ")).collect();
+    let pieces: Vec<&str> = pieces.iter().map(String::as_str).collect();
+    srv.push(Reply::openai_stream(&pieces).chunk_delay(Duration::from_millis(100)));
+    let (call, _) = traced_call(&rt, "oa", true);
+    let e = run(&rt, &call).unwrap_err();
+    assert_eq!(e.status(), Status::Timeout);
+    assert!(e.message().contains("total timeout after 400 ms"), "{e}");
+    let partial = call.partial().content;
+    assert!(partial.starts_with("p0 "), "{partial:?}");
+    assert!(
+        !partial.contains("p29"),
+        "cut, not read to its end: {partial:?}"
+    );
+    assert_eq!(
+        call.attempts().attempts,
+        1,
+        "output was produced: not retried"
+    );
+}
+
+#[test]
 fn connection_refused_is_retried_then_reported() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

@@ -362,6 +362,37 @@ fn stalled_stream_hits_the_idle_timeout() {
 }
 
 #[test]
+fn total_timeout_ends_a_stream_that_keeps_coming() {
+    let srv = FakeServer::start();
+    let rt = runtime();
+    add_endpoint(
+        &rt,
+        "oa",
+        "openai",
+        &srv.url(),
+        r#","timeouts_ms":{"first_byte":5000,"idle":5000,"total":400}"#,
+    );
+    // An event every 100 ms: never idle for long, but 30 of them take 3 s.
+    let pieces: Vec<String> = (0..30).map(|i| format!("p{i} ")).collect();
+    let pieces: Vec<&str> = pieces.iter().map(String::as_str).collect();
+    srv.push(Reply::openai_stream(&pieces).chunk_delay(Duration::from_millis(100)));
+    let call = rt.shared().models().start("oa", request(true), 0).unwrap();
+    let e = wait(&call).unwrap_err();
+    assert_eq!(e.status(), Status::Timeout);
+    assert!(
+        e.message().contains("total timeout after 400 ms"),
+        "{}",
+        e.message()
+    );
+    let partial = call.partial().content;
+    assert!(partial.starts_with("p0 "), "{partial:?}");
+    assert!(
+        !partial.contains("p29"),
+        "cut, not read to its end: {partial:?}"
+    );
+}
+
+#[test]
 fn first_byte_timeout_is_retried_then_reported() {
     let srv = FakeServer::start();
     let rt = runtime();

@@ -733,10 +733,10 @@ impl Agent {
         keep_going: &dyn Fn() -> bool,
     ) {
         let shared = shared.clone();
-        // A step makes a handful of actions; the buffers serve every step of this loop (at
-        // 144 bytes an action, eight are past the allocator's fast sizes).
-        let mut actions = Vec::with_capacity(8);
-        let mut events = Vec::with_capacity(8);
+        // A step makes a handful of actions; the buffers serve every step of this loop, and
+        // the thread keeps them for its next loop (at 144 bytes an action, eight are past
+        // the allocator's fast sizes: allocating them costs a consolidation of its free lists).
+        let (mut actions, mut events) = StepBuffers::take();
         loop {
             let went_idle = {
                 let mut g = self.inner.lock();
@@ -785,6 +785,7 @@ impl Agent {
                 break;
             }
         }
+        StepBuffers::give_back(actions, events);
     }
 
     /// Sends work that will not run on this worker the usual way: a call to the I/O thread,
@@ -1634,6 +1635,36 @@ impl Agent {
             shared.events().emit_all(events.drain(..));
         }
         here
+    }
+}
+
+thread_local! {
+    /// The action and event buffers of this thread's last step loop (see [`StepBuffers`]).
+    static STEP_BUFFERS: std::cell::RefCell<Option<(Vec<Action>, Vec<Event>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// The buffers a step loop gathers its actions and events in, kept per thread between loops.
+/// A loop nested in another (a tool run here that runs another agent's turn) finds none kept
+/// and makes its own.
+struct StepBuffers;
+
+impl StepBuffers {
+    fn take() -> (Vec<Action>, Vec<Event>) {
+        STEP_BUFFERS
+            .try_with(|b| b.borrow_mut().take())
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| (Vec::with_capacity(8), Vec::with_capacity(8)))
+    }
+
+    /// Keeps `actions` and `events` (empty: every action was carried out) for the thread's
+    /// next step loop.
+    fn give_back(actions: Vec<Action>, events: Vec<Event>) {
+        debug_assert!(actions.is_empty() && events.is_empty());
+        if actions.is_empty() && events.is_empty() {
+            let _ = STEP_BUFFERS.try_with(|b| *b.borrow_mut() = Some((actions, events)));
+        }
     }
 }
 

@@ -355,7 +355,7 @@ pub(crate) fn judge(
     }
 }
 
-/// A first-byte or idle-stream timeout of an attempt started at `started`, if one has passed.
+/// A total, first-byte or idle-stream timeout of an attempt started at `started`, if one has passed.
 pub(crate) fn attempt_timeout(
     call: &CallInner,
     c: &Collector,
@@ -363,10 +363,10 @@ pub(crate) fn attempt_timeout(
     now: Instant,
 ) -> Option<Error> {
     let t = &call.endpoint.config.timeouts;
+    let elapsed = now.duration_since(started);
     let (what, limit) = match c.first_byte {
-        None if !t.first_byte.is_zero() && now.duration_since(started) > t.first_byte => {
-            ("first byte", t.first_byte)
-        }
+        _ if !t.total.is_zero() && elapsed > t.total => ("total", t.total),
+        None if !t.first_byte.is_zero() && elapsed > t.first_byte => ("first byte", t.first_byte),
         Some(_) if !t.idle.is_zero() && now.duration_since(c.last_byte) > t.idle => {
             ("idle stream", t.idle)
         }
@@ -382,7 +382,7 @@ pub(crate) fn attempt_timeout(
     ))
 }
 
-/// When the next first-byte or idle-stream check of an attempt is due (`None`: no such
+/// When the next total, first-byte or idle-stream check of an attempt is due (`None`: no such
 /// timeout applies).
 pub(crate) fn attempt_deadline(
     call: &CallInner,
@@ -390,10 +390,15 @@ pub(crate) fn attempt_deadline(
     started: Instant,
 ) -> Option<Instant> {
     let t = &call.endpoint.config.timeouts;
-    match c.first_byte {
+    let phase = match c.first_byte {
         None if !t.first_byte.is_zero() => Some(started + t.first_byte),
         Some(_) if !t.idle.is_zero() => Some(c.last_byte + t.idle),
         _ => None,
+    };
+    let total = (!t.total.is_zero()).then(|| started + t.total);
+    match (phase, total) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 
@@ -621,9 +626,9 @@ fn configure_easy(
     if !ep.timeouts.connect.is_zero() {
         easy.connect_timeout(ep.timeouts.connect)?;
     }
-    if !ep.timeouts.total.is_zero() {
-        easy.timeout(ep.timeouts.total)?;
-    }
+    // The total timeout is checked with the first-byte and idle ones (`attempt_timeout`), not
+    // by libcurl: a libcurl timeout costs it a timer set and looked up at every transfer step
+    // (~1.1k instructions per request, measured).
     Ok(())
 }
 
