@@ -3,8 +3,9 @@
 # (release build): per-turn
 # overhead vs raw libcurl, where a turn's time goes (segments between its sends and receives),
 # 10,000 agents each running a 3-step tool loop, and urgent-agent latency under a flood with
-# preemption on and off. Prints figures only. Arguments pick some: turn, segments, scale,
-# priority.
+# preemption on and off; and (not run by default: it needs valgrind and takes a minute)
+# instructions per one-tool turn, counted by callgrind. Prints figures only. Arguments pick
+# some: turn, segments, scale, priority, instructions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 prefix="$PWD/target/bench-prefix"
@@ -12,7 +13,7 @@ cmake -S . -B target/cmake-build -DAGENTOS_CARGO_TARGET_DIR="$PWD/target" >/dev/
 cmake --build target/cmake-build >/dev/null
 cmake --install target/cmake-build --prefix "$prefix" >/dev/null
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
-for b in agent_turn turn_segments agent_scale agent_priority; do
+for b in agent_turn turn_segments turn_instructions agent_scale agent_priority; do
   # shellcheck disable=SC2046
   cc -std=c11 -O2 -Wall -Wextra -Ibenches "benches/$b.c" $(pkg-config --cflags --libs agentos libcurl) -ldl \
      -Wl,-rpath,"$prefix/lib" -o "target/bench_$b"
@@ -50,6 +51,20 @@ if want segments; then
   p4=$(port); serve "$p4" --tool-steps 1 "${turn_delay[@]}"
   echo "== where a one-tool turn's time goes (between its sends and receives)"
   LD_PRELOAD="$PWD/target/libsyscall_clock.so" target/bench_turn_segments "http://127.0.0.1:$p4/v1" "${TURNS:-2000}"
+fi
+if [[ " ${selected} " == *" instructions "* ]]; then
+  p5=$(port); serve "$p5" --tool-steps 1
+  echo "== instructions per one-tool turn (callgrind; the difference between N and 2N turns, over N)"
+  n=${TURNS_COUNTED:-100}
+  count() { # way turns -> instructions in the way's function
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null --toggle-collect="$1" \
+      target/bench_turn_instructions "http://127.0.0.1:$p5/v1" "$2" 2>&1 |
+      awk '/Collected/ {gsub(",", "", $NF); print $NF}'
+  }
+  for way in raw_turn agent_turn; do
+    a=$(count "$way" "$n"); b=$(count "$way" $((2 * n)))
+    echo "$way $(( (b - a) / n ))"
+  done | awk '{v[$1]=$2} END {printf "raw libcurl tuned (poll)  %8d instructions\nagent_run, stateless      %8d instructions  (+%d, %.3fx)\n", v["raw_turn"], v["agent_turn"], v["agent_turn"]-v["raw_turn"], v["agent_turn"]/v["raw_turn"]}'
 fi
 if want scale; then
   p2=$(port); serve "$p2" --tool-steps 3 --delay 0.2

@@ -240,6 +240,37 @@ fn first_byte_and_idle_timeouts() {
 }
 
 #[test]
+fn large_bodies_go_without_waiting_for_100_continue_small_ones_without_the_header() {
+    let srv = FakeServer::start();
+    let rt = runtime();
+    add_endpoint(&rt, "oa", "openai", &srv.url(), "");
+    // Past libcurl's own threshold (1 MiB) it would ask for `100 Continue` unless told not
+    // to; the one handle switches between its two header lists as body sizes alternate.
+    let big = "x".repeat((1 << 20) + 100);
+    for (i, size) in [5usize, big.len(), 5, big.len(), 2000]
+        .into_iter()
+        .enumerate()
+    {
+        srv.push(Reply::openai_text(&format!("answer {i}")));
+        let content = &big[..size];
+        let req = agentos::model::types::ChatRequest::from_json(
+            &serde_json::json!({"messages": [{"role": "user", "content": content}]}).to_string(),
+        )
+        .unwrap();
+        let call = rt
+            .shared()
+            .models()
+            .new_call("oa", req, CallOptions::default())
+            .unwrap();
+        assert_eq!(run(&rt, &call).unwrap().content, format!("answer {i}"));
+        let got = srv.last_request().unwrap();
+        assert_eq!(got.header("expect"), None, "request {i} ({size} bytes)");
+        assert!(got.body.len() > size, "request {i} sent whole");
+    }
+    assert_eq!(srv.connections_accepted(), 1, "one connection throughout");
+}
+
+#[test]
 fn total_timeout_ends_a_stream_that_keeps_coming() {
     let srv = FakeServer::start();
     let rt = runtime();

@@ -362,6 +362,33 @@ fn stalled_stream_hits_the_idle_timeout() {
 }
 
 #[test]
+fn large_bodies_go_without_waiting_for_100_continue_on_the_io_thread() {
+    let srv = FakeServer::start();
+    let rt = runtime();
+    add_endpoint(&rt, "oa", "openai", &srv.url(), "");
+    // The I/O thread's pooled handles keep their header lists across calls (and switch
+    // between them as body sizes alternate); past 1 MiB libcurl would otherwise ask for
+    // `100 Continue`.
+    let big = "x".repeat((1 << 20) + 100);
+    for (i, size) in [5usize, big.len(), 5, big.len(), 2000]
+        .into_iter()
+        .enumerate()
+    {
+        srv.push(Reply::openai_text(&format!("answer {i}")));
+        let req = agentos::model::types::ChatRequest::from_json(
+            &serde_json::json!({"messages": [{"role": "user", "content": &big[..size]}]})
+                .to_string(),
+        )
+        .unwrap();
+        let call = rt.shared().models().start("oa", req, 0).unwrap();
+        assert_eq!(wait(&call).unwrap().content, format!("answer {i}"));
+        let got = srv.last_request().unwrap();
+        assert_eq!(got.header("expect"), None, "request {i} ({size} bytes)");
+        assert!(got.body.len() > size, "request {i} sent whole");
+    }
+}
+
+#[test]
 fn total_timeout_ends_a_stream_that_keeps_coming() {
     let srv = FakeServer::start();
     let rt = runtime();

@@ -332,7 +332,8 @@ impl Endpoint {
         }
     }
 
-    /// Request headers, the auth header included.
+    /// Request headers, the auth header included (a large body's empty `Expect:` is added
+    /// per request, see `transfer::RequestHeaders`).
     pub fn request_headers(&self, stream: bool) -> Vec<String> {
         let mut h = vec!["Content-Type: application/json".to_string()];
         // A plain answer is JSON whatever the request accepts (libcurl sends `*/*`); each
@@ -348,7 +349,6 @@ impl Endpoint {
         if self.provider == Provider::Anthropic {
             h.push("anthropic-version: 2023-06-01".to_string());
         }
-        h.push("Expect:".to_string()); // no 100-continue round trip
         for (k, v) in &self.headers {
             h.push(format!("{k}: {v}"));
         }
