@@ -12,21 +12,10 @@
  *   agent_turn URL [TURNS]   (server: fake_openai_server.c --tool-steps 1; see benches/run-agents.sh)
  */
 #include "bench_util.h"
+#include "one_tool_turn.h"
 #include "raw_floor.h"
 #include <agentos.h>
 #include <curl/curl.h>
-
-static int32_t step_tool(void *u, agentos_tool_call *call) {
-    (void)u;
-    agentos_tool_call_complete(call, "{\"ok\":true}", false);
-    return AGENTOS_TOOL_DONE;
-}
-
-static size_t sink(char *p, size_t s, size_t n, void *u) {
-    (void)p;
-    (void)u;
-    return s * n;
-}
 
 int main(int argc, char **argv) {
     if (argc < 2) return 2;
@@ -38,23 +27,12 @@ int main(int argc, char **argv) {
     for (int w = 0; w < WAYS; w++) t[w] = calloc((size_t)turns, sizeof *t[w]);
     char url[512];
     snprintf(url, sizeof url, "%s/chat/completions", argv[1]);
-    /* The two requests the agent sends: the question, then the question, the tool call and its
-       result, each offering the tool. */
-    const char *first = "{\"model\":\"bench\",\"messages\":[{\"role\":\"user\",\"content\":\"go\"}],"
-        "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"step\",\"description\":\"one step\","
-        "\"parameters\":{\"type\":\"object\"}}}]}";
-    const char *second =
-        "{\"model\":\"bench\",\"messages\":[{\"role\":\"user\",\"content\":\"go\"},{\"role\":\"assistant\","
-        "\"content\":null,\"tool_calls\":[{\"id\":\"c\",\"type\":\"function\",\"function\":{\"name\":\"step\","
-        "\"arguments\":\"{}\"}}]},{\"role\":\"tool\",\"tool_call_id\":\"c\",\"content\":\"{}\"}],"
-        "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"step\",\"description\":\"one step\","
-        "\"parameters\":{\"type\":\"object\"}}}]}";
     curl_global_init(CURL_GLOBAL_DEFAULT);
     CURL *c = curl_easy_init();
     struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, one_tool_sink);
     curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
     CURL *ct = curl_easy_duphandle(c);
     CURLU *ct_url = raw_floor_tune(ct, url);
@@ -69,18 +47,13 @@ int main(int argc, char **argv) {
     if (getenv("WORKERS")) agentos_config_set_workers(cfg, (uint32_t)atoi(getenv("WORKERS")));
     agentos_runtime_new(cfg, &rt, NULL);
     agentos_config_free(cfg);
-    char ep[512];
-    snprintf(ep, sizeof ep, "{\"name\":\"b\",\"provider\":\"openai\",\"base_url\":\"%s\"}", argv[1]);
-    agentos_runtime_add_endpoint(rt, ep, NULL);
-    agentos_runtime_add_tool(rt, "step", "one step", "{\"type\":\"object\"}", 0, step_tool, NULL, NULL);
+    if (one_tool_setup(rt, argv[1])) return 1;
     /* The agent the raw loop mirrors: fresh for each turn, so its requests carry the same
        conversation as the raw loop's; or one stateless agent (keep_history false) kept across
        turns, whose every turn sends that same conversation too: a host's warm path. */
     const char *fresh_json = "{\"name\":\"a\",\"endpoint\":\"b\",\"tools\":[\"step\"],\"stream\":false}";
-    const char *stateless_json =
-        "{\"name\":\"s\",\"endpoint\":\"b\",\"tools\":[\"step\"],\"stream\":false,\"keep_history\":false}";
     agentos_agent_id a = 0, s = 0;
-    if (agentos_agent_new(rt, stateless_json, &s, NULL) != AGENTOS_STATUS_OK) return 1;
+    if (agentos_agent_new(rt, ONE_TOOL_STATELESS_AGENT, &s, NULL) != AGENTOS_STATUS_OK) return 1;
 
     /* The ways run in interleaved blocks of BLOCK turns, the first WARM of each block untimed:
        each way is timed with its own code and data warm in the caches (a host running turns
@@ -101,10 +74,10 @@ int main(int argc, char **argv) {
                     CURL *e = way == 0 ? c : ct;
                     bench_settle(300);
                     t0 = bench_now_us();
-                    curl_easy_setopt(e, CURLOPT_POSTFIELDS, first);
+                    curl_easy_setopt(e, CURLOPT_POSTFIELDS, ONE_TOOL_FIRST);
                     if ((way == 0 ? curl_easy_perform(e) : raw_floor_perform(mt, e, RAW_FLOOR_SPIN_US)) != CURLE_OK)
                         return 1;
-                    curl_easy_setopt(e, CURLOPT_POSTFIELDS, second);
+                    curl_easy_setopt(e, CURLOPT_POSTFIELDS, ONE_TOOL_SECOND);
                     if ((way == 0 ? curl_easy_perform(e) : raw_floor_perform(mt, e, RAW_FLOOR_SPIN_US)) != CURLE_OK)
                         return 1;
                     dt = bench_now_us() - t0;

@@ -13,6 +13,7 @@
  */
 #define _GNU_SOURCE
 #include "bench_util.h"
+#include "one_tool_turn.h"
 #include "raw_floor.h"
 #include <agentos.h>
 #include <curl/curl.h>
@@ -23,17 +24,6 @@ static const char *seg_names[SEGS] = {"client: before request 1", "request 1 in 
                                       "client: answer 1 to request 2", "request 2 in flight",
                                       "client: after answer 2"};
 
-static int32_t step_tool(void *u, agentos_tool_call *call) {
-    (void)u;
-    agentos_tool_call_complete(call, "{\"ok\":true}", false);
-    return AGENTOS_TOOL_DONE;
-}
-
-static size_t sink(char *p, size_t s, size_t n, void *u) {
-    (void)p;
-    (void)u;
-    return s * n;
-}
 
 int main(int argc, char **argv) {
     if (argc < 2) return 2;
@@ -46,21 +36,12 @@ int main(int argc, char **argv) {
     }
     char url[512];
     snprintf(url, sizeof url, "%s/chat/completions", argv[1]);
-    const char *first = "{\"model\":\"bench\",\"messages\":[{\"role\":\"user\",\"content\":\"go\"}],"
-        "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"step\",\"description\":\"one step\","
-        "\"parameters\":{\"type\":\"object\"}}}]}";
-    const char *second =
-        "{\"model\":\"bench\",\"messages\":[{\"role\":\"user\",\"content\":\"go\"},{\"role\":\"assistant\","
-        "\"content\":null,\"tool_calls\":[{\"id\":\"c\",\"type\":\"function\",\"function\":{\"name\":\"step\","
-        "\"arguments\":\"{}\"}}]},{\"role\":\"tool\",\"tool_call_id\":\"c\",\"content\":\"{}\"}],"
-        "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"step\",\"description\":\"one step\","
-        "\"parameters\":{\"type\":\"object\"}}}]}";
     curl_global_init(CURL_GLOBAL_DEFAULT);
     CURL *c = curl_easy_init();
     struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sink);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, one_tool_sink);
     curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
     CURLU *c_url = raw_floor_tune(c, url);
     CURLM *m = curl_multi_init();
@@ -70,13 +51,9 @@ int main(int argc, char **argv) {
     agentos_config_new(&cfg);
     agentos_runtime_new(cfg, &rt, NULL);
     agentos_config_free(cfg);
-    char ep[512];
-    snprintf(ep, sizeof ep, "{\"name\":\"b\",\"provider\":\"openai\",\"base_url\":\"%s\"}", argv[1]);
-    agentos_runtime_add_endpoint(rt, ep, NULL);
-    agentos_runtime_add_tool(rt, "step", "one step", "{\"type\":\"object\"}", 0, step_tool, NULL, NULL);
+    if (one_tool_setup(rt, argv[1])) return 1;
     agentos_agent_id a = 0;
-    if (agentos_agent_new(rt, "{\"name\":\"s\",\"endpoint\":\"b\",\"tools\":[\"step\"],\"stream\":false,"
-                              "\"keep_history\":false}", &a, NULL) != AGENTOS_STATUS_OK)
+    if (agentos_agent_new(rt, ONE_TOOL_STATELESS_AGENT, &a, NULL) != AGENTOS_STATUS_OK)
         return 1;
 
     /* Per way (0 raw, 1 agent_run) and segment, the times of the turns that had exactly two
@@ -97,9 +74,9 @@ int main(int argc, char **argv) {
                 bench_settle(300);
                 turn_start();
                 if (way == 0) {
-                    curl_easy_setopt(c, CURLOPT_POSTFIELDS, first);
+                    curl_easy_setopt(c, CURLOPT_POSTFIELDS, ONE_TOOL_FIRST);
                     if (raw_floor_perform(m, c, RAW_FLOOR_SPIN_US) != CURLE_OK) return 1;
-                    curl_easy_setopt(c, CURLOPT_POSTFIELDS, second);
+                    curl_easy_setopt(c, CURLOPT_POSTFIELDS, ONE_TOOL_SECOND);
                     if (raw_floor_perform(m, c, RAW_FLOOR_SPIN_US) != CURLE_OK) return 1;
                 } else {
                     char *answer = NULL;

@@ -1,0 +1,48 @@
+/* one_tool_turn.h - the one-tool turn the turn benches measure (agent_turn.c, turn_segments.c,
+ * turn_instructions.c): the C tool, the two request bodies the raw libcurl loop sends in place
+ * of the agent's two model calls, and the runtime's endpoint and tool. */
+#ifndef AGENTOS_ONE_TOOL_TURN_H
+#define AGENTOS_ONE_TOOL_TURN_H
+#include <agentos.h>
+#include <stdio.h>
+
+/* The tool: completes at once. */
+static int32_t one_tool_step(void *u, agentos_tool_call *call) {
+    (void)u;
+    agentos_tool_call_complete(call, "{\"ok\":true}", false);
+    return AGENTOS_TOOL_DONE;
+}
+
+/* A libcurl write callback that drops the answer. */
+static size_t one_tool_sink(char *p, size_t s, size_t n, void *u) {
+    (void)p;
+    (void)u;
+    return s * n;
+}
+
+/* The two requests the agent sends: the question, then the question, the tool call and its
+   result, each offering the tool. */
+static const char *const ONE_TOOL_FIRST =
+    "{\"model\":\"bench\",\"messages\":[{\"role\":\"user\",\"content\":\"go\"}],"
+    "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"step\",\"description\":\"one step\","
+    "\"parameters\":{\"type\":\"object\"}}}]}";
+static const char *const ONE_TOOL_SECOND =
+    "{\"model\":\"bench\",\"messages\":[{\"role\":\"user\",\"content\":\"go\"},{\"role\":\"assistant\","
+    "\"content\":null,\"tool_calls\":[{\"id\":\"c\",\"type\":\"function\",\"function\":{\"name\":\"step\","
+    "\"arguments\":\"{}\"}}]},{\"role\":\"tool\",\"tool_call_id\":\"c\",\"content\":\"{}\"}],"
+    "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"step\",\"description\":\"one step\","
+    "\"parameters\":{\"type\":\"object\"}}}]}";
+
+/* Gives `rt` the endpoint "b" at `base_url` (OpenAI API) and the tool "step". */
+static inline int one_tool_setup(agentos_runtime *rt, const char *base_url) {
+    char ep[512];
+    snprintf(ep, sizeof ep, "{\"name\":\"b\",\"provider\":\"openai\",\"base_url\":\"%s\"}", base_url);
+    if (agentos_runtime_add_endpoint(rt, ep, NULL) != AGENTOS_STATUS_OK) return 1;
+    return agentos_runtime_add_tool(rt, "step", "one step", "{\"type\":\"object\"}", 0, one_tool_step,
+                                    NULL, NULL) != AGENTOS_STATUS_OK;
+}
+
+/* The stateless agent (keep_history false) whose every turn sends the two requests above. */
+#define ONE_TOOL_STATELESS_AGENT \
+    "{\"name\":\"s\",\"endpoint\":\"b\",\"tools\":[\"step\"],\"stream\":false,\"keep_history\":false}"
+#endif
