@@ -50,9 +50,17 @@ pub struct EndpointState {
     /// Whether the environment named a proxy (or exemptions) when the endpoint was added; if
     /// not, its handles are told "no proxy" once.
     pub(crate) proxy_env: bool,
+    /// The request headers as libcurl lists, for plain and for streamed requests, shared by
+    /// every handle set up for the endpoint.
+    curl_headers: [Arc<super::curl_url::CurlHeaders>; 2],
 }
 
 impl EndpointState {
+    /// The request-header lists for plain (`stream` false) or streamed requests.
+    pub(crate) fn curl_headers(&self, stream: bool) -> &Arc<super::curl_url::CurlHeaders> {
+        &self.curl_headers[usize::from(stream)]
+    }
+
     /// The cache key of a request, when it is deterministic (temperature 0) and the endpoint
     /// caches: the exact non-streaming request body, which covers model, parameters, tools
     /// and messages.
@@ -182,6 +190,17 @@ impl ModelHub {
                 ep.name
             )));
         }
+        let headers = |stream: bool| {
+            super::curl_url::CurlHeaders::new(&ep.request_headers(stream))
+                .map(Arc::new)
+                .ok_or_else(|| {
+                    Error::invalid(format!(
+                        "endpoint \"{}\": a header holds a NUL byte",
+                        ep.name
+                    ))
+                })
+        };
+        let curl_headers = [headers(false)?, headers(true)?];
         let name = ep.name.clone();
         let cache =
             (ep.cache_bytes > 0).then(|| crate::mem::cache::ResponseCache::new(ep.cache_bytes));
@@ -195,6 +214,7 @@ impl ModelHub {
                 recent_latency_us: AtomicU64::new(0),
                 curl_url: super::curl_url::CurlUrl::parse(&ep.url()).map(Arc::new),
                 proxy_env: super::curl_url::proxy_env_set(),
+                curl_headers,
                 config: ep,
             }),
         );
@@ -438,6 +458,20 @@ mod tests {
         )
         .unwrap();
         hub.endpoint("e").unwrap()
+    }
+
+    #[test]
+    fn an_endpoint_whose_header_holds_a_nul_byte_is_refused_when_added() {
+        let hub = ModelHub::new("test-io");
+        let e = hub
+            .add_endpoint_json(
+                r#"{"name":"e","provider":"openai","base_url":"http://127.0.0.1:9/v1","headers":{"x-a":"b\u0000c"}}"#,
+                false,
+            )
+            .unwrap_err();
+        assert_eq!(e.status(), Status::InvalidArgument);
+        assert!(e.message().contains("NUL"), "{e}");
+        assert!(hub.endpoint("e").is_err(), "not added");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use super::anthropic;
 use super::call::{CallInner, Phase};
-use super::curl_url::CurlUrl;
+use super::curl_url::{CurlHeaders, CurlUrl};
 use super::endpoint::{Endpoint, Provider};
 use super::openai;
 use super::retry::{self, classify, FailureClass, Headers};
@@ -26,56 +26,9 @@ pub const MAX_BODY: usize = 64 << 20;
 const RECEIVE_BUFFER: usize = 4096;
 /// The largest response buffer (and decoding arena) a reused collector keeps.
 const KEEP_CAPACITY: usize = 256 << 10;
-/// Request bodies larger than this go with an empty `Expect:` header, so libcurl sends them
-/// without first waiting for `100 Continue` (it asks for one above 1 MiB, above 1 KiB before
-/// 7.x releases of recent years). Smaller ones go without: every custom header costs libcurl
-/// a scan of the list for each header it checks, ~1.3k instructions per request (measured).
+/// Request bodies larger than this go with an empty `Expect:` header (see
+/// [`CurlHeaders`]).
 const EXPECT_ABOVE: usize = 1024;
-
-/// A libcurl header list owned by Rust (libcurl copies the lines in, and reads the list
-/// during every transfer of the handle it is set on).
-struct SList(*mut curl_sys::curl_slist);
-
-// SAFETY: the list is plain heap memory, read by the one transfer at a time its handle runs.
-unsafe impl Send for SList {}
-
-impl SList {
-    fn new<'a>(
-        lines: impl IntoIterator<Item = &'a str>,
-    ) -> std::result::Result<SList, curl::Error> {
-        let mut list = SList(std::ptr::null_mut());
-        for line in lines {
-            let c = std::ffi::CString::new(line)
-                .map_err(|_| curl::Error::new(curl_sys::CURLE_BAD_FUNCTION_ARGUMENT))?;
-            // SAFETY: `list.0` is null or a list from curl_slist_append; libcurl copies the line.
-            let next = unsafe { curl_sys::curl_slist_append(list.0, c.as_ptr()) };
-            if next.is_null() {
-                return Err(curl::Error::new(curl_sys::CURLE_OUT_OF_MEMORY));
-            }
-            list.0 = next;
-        }
-        Ok(list)
-    }
-}
-
-impl Drop for SList {
-    fn drop(&mut self) {
-        if !self.0.is_null() {
-            // SAFETY: built by curl_slist_append and freed once, here.
-            unsafe { curl_sys::curl_slist_free_all(self.0) };
-        }
-    }
-}
-
-/// The two request-header lists of a configured handle: the endpoint's headers, and the same
-/// with an empty `Expect:` for large bodies; and which one the handle is set to. Kept by the
-/// handle's collector, so they live as long as the handle (libcurl frees the handle before its
-/// collector) and are replaced only when the handle is configured again.
-struct RequestHeaders {
-    plain: SList,
-    with_expect: SList,
-    expect_set: bool,
-}
 
 /// Receives one attempt's response.
 pub(crate) struct Collector {
@@ -105,8 +58,9 @@ pub(crate) struct Collector {
     /// The endpoint's parsed URL that the handle points at (set when the handle is
     /// configured; it must live as long as the handle, which owns the collector).
     url: Option<Arc<CurlUrl>>,
-    /// The header lists the handle is set to (set when the handle is configured).
-    request_headers: Option<RequestHeaders>,
+    /// The endpoint's header lists the handle points at, and whether at the one with
+    /// `Expect:` (set when the handle is configured; they must live as long as the handle).
+    request_headers: Option<(Arc<CurlHeaders>, bool)>,
 }
 
 impl Collector {
@@ -604,19 +558,14 @@ pub(crate) fn build_easy(
         }
     };
     let (ptr, len) = (body.as_ptr(), body.len());
+    // Large bodies go with the endpoint's list that has `Expect:`; a handle switches lists
+    // only when a body's size class differs from the last one's.
+    let expect = len > EXPECT_ABOVE;
     let raw = easy.raw();
-    if let Some(h) = easy.get_mut().request_headers.as_mut() {
-        let want = len > EXPECT_ABOVE;
-        if h.expect_set != want {
-            let list = if want { &h.with_expect } else { &h.plain };
-            // SAFETY: the list lives in the handle's collector until the handle is configured
-            // again or freed (see RequestHeaders).
-            let rc =
-                unsafe { curl_sys::curl_easy_setopt(raw, curl_sys::CURLOPT_HTTPHEADER, list.0) };
-            if rc != curl_sys::CURLE_OK {
-                return Err(curl::Error::new(rc));
-            }
-            h.expect_set = want;
+    if let Some((headers, set)) = &mut easy.get_mut().request_headers {
+        if *set != expect {
+            headers.set_on(raw, expect)?;
+            *set = expect;
         }
     }
     // SAFETY: the body outlives the transfer and is not touched during it: it is either the
@@ -675,22 +624,9 @@ fn configure_easy(
         easy.noproxy("")?;
     }
     easy.post(true)?;
-    let lines = ep.request_headers(stream);
-    let plain = SList::new(lines.iter().map(String::as_str))?;
-    let with_expect = SList::new(lines.iter().map(String::as_str).chain(["Expect:"]))?;
-    // SAFETY: the list goes into the handle's collector just below, where it outlives its use.
-    let rc =
-        unsafe { curl_sys::curl_easy_setopt(easy.raw(), curl_sys::CURLOPT_HTTPHEADER, plain.0) };
-    if rc != curl_sys::CURLE_OK {
-        return Err(curl::Error::new(rc));
-    }
-    // Lists set on the handle before (configured again after a reset) are freed here, after
-    // the handle was pointed at the new one.
-    easy.get_mut().request_headers = Some(RequestHeaders {
-        plain,
-        with_expect,
-        expect_set: false,
-    });
+    let headers = state.curl_headers(stream).clone();
+    headers.set_on(easy.raw(), false)?;
+    easy.get_mut().request_headers = Some((headers, false));
     easy.http_version(HttpVersion::V2TLS)?;
     // Over TLS, wait for an HTTP/2 connection to multiplex on rather than opening another.
     if ep.base_url.starts_with("https:") {
