@@ -361,7 +361,8 @@ pub(crate) fn judge(
     }
 }
 
-/// A total, first-byte or idle-stream timeout of an attempt started at `started`, if one has passed.
+/// A total, first-byte or idle-stream timeout of an attempt started at `started`, if one has
+/// passed.
 pub(crate) fn attempt_timeout(
     call: &CallInner,
     c: &Collector,
@@ -402,10 +403,7 @@ pub(crate) fn attempt_deadline(
         _ => None,
     };
     let total = (!t.total.is_zero()).then(|| started + t.total);
-    match (phase, total) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+    phase.into_iter().chain(total).min()
 }
 
 /// Completes a successful call: prices it, records what it reported, fills the response cache
