@@ -14,6 +14,7 @@ use crate::context::compact::{is_context_overflow, recall, ViewCache, ViewStats}
 use crate::context::tokens;
 use crate::error::{Error, Result, Status};
 use crate::model::call::{CallInner, CallObserver, CallOptions};
+use crate::model::hub::EndpointState;
 use crate::model::stream::StreamDelta;
 use crate::model::types::{
     ChatMessage, ChatRequest, ChatResponse, Role, ToolCall, ToolSpec, Usage,
@@ -289,7 +290,8 @@ impl Agent {
         // Estimate the tool schemas now, once, rather than inside the first turn.
         {
             let g = agent.inner.lock();
-            agent.request_plan(&g, shared);
+            let endpoint = shared.models().endpoint(&agent.config.endpoint).ok();
+            agent.request_plan(&g, shared, endpoint.as_deref());
         }
         agent
     }
@@ -611,7 +613,8 @@ impl Agent {
             return Value::Null;
         };
         let mut g = self.inner.lock();
-        let (tools, limit) = self.request_plan(&g, &shared);
+        let endpoint = shared.models().endpoint(&self.config.endpoint).ok();
+        let (tools, limit) = self.request_plan(&g, &shared, endpoint.as_deref());
         let level = if g.force_compaction {
             2
         } else {
@@ -1338,44 +1341,50 @@ impl Agent {
                 self.config.tools.join(", ")
             ));
         }
-        let args: Value = match serde_json::from_str(if arguments.trim().is_empty() {
+        let arguments = if arguments.trim().is_empty() {
             "{}"
         } else {
             arguments
-        }) {
+        };
+        let not_json = |e: &dyn std::fmt::Display| {
+            err(format!(
+                "invalid arguments for \"{name}\": not valid JSON ({e})"
+            ))
+        };
+        if name != RECALL && name != SEND_MESSAGE {
+            let Some(tool) = shared.tools().get(name) else {
+                return err(format!("tool \"{name}\" is not registered"));
+            };
+            return match schema::validate_text(&tool.parameters, arguments) {
+                Ok(()) => Resolved::Run(tool),
+                Err(schema::TextError::Json(e)) => not_json(&e),
+                Err(schema::TextError::Schema(e)) => {
+                    err(format!("invalid arguments for \"{name}\": {e}"))
+                }
+            };
+        }
+        let args: Value = match serde_json::from_str(arguments) {
             Ok(v) => v,
-            Err(e) => {
-                return err(format!(
-                    "invalid arguments for \"{name}\": not valid JSON ({e})"
-                ))
-            }
+            Err(e) => return not_json(&e),
         };
         if name == RECALL {
             // Resolved by the agent itself (it holds the history); see `resolve_recall`.
             return Resolved::Recall(args["key"].as_str().unwrap_or_default().to_string());
         }
-        if name == SEND_MESSAGE {
-            if let Err(e) = schema::validate(&crate::tools::send_message_schema(), &args) {
-                return err(format!("invalid arguments for \"{name}\": {e}"));
-            }
-            let to = args["to"].as_str().unwrap_or_default().to_string();
-            let text = args["text"].as_str().unwrap_or_default().to_string();
-            if to == self.config.name {
-                return err("an agent cannot message itself".into());
-            }
-            if shared.agent_by_name(&to).is_none() {
-                return err(format!("no agent named \"{to}\""));
-            }
-            let reply = format!("delivered to {to}; its answer will arrive later as a new message");
-            return Resolved::Now(ToolOutcome::Ok(reply), Some((to, text)));
-        }
-        let Some(tool) = shared.tools().get(name) else {
-            return err(format!("tool \"{name}\" is not registered"));
-        };
-        if let Err(e) = schema::validate(&tool.parameters, &args) {
+        // What is left is send_message.
+        if let Err(e) = schema::validate(&crate::tools::send_message_schema(), &args) {
             return err(format!("invalid arguments for \"{name}\": {e}"));
         }
-        Resolved::Run(tool)
+        let to = args["to"].as_str().unwrap_or_default().to_string();
+        let text = args["text"].as_str().unwrap_or_default().to_string();
+        if to == self.config.name {
+            return err("an agent cannot message itself".into());
+        }
+        if shared.agent_by_name(&to).is_none() {
+            return err(format!("no agent named \"{to}\""));
+        }
+        let reply = format!("delivered to {to}; its answer will arrive later as a new message");
+        Resolved::Now(ToolOutcome::Ok(reply), Some((to, text)))
     }
 
     fn tool_finished(self: &Arc<Self>, turn: u64, index: usize, outcome: ToolOutcome) {
@@ -1409,13 +1418,14 @@ impl Agent {
 
     /// The token limit for the messages of a request: the context window, less the output
     /// reserve and the tool definitions.
-    fn message_limit(&self, g: &Inner, shared: &Shared, tools: &[ToolSpec]) -> u64 {
+    fn message_limit(
+        &self,
+        g: &Inner,
+        endpoint: Option<&EndpointState>,
+        tools: &[ToolSpec],
+    ) -> u64 {
         let window = match self.config.context_limit {
-            0 => shared
-                .models()
-                .endpoint(&self.config.endpoint)
-                .map(|e| e.config.context_window)
-                .unwrap_or(8_192),
+            0 => endpoint.map_or(8_192, |e| e.config.context_window),
             n => n,
         } as u64;
         let reserve = match g.policy.budget.reserve_output {
@@ -1428,9 +1438,15 @@ impl Agent {
     }
 
     /// The tools a request offers (before `recall`, which is added only when the view hides
-    /// something) and the token limit for the view's messages. Shared by requests and by
+    /// something) and the token limit for the view's messages, for the agent's endpoint
+    /// (`None`: removed since the agent was made). Shared by requests and by
     /// [`Agent::context_json`], so the context reported is the context sent.
-    fn request_plan(&self, g: &Inner, shared: &Shared) -> (Vec<ToolSpec>, u64) {
+    fn request_plan(
+        &self,
+        g: &Inner,
+        shared: &Shared,
+        endpoint: Option<&EndpointState>,
+    ) -> (Vec<ToolSpec>, u64) {
         let mut tools: Vec<ToolSpec> = Vec::with_capacity(self.config.tools.len() + 1);
         for name in &self.config.tools {
             if name == SEND_MESSAGE {
@@ -1444,7 +1460,7 @@ impl Agent {
             select_tools(&mut tools, &g.history, sel.max_tools, sel.max_description);
         }
         // Room for the recall tool's definition.
-        let limit = self.message_limit(g, shared, &tools).saturating_sub(64);
+        let limit = self.message_limit(g, endpoint, &tools).saturating_sub(64);
         // The calibration scales the estimate; compaction works in estimated tokens.
         let limit = (limit as f64 / g.calibration.ratio().max(0.25)) as u64;
         (tools, limit)
@@ -1456,7 +1472,8 @@ impl Agent {
     /// render itself again (a preemptible stream continues from a snapshot; a caching
     /// endpoint keys on the body); otherwise the body is all it sends.
     fn prepare_call(&self, g: &mut Inner, shared: &Shared) -> PreparedCall {
-        let (mut tools, limit) = self.request_plan(g, shared);
+        let endpoint = shared.models().endpoint(&self.config.endpoint).ok();
+        let (mut tools, limit) = self.request_plan(g, shared, endpoint.as_deref());
         let level = if std::mem::take(&mut g.force_compaction) {
             2
         } else {
@@ -1486,7 +1503,6 @@ impl Agent {
             response_format: None,
             tool_choice,
         };
-        let endpoint = shared.models().endpoint(&self.config.endpoint).ok();
         let body = endpoint
             .as_ref()
             .and_then(|ep| g.body.render(&ep.config, &request, &view.messages));
@@ -1726,7 +1742,7 @@ enum Here {
 /// A request ready to go: what [`Agent::prepare_call`] builds.
 struct PreparedCall {
     /// The agent's endpoint, looked up once for the body and the call (none if removed).
-    endpoint: Option<Arc<crate::model::hub::EndpointState>>,
+    endpoint: Option<Arc<EndpointState>>,
     request: ChatRequest,
     body: Option<Vec<u8>>,
     n_messages: usize,
@@ -1803,6 +1819,12 @@ impl std::io::Write for ArenaWriter<'_, '_> {
         // The copying form: bumpalo's `extend_from_slice` clones element by element.
         self.0.extend_from_slice_copy(data);
         Ok(data.len())
+    }
+    // Inlined at every call site of the body writers (the default loops over `write`).
+    #[inline]
+    fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        self.0.extend_from_slice_copy(data);
+        Ok(())
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())

@@ -73,6 +73,42 @@ fn minify(s: &str) -> Option<String> {
     (out.len() < s.len()).then_some(out)
 }
 
+/// The tool outputs a view has seen, by a hash of their text: the first (position, id)
+/// with each hash. A handful (most views) are kept in a list, searched in order; past that,
+/// in a map keyed by the hash itself.
+#[derive(Default)]
+struct SeenOutputs<'a> {
+    few: Vec<(u64, (usize, &'a str))>,
+    many: HashMap<u64, (usize, &'a str), BuildHasherDefault<HashIsKey>>,
+}
+
+impl<'a> SeenOutputs<'a> {
+    /// Past this many outputs, the map.
+    const FEW: usize = 16;
+
+    fn get(&self, hash: u64) -> Option<(usize, &'a str)> {
+        if self.many.is_empty() {
+            self.few.iter().find(|(h, _)| *h == hash).map(|(_, v)| *v)
+        } else {
+            self.many.get(&hash).copied()
+        }
+    }
+
+    /// Remembers `first` under `hash` unless the hash is known.
+    fn insert_first(&mut self, hash: u64, first: (usize, &'a str)) {
+        if !self.many.is_empty() {
+            self.many.entry(hash).or_insert(first);
+        } else if self.get(hash).is_none() {
+            if self.few.len() < Self::FEW {
+                self.few.push((hash, first));
+            } else {
+                self.many.extend(self.few.drain(..));
+                self.many.insert(hash, first);
+            }
+        }
+    }
+}
+
 fn digest_line(items: &[String]) -> String {
     if items.is_empty() {
         String::new()
@@ -375,8 +411,7 @@ fn build_view_at<'a>(
 
     // Tool outputs seen so far, by a hash of their text (cached per message): the first
     // (position, id) with that hash. The key is already a hash: it is used as is.
-    let mut seen_outputs: HashMap<u64, (usize, &str), BuildHasherDefault<HashIsKey>> =
-        HashMap::default();
+    let mut seen_outputs = SeenOutputs::default();
     let mut out: Vec<Cow<'a, ChatMessage>> = Vec::with_capacity(history.len());
     // The token count of each message of `out`.
     let mut out_tokens: Vec<u64> = Vec::with_capacity(history.len());
@@ -392,10 +427,10 @@ fn build_view_at<'a>(
         // The rewritten content, with its estimated tokens when known.
         let mut content: Option<(std::sync::Arc<str>, Option<u64>)> = None;
         let to = &policy.tool_outputs;
-        let hash = memo.hash(i, &m.content);
         if to.enabled && to.dedupe {
+            let hash = memo.hash(i, &m.content);
             let same = seen_outputs
-                .get(&hash)
+                .get(hash)
                 .filter(|(j, _)| history[*j].content == m.content);
             if let Some((_, first)) = same {
                 content = Some((
@@ -404,10 +439,10 @@ fn build_view_at<'a>(
                 ));
                 stats.deduped += 1;
             }
+            // (Two different texts with one hash: only the first is remembered, so the
+            // second is never deduplicated; a missed saving, never a wrong one.)
+            seen_outputs.insert_first(hash, (i, id));
         }
-        // (Two different texts with one hash: only the first is remembered, so the second
-        // is never deduplicated; a missed saving, never a wrong one.)
-        seen_outputs.entry(hash).or_insert((i, id));
         let mask = policy.masking.enabled
             && i < recent_start
             && content.is_none()
@@ -742,6 +777,33 @@ mod tests {
             !v.messages[3].content.contains("\n  \""),
             "pretty JSON minified"
         );
+    }
+
+    /// Duplicates are found whether the view has seen a few outputs (a list) or many (a map).
+    #[test]
+    fn dedupe_finds_repeats_among_few_and_many_outputs() {
+        for n in [3, 16, 17, 40] {
+            let mut h = history(n);
+            // Each output distinct, then two repeats: of the first and of the last.
+            let (first, last) = (h[3].content.clone(), h[h.len() - 3].content.clone());
+            h.push(call("again0"));
+            h.push(result("again0", &first));
+            h.push(call("again1"));
+            h.push(result("again1", &last));
+            let mut p = ContextPolicy::off();
+            p.tool_outputs.enabled = true;
+            let v = build_view(&h, &p, u64::MAX / 4, 0);
+            assert_eq!(v.stats.deduped, 2, "{n} outputs");
+            let k = v.messages.len();
+            assert_eq!(
+                v.messages[k - 3].content,
+                "[identical to the result of call c0]"
+            );
+            assert_eq!(
+                v.messages[k - 1].content,
+                format!("[identical to the result of call c{}]", n - 1)
+            );
+        }
     }
 
     #[test]

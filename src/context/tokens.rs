@@ -196,35 +196,34 @@ fn schema_tokens(schema: &serde_json::Value) -> u64 {
     estimate(&schema.to_string())
 }
 
-/// [`tools_tokens`] with each parameter schema estimated once: an agent offers the same tools
+/// [`tools_tokens`] with each tool definition estimated once: an agent offers the same tools
 /// step after step, and serializing every schema at every step cost more than the rest of the
-/// estimate. Schemas are recognised by identity (they are shared `Arc`s); the cache keeps them
-/// alive, so an address is never reused while cached.
+/// estimate. Definitions are recognised by identity (their name, description and schema are
+/// shared `Arc`s); the cache keeps them alive, so an address is never reused while cached.
 #[derive(Clone, Debug, Default)]
 pub struct ToolTokens {
-    schemas: Vec<(std::sync::Arc<serde_json::Value>, u64)>,
+    tools: Vec<(ToolSpec, u64)>,
 }
 
 impl ToolTokens {
     /// Estimated tokens of `tools`' definitions.
     pub fn tools_tokens(&mut self, tools: &[ToolSpec]) -> u64 {
         // Tools come and go rarely; start over if the cache holds many no longer offered.
-        if self.schemas.len() > 2 * tools.len() + 16 {
-            self.schemas.clear();
+        if self.tools.len() > 2 * tools.len() + 16 {
+            self.tools.clear();
         }
         let mut total = 0;
         for t in tools {
             let known = self
-                .schemas
+                .tools
                 .iter()
-                .find(|(s, _)| std::sync::Arc::ptr_eq(s, t.parameters()))
+                .find(|(c, _)| c.same_as(t))
                 .map(|(_, n)| *n);
-            let schema = known.unwrap_or_else(|| {
-                let n = schema_tokens(t.parameters());
-                self.schemas.push((t.parameters().clone(), n));
+            total += known.unwrap_or_else(|| {
+                let n = tool_tokens(t, schema_tokens(t.parameters()));
+                self.tools.push((t.clone(), n));
                 n
             });
-            total += tool_tokens(t, schema);
         }
         total
     }
@@ -287,7 +286,7 @@ mod tests {
     use crate::model::types::{Role, ToolCall};
 
     #[test]
-    fn tool_schema_estimates_are_cached_by_identity() {
+    fn tool_definition_estimates_are_cached_by_identity() {
         let schema = std::sync::Arc::new(
             serde_json::json!({"type": "object", "properties": {"city": {"type": "string"}}}),
         );
@@ -298,11 +297,13 @@ mod tests {
         let mut cache = ToolTokens::default();
         assert_eq!(cache.tools_tokens(&tools), tools_tokens(&tools));
         assert_eq!(cache.tools_tokens(&tools), tools_tokens(&tools));
-        assert_eq!(cache.schemas.len(), 1, "one shared schema, estimated once");
+        assert_eq!(cache.tools.len(), 2, "each definition estimated once");
+        // A definition made again (new name, description or schema) is a new entry, even if
+        // equal to a cached one.
         let other = std::sync::Arc::new(serde_json::json!({"type": "object"}));
-        let more = vec![t("a", &schema), t("c", &other)];
+        let more = vec![tools[0].clone(), t("a", &schema), t("c", &other)];
         assert_eq!(cache.tools_tokens(&more), tools_tokens(&more));
-        assert_eq!(cache.schemas.len(), 2);
+        assert_eq!(cache.tools.len(), 4);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use super::string::c_string;
 use super::{as_ref, non_null, str_arg, write_out};
 use crate::error::{Error, Status};
 use crate::tools::{Tool, ToolHandler, ToolInvocation, ToolOutcome};
-use std::ffi::{c_char, c_void, CString};
+use std::ffi::{c_char, c_void, CStr, CString};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,7 +25,8 @@ pub const AGENTOS_TOOL_PENDING: i32 = 1;
 /// Thread safety: the readers may be called from any thread until the call is completed.
 pub struct agentos_tool_call {
     inv: Arc<ToolInvocation>,
-    name: CString,
+    /// The tool's name (the registered tool's own copy: calls are resolved by name).
+    name: Arc<CStr>,
     arguments: CString,
 }
 
@@ -42,13 +43,16 @@ pub type agentos_tool_fn =
 struct CTool {
     f: unsafe extern "C" fn(*mut c_void, *mut agentos_tool_call) -> i32,
     user_data: usize,
+    /// The name as C reads it, made once.
+    name: Arc<CStr>,
 }
 
 impl ToolHandler for CTool {
     fn invoke(&self, inv: Arc<ToolInvocation>) {
+        debug_assert_eq!(self.name.to_bytes(), inv.tool().as_bytes());
         let handle = Box::new(agentos_tool_call {
             inv: inv.clone(),
-            name: c_string(inv.tool(), ""),
+            name: self.name.clone(),
             arguments: c_string(inv.arguments(), "\\u0000"),
         });
         // SAFETY: the callback's contract is documented on agentos_tool_fn; the handle is
@@ -106,6 +110,7 @@ pub unsafe extern "C" fn agentos_runtime_add_tool(
             handler: Arc::new(CTool {
                 f,
                 user_data: user_data as usize,
+                name: c_string(name, "").into(),
             }),
         })
     })

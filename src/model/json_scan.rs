@@ -201,6 +201,16 @@ impl<'a> Scanner<'a> {
         unescape_strict(self.text.get(start - 1..end + 1)?, out).then_some(())
     }
 
+    /// A string literal, skipped, that decodes as strictly as [`Scanner::string`] (no lone
+    /// surrogates): what a general parser decoding it would accept.
+    pub(crate) fn skip_string_strict(&mut self) -> Option<()> {
+        let (start, end, escaped) = self.string_span()?;
+        if !escaped {
+            return Some(());
+        }
+        unescape_strict(self.text.get(start - 1..end + 1)?, &mut String::new()).then_some(())
+    }
+
     /// A string literal without escapes, borrowed from the text (one with escapes gives up).
     pub(crate) fn plain_str(&mut self) -> Option<&'a str> {
         let (start, end, escaped) = self.string_span()?;

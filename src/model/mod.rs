@@ -22,7 +22,7 @@ pub mod hub;
 pub mod json_text;
 pub mod limiter;
 pub mod openai;
-mod json_scan;
+pub(crate) mod json_scan;
 mod openai_scan;
 pub mod poller;
 pub mod presets;

@@ -121,6 +121,14 @@ pub struct ToolSpec {
 }
 
 impl ToolSpec {
+    /// Whether `other` is this very definition (shares its name, description and schema),
+    /// not merely an equal one.
+    pub fn same_as(&self, other: &ToolSpec) -> bool {
+        std::sync::Arc::ptr_eq(&self.name, &other.name)
+            && std::sync::Arc::ptr_eq(&self.description, &other.description)
+            && std::sync::Arc::ptr_eq(&self.parameters, &other.parameters)
+    }
+
     /// A tool definition.
     pub fn new(
         name: impl Into<std::sync::Arc<str>>,
