@@ -138,6 +138,9 @@ struct Turn {
 }
 
 struct Inner {
+    /// Events raised while this thread steps the agent (a tool finishing inside the step
+    /// loop), emitted with the next step's events, first.
+    deferred: Vec<Event>,
     state: AgentState,
     history: Vec<ChatMessage>,
     inbox: VecDeque<Incoming>,
@@ -222,16 +225,40 @@ pub struct AgentStats {
     pub arena_high_water: usize,
 }
 
+/// What a step produces: its actions in order, and the events they emit (kept apart so an
+/// event is moved once into the queue's buffer, not through every action).
+struct StepOut {
+    actions: Vec<Action>,
+    events: Vec<Event>,
+}
+
+impl StepOut {
+    /// Emits `ev` at this point among the step's actions.
+    fn emit(&mut self, ev: Event) {
+        self.events.push(ev);
+        self.actions.push(Action::Emit);
+    }
+
+    fn push(&mut self, a: Action) {
+        debug_assert!(
+            !matches!(a, Action::Emit),
+            "events go through StepOut::emit"
+        );
+        self.actions.push(a);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.actions.is_empty() && self.events.is_empty()
+    }
+}
+
 enum Action {
-    Emit(Event),
+    /// The step's next event (in [`StepOut::events`]) goes out here.
+    Emit,
     StartCall(Arc<CallInner>),
     RunTool(Arc<Tool>, Arc<ToolInvocation>),
-    Deliver {
-        to: String,
-        from: Sender,
-        text: String,
-        is_reply: bool,
-    },
+    /// A message to another agent (boxed: rare, and the largest action).
+    Deliver(Box<Delivery>),
     CancelCall(Arc<CallInner>),
     Mail {
         mailbox: u64,
@@ -241,6 +268,14 @@ enum Action {
     },
     /// Tells the caller waiting for a turn how it ended (after the turn's events are out).
     Answer(TurnDone, Status, String),
+}
+
+/// What [`Action::Deliver`] delivers.
+struct Delivery {
+    to: String,
+    from: Sender,
+    text: String,
+    is_reply: bool,
 }
 
 impl Agent {
@@ -259,6 +294,7 @@ impl Agent {
             mailbox: AtomicU64::new(0),
             config,
             inner: Mutex::new(Inner {
+                deferred: Vec::new(),
                 state: AgentState::Idle,
                 history,
                 inbox: VecDeque::new(),
@@ -739,11 +775,11 @@ impl Agent {
         // A step makes a handful of actions; the buffers serve every step of this loop, and
         // the thread keeps them for its next loop (at 144 bytes an action, eight are past
         // the allocator's fast sizes: allocating them costs a consolidation of its free lists).
-        let (mut actions, mut events) = StepBuffers::take();
+        let mut out = StepBuffers::take();
         loop {
             let went_idle = {
                 let mut g = self.inner.lock();
-                self.advance(&mut g, &shared, &mut actions);
+                self.advance(&mut g, &shared, &mut out);
                 let bytes = g.held_bytes;
                 debug_assert_eq!(bytes, history_bytes(&g.history));
                 shared.add_history_bytes(bytes as i64 - g.history_bytes as i64);
@@ -753,7 +789,7 @@ impl Agent {
                 g.busy = busy;
                 went_idle
             };
-            let here = self.perform(&shared, &mut actions, &mut events, stepper);
+            let here = self.perform(&shared, &mut out, stepper);
             if went_idle {
                 shared.agent_busy_changed(false);
             }
@@ -788,7 +824,7 @@ impl Agent {
                 break;
             }
         }
-        StepBuffers::give_back(actions, events);
+        StepBuffers::give_back(out);
     }
 
     /// Sends work that will not run on this worker the usual way: a call to the I/O thread,
@@ -805,6 +841,7 @@ impl Agent {
         }
     }
 
+    #[inline]
     fn event(&self, kind: EventKind, turn: u64) -> Event {
         Event::new(kind, self.handle(), self.name.clone(), turn)
     }
@@ -833,7 +870,7 @@ impl Agent {
         shared: &Shared,
         status: Status,
         text: String,
-        actions: &mut Vec<Action>,
+        out: &mut StepOut,
     ) {
         let Some(mut turn) = g.turn.take() else {
             return;
@@ -841,15 +878,12 @@ impl Agent {
         g.last_status = status;
         // The turn's scratch memory goes in one step.
         g.body.end_turn();
-        actions.push(Action::Emit(
+        out.emit(
             self.event(EventKind::TurnEnd, turn.number)
                 .status(status)
                 .text(text.clone())
-                .detail_with({
-                    let steps = turn.steps;
-                    move || json!({"steps": steps})
-                }),
-        ));
+                .detail_steps(turn.steps),
+        );
         self.answer_sender(
             shared,
             turn.from,
@@ -857,7 +891,7 @@ impl Agent {
             turn.done.take(),
             status,
             text,
-            actions,
+            out,
         );
         let next = if status == Status::Ok {
             AgentState::Idle
@@ -878,10 +912,10 @@ impl Agent {
         done: Option<TurnDone>,
         status: Status,
         text: String,
-        actions: &mut Vec<Action>,
+        out: &mut StepOut,
     ) {
         if let Some(done) = done {
-            actions.push(Action::Answer(done, status, text.clone()));
+            out.push(Action::Answer(done, status, text.clone()));
         }
         match from {
             Sender::Agent(_, name) if !is_reply => {
@@ -895,16 +929,16 @@ impl Agent {
                     )
                 };
                 shared.agent_busy_changed(true); // a message in flight counts as work until delivered
-                actions.push(Action::Deliver {
+                out.push(Action::Deliver(Box::new(Delivery {
                     to: name,
                     from: Sender::Agent(self.handle(), self.config.name.clone()),
                     text: reply,
                     is_reply: true,
-                });
+                })));
             }
             Sender::Mailbox(mailbox, correlation) => {
                 shared.agent_busy_changed(true); // a message in flight counts as work until delivered
-                actions.push(Action::Mail {
+                out.push(Action::Mail {
                     mailbox,
                     correlation,
                     ok: status == Status::Ok,
@@ -919,7 +953,10 @@ impl Agent {
         }
     }
 
-    fn advance(self: &Arc<Self>, g: &mut Inner, shared: &Arc<Shared>, actions: &mut Vec<Action>) {
+    fn advance(self: &Arc<Self>, g: &mut Inner, shared: &Arc<Shared>, out: &mut StepOut) {
+        for ev in g.deferred.drain(..) {
+            out.emit(ev);
+        }
         loop {
             if g.turn.is_none() {
                 if g.retired {
@@ -933,12 +970,12 @@ impl Agent {
                             "agent \"{}\" has finished (a budget ran out); the message was not answered",
                             self.config.name
                         );
-                        actions.push(Action::Emit(
+                        out.emit(
                             self.event(EventKind::Error, 0)
                                 .status(Status::LimitExceeded)
                                 .text(why.clone())
                                 .detail(json!({"undelivered": msg.text})),
-                        ));
+                        );
                         self.answer_sender(
                             shared,
                             msg.from,
@@ -946,7 +983,7 @@ impl Agent {
                             msg.done,
                             Status::LimitExceeded,
                             why,
-                            actions,
+                            out,
                         );
                     }
                     return;
@@ -972,15 +1009,15 @@ impl Agent {
                 };
                 g.push_history(ChatMessage::text(Role::User, content));
                 let from_json = match &msg.from {
-                    Sender::Host => Value::Null,
-                    Sender::Agent(_, n) => json!(n),
-                    Sender::Mailbox(m, _) => json!(format!("mailbox:{m:#x}")),
+                    Sender::Host => None,
+                    Sender::Agent(_, n) => Some(n.as_str().into()),
+                    Sender::Mailbox(m, _) => Some(format!("mailbox:{m:#x}").into()),
                 };
-                actions.push(Action::Emit(
+                out.emit(
                     self.event(EventKind::TurnStart, g.turns)
                         .text(msg.text)
-                        .detail_with(move || json!({"from": from_json})),
-                ));
+                        .detail_from(from_json),
+                );
                 g.turn = Some(Turn {
                     number: g.turns,
                     from: msg.from,
@@ -1009,7 +1046,7 @@ impl Agent {
                     shared,
                     Status::Cancelled,
                     "the turn was cancelled".into(),
-                    actions,
+                    out,
                 );
                 continue;
             }
@@ -1020,21 +1057,21 @@ impl Agent {
                     if limit > 0 && now > limit {
                         let why =
                             format!("history holds {now} bytes, over max_history_bytes ({limit})");
-                        actions.push(Action::Emit(
+                        out.emit(
                             self.event(EventKind::BudgetExceeded, number)
                                 .status(Status::LimitExceeded)
                                 .text(why.clone()),
-                        ));
-                        self.end_turn(g, shared, Status::LimitExceeded, why, actions);
+                        );
+                        self.end_turn(g, shared, Status::LimitExceeded, why, out);
                         continue;
                     }
                     if let Some(why) = self.budget_exceeded(g) {
-                        actions.push(Action::Emit(
+                        out.emit(
                             self.event(EventKind::BudgetExceeded, number)
                                 .status(Status::LimitExceeded)
                                 .text(why.clone()),
-                        ));
-                        self.end_turn(g, shared, Status::LimitExceeded, why, actions);
+                        );
+                        self.end_turn(g, shared, Status::LimitExceeded, why, out);
                         self.set_state(g, shared, AgentState::Finished);
                         continue;
                     }
@@ -1044,7 +1081,7 @@ impl Agent {
                             "max_steps ({}) reached without a final answer",
                             self.config.max_steps
                         );
-                        self.end_turn(g, shared, Status::LimitExceeded, why, actions);
+                        self.end_turn(g, shared, Status::LimitExceeded, why, out);
                         continue;
                     }
                     let PreparedCall {
@@ -1087,23 +1124,23 @@ impl Agent {
                             let step = t.steps;
                             self.set_state(g, shared, AgentState::WaitingModel);
                             let endpoint = self.endpoint.clone();
-                            actions.push(Action::Emit(
+                            out.emit(
                                 self.event(EventKind::ModelRequest, number)
                                     .detail_with(move || json!({"step": step, "messages": n_messages, "endpoint": &*endpoint,
                                         "context": {"tokens_full": view.tokens_full, "tokens_sent": view.tokens_sent,
                                                     "masked": view.masked, "truncated": view.truncated, "deduped": view.deduped,
                                                     "minified": view.minified, "dropped": view.dropped, "summarized": view.summarized}})),
-                            ));
-                            actions.push(Action::StartCall(call));
+                            );
+                            out.push(Action::StartCall(call));
                             return;
                         }
                         Err(e) => {
-                            actions.push(Action::Emit(
+                            out.emit(
                                 self.event(EventKind::Error, number)
                                     .status(e.status())
                                     .text(e.message()),
-                            ));
-                            self.end_turn(g, shared, e.status(), e.message().to_string(), actions);
+                            );
+                            self.end_turn(g, shared, e.status(), e.message().to_string(), out);
                             continue;
                         }
                     }
@@ -1112,7 +1149,7 @@ impl Agent {
                     let call = g.turn.as_ref().and_then(|t| t.call.clone()).expect("call");
                     let Some((result, u)) = call.take_result() else {
                         if cancelled {
-                            actions.push(Action::CancelCall(call));
+                            out.push(Action::CancelCall(call));
                         }
                         return;
                     };
@@ -1134,27 +1171,27 @@ impl Agent {
                             t.phase = Phase::NeedModel;
                             let level = t.overflow_retries;
                             g.compact_level = g.compact_level.max(level);
-                            actions.push(Action::Emit(
+                            out.emit(
                                 self.event(EventKind::Error, number)
                                     .status(e.status())
                                     .text(e.message())
                                     .detail(json!({"context_overflow": true, "compact_level": level, "retrying": true})),
-                            ));
+                            );
                         }
                         Err(e) => {
                             let partial = call.partial().content;
-                            actions.push(Action::Emit(
+                            out.emit(
                                 self.event(EventKind::Error, number)
                                     .status(e.status())
                                     .text(e.message())
                                     .detail(json!({"partial_output": partial})),
-                            ));
-                            self.end_turn(g, shared, e.status(), e.message().to_string(), actions);
+                            );
+                            self.end_turn(g, shared, e.status(), e.message().to_string(), out);
                         }
                         Ok(r) => {
                             let sent = g.last_view.tokens_sent;
                             g.calibration.observe(sent, r.usage.prompt_tokens);
-                            self.on_model_answer(g, shared, r, number, actions)
+                            self.on_model_answer(g, shared, r, number, out)
                         }
                     }
                 }
@@ -1194,7 +1231,7 @@ impl Agent {
         shared: &Arc<Shared>,
         mut r: ChatResponse,
         number: u64,
-        actions: &mut Vec<Action>,
+        out: &mut StepOut,
     ) {
         // The answer moves into the history; the events keep one copy of the tool calls.
         let calls: Arc<[ToolCall]> = if r.tool_calls.is_empty() {
@@ -1206,15 +1243,15 @@ impl Agent {
         let text = r.content.clone();
         let mut msg = r.into_message();
         let all = calls.clone();
-        actions.push(Action::Emit(
+        out.emit(
             self.event(EventKind::ModelResponse, number).text(text).detail_with(move || json!({
                 "tool_calls": all.iter().map(|c| json!({"id": c.id, "name": c.name, "arguments": c.arguments})).collect::<Vec<_>>(),
                 "finish_reason": finish_reason, "usage": usage.to_json()})),
-        ));
+        );
         if msg.tool_calls.is_empty() {
             let text = msg.content.clone();
             g.push_history(msg);
-            self.end_turn(g, shared, Status::Ok, text, actions);
+            self.end_turn(g, shared, Status::Ok, text, out);
             return;
         }
         let n = msg.tool_calls.len() as u64;
@@ -1224,12 +1261,12 @@ impl Agent {
                 "tool-call budget of {limit} spent ({} used, {n} more requested)",
                 g.tool_calls
             );
-            actions.push(Action::Emit(
+            out.emit(
                 self.event(EventKind::BudgetExceeded, number)
                     .status(Status::LimitExceeded)
                     .text(why.clone()),
-            ));
-            self.end_turn(g, shared, Status::LimitExceeded, why, actions);
+            );
+            self.end_turn(g, shared, Status::LimitExceeded, why, out);
             self.set_state(g, shared, AgentState::Finished);
             return;
         }
@@ -1242,15 +1279,11 @@ impl Agent {
         let mut pending = vec![None; msg.tool_calls.len()];
         let mut invocations = Vec::new();
         for (i, tc) in msg.tool_calls.iter().enumerate() {
-            let described = calls.clone();
-            actions.push(Action::Emit(
+            out.emit(
                 self.event(EventKind::ToolCall, number)
                     .text(tc.arguments.clone())
-                    .detail_with(move || {
-                        let c = &described[i];
-                        json!({"tool": c.name, "call_id": c.id})
-                    }),
-            ));
+                    .detail_tool_call(calls.clone(), i, None),
+            );
             let resolved = match self.resolve_tool(shared, &tc.name, &tc.arguments) {
                 Resolved::Recall(key) => {
                     let outcome = match recall(&g.history, &key) {
@@ -1264,22 +1297,20 @@ impl Agent {
             match resolved {
                 Resolved::Now(outcome, deliver) => {
                     if let Some((to, text)) = deliver {
-                        actions.push(Action::Emit(
+                        out.emit(
                             self.event(EventKind::Message, number)
                                 .text(text.clone())
                                 .detail(json!({"from": self.config.name, "to": to})),
-                        ));
+                        );
                         shared.agent_busy_changed(true); // a message in flight counts as work until delivered
-                        actions.push(Action::Deliver {
+                        out.push(Action::Deliver(Box::new(Delivery {
                             to,
                             from: Sender::Agent(self.handle(), self.config.name.clone()),
                             text,
                             is_reply: false,
-                        });
+                        })));
                     }
-                    actions.push(Action::Emit(
-                        self.tool_result_event(number, &calls, i, &outcome),
-                    ));
+                    out.emit(self.tool_result_event(number, &calls, i, &outcome));
                     pending[i] = Some(outcome);
                 }
                 Resolved::Recall(_) => unreachable!("recall is resolved above"),
@@ -1297,7 +1328,7 @@ impl Agent {
                         }),
                     ));
                     invocations.push(inv.clone());
-                    actions.push(Action::RunTool(tool, inv));
+                    out.push(Action::RunTool(tool, inv));
                 }
             }
         }
@@ -1323,14 +1354,10 @@ impl Agent {
         } else {
             Status::Ok
         };
-        let (calls, error) = (calls.clone(), outcome.is_err());
         self.event(EventKind::ToolResult, turn)
             .status(status)
             .text(outcome.text())
-            .detail_with(move || {
-                let c = &calls[index];
-                json!({"tool": c.name, "call_id": c.id, "error": error})
-            })
+            .detail_tool_call(calls.clone(), index, Some(outcome.is_err()))
     }
 
     fn resolve_tool(&self, shared: &Shared, name: &str, arguments: &str) -> Resolved {
@@ -1404,6 +1431,12 @@ impl Agent {
             }
             let ev = self.tool_result_event(turn, &t.calls, index, &outcome);
             t.pending[index] = Some(outcome);
+            if SteppingHere::is(self) {
+                // This thread steps the agent next (see `step_as`): the event goes out with
+                // that step's, and the step needs no scheduling.
+                g.deferred.push(ev);
+                return;
+            }
             ev
         };
         shared.events().emit(event);
@@ -1523,16 +1556,16 @@ impl Agent {
         }
     }
 
-    /// Carries out a step's actions (taking them all out of `actions`; `events` is an empty
-    /// buffer to gather consecutive events in). Returns the one model call or tool this
-    /// worker may run itself, after the other actions; everything else is dispatched.
+    /// Carries out a step's actions (taking them all, and their events, out of `out`). Returns
+    /// the one model call or tool this worker may run itself, after the other actions;
+    /// everything else is dispatched.
     fn perform(
         self: &Arc<Self>,
         shared: &Arc<Shared>,
-        actions: &mut Vec<Action>,
-        events: &mut Vec<Event>,
+        out: &mut StepOut,
         stepper: Stepper,
     ) -> Option<Here> {
+        let StepOut { actions, events } = out;
         let tools = actions
             .iter()
             .filter(|a| matches!(a, Action::RunTool(..)))
@@ -1556,17 +1589,19 @@ impl Agent {
         };
         // Consecutive events go out together (one wake-up of whoever waits for events),
         // before any other action, so their order relative to it is kept.
-        debug_assert!(events.is_empty());
+        let mut events = events.drain(..);
+        let mut due = 0;
         for a in actions.drain(..) {
-            if let Action::Emit(ev) = a {
-                events.push(ev);
+            if let Action::Emit = a {
+                due += 1;
                 continue;
             }
-            if !events.is_empty() {
-                shared.events().emit_all(events.drain(..));
+            if due > 0 {
+                shared.events().emit_all(events.by_ref().take(due));
+                due = 0;
             }
             match a {
-                Action::Emit(_) => unreachable!("handled above"),
+                Action::Emit => unreachable!("handled above"),
                 Action::StartCall(call) => {
                     if quick_enough(&call)
                         && may_stay(shared)
@@ -1618,12 +1653,13 @@ impl Agent {
                         run_tool(shared, self, tool, inv, false);
                     }
                 }
-                Action::Deliver {
-                    to,
-                    from,
-                    text,
-                    is_reply,
-                } => {
+                Action::Deliver(d) => {
+                    let Delivery {
+                        to,
+                        from,
+                        text,
+                        is_reply,
+                    } = *d;
                     let target = shared.agent_by_name(&to);
                     let r = match target {
                         Some(agent) => agent.deliver_message(from, &text, is_reply),
@@ -1647,8 +1683,9 @@ impl Agent {
                 }
             }
         }
-        if !events.is_empty() {
-            shared.events().emit_all(events.drain(..));
+        debug_assert_eq!(events.len(), due, "one event per Action::Emit");
+        if due > 0 {
+            shared.events().emit_all(events);
         }
         here
     }
@@ -1656,7 +1693,7 @@ impl Agent {
 
 thread_local! {
     /// The action and event buffers of this thread's last step loop (see [`StepBuffers`]).
-    static STEP_BUFFERS: std::cell::RefCell<Option<(Vec<Action>, Vec<Event>)>> =
+    static STEP_BUFFERS: std::cell::RefCell<Option<StepOut>> =
         const { std::cell::RefCell::new(None) };
 }
 
@@ -1666,20 +1703,22 @@ thread_local! {
 struct StepBuffers;
 
 impl StepBuffers {
-    fn take() -> (Vec<Action>, Vec<Event>) {
+    fn take() -> StepOut {
         STEP_BUFFERS
             .try_with(|b| b.borrow_mut().take())
             .ok()
             .flatten()
-            .unwrap_or_else(|| (Vec::with_capacity(8), Vec::with_capacity(8)))
+            .unwrap_or_else(|| StepOut {
+                actions: Vec::with_capacity(8),
+                events: Vec::with_capacity(8),
+            })
     }
 
-    /// Keeps `actions` and `events` (empty: every action was carried out) for the thread's
-    /// next step loop.
-    fn give_back(actions: Vec<Action>, events: Vec<Event>) {
-        debug_assert!(actions.is_empty() && events.is_empty());
-        if actions.is_empty() && events.is_empty() {
-            let _ = STEP_BUFFERS.try_with(|b| *b.borrow_mut() = Some((actions, events)));
+    /// Keeps `out` (empty: every action was carried out) for the thread's next step loop.
+    fn give_back(out: StepOut) {
+        debug_assert!(out.is_empty());
+        if out.is_empty() {
+            let _ = STEP_BUFFERS.try_with(|b| *b.borrow_mut() = Some(out));
         }
     }
 }

@@ -5,6 +5,7 @@
 //! loss is never silent. Messages and history are never carried only by events.
 
 use crate::error::Status;
+use crate::model::types::ToolCall;
 use parking_lot::{Condvar, Mutex};
 use serde_json::{json, Value};
 use std::collections::VecDeque;
@@ -62,19 +63,54 @@ impl EventKind {
 
 /// An event's structured detail: a JSON value, or a function that builds it when it is first
 /// read (events on the hot path are built for every step, and most are never looked at in
-/// detail, or only as the JSON text handed to C).
+/// detail, or only as the JSON text handed to C). The value is boxed once made, which keeps
+/// an event small enough to move without a `memcpy` call (it is moved a few times on its way
+/// into the queue).
 #[derive(Clone, Default)]
 pub struct Detail {
-    value: std::sync::OnceLock<Value>,
-    make: Option<std::sync::Arc<dyn Fn() -> Value + Send + Sync>>,
+    value: std::sync::OnceLock<Box<Value>>,
+    make: Option<Make>,
+}
+
+/// How a detail is made when it is first read: by a function, or, for the details every
+/// step of the agent loop makes, from the data itself (no function to allocate).
+#[derive(Clone)]
+enum Make {
+    Fn(std::sync::Arc<dyn Fn() -> Value + Send + Sync>),
+    /// `{"tool", "call_id"}` of `calls[index]`, with `"error"` for a result.
+    ToolCall {
+        calls: std::sync::Arc<[ToolCall]>,
+        index: u32,
+        error: Option<bool>,
+    },
+    /// `{"steps": n}`.
+    Steps(u32),
+    /// `{"from": name}`, or `{"from": null}`.
+    From(Option<std::sync::Arc<str>>),
 }
 
 impl Detail {
     /// The detail (`null` when there is none).
     pub fn get(&self) -> &Value {
-        self.value.get_or_init(|| match &self.make {
-            Some(f) => f(),
-            None => Value::Null,
+        self.value.get_or_init(|| {
+            Box::new(match &self.make {
+                Some(Make::Fn(f)) => f(),
+                Some(Make::ToolCall {
+                    calls,
+                    index,
+                    error,
+                }) => {
+                    let c = &calls[*index as usize];
+                    let mut v = json!({"tool": c.name, "call_id": c.id});
+                    if let Some(e) = error {
+                        v["error"] = json!(e);
+                    }
+                    v
+                }
+                Some(Make::Steps(n)) => json!({ "steps": n }),
+                Some(Make::From(v)) => json!({ "from": v.as_deref() }),
+                None => Value::Null,
+            })
         })
     }
 }
@@ -119,6 +155,7 @@ pub struct Event {
 
 impl Event {
     /// A new event; `seq` and `time_ms` are filled in when emitted.
+    #[inline]
     pub fn new(
         kind: EventKind,
         agent: u64,
@@ -140,31 +177,69 @@ impl Event {
     }
 
     /// Sets the text.
+    #[inline]
     pub fn text(mut self, t: impl Into<String>) -> Event {
         self.text = t.into();
         self
     }
 
     /// Sets the status.
+    #[inline]
     pub fn status(mut self, s: Status) -> Event {
         self.status = s;
         self
     }
 
     /// Sets the detail.
+    #[inline]
     pub fn detail(mut self, d: Value) -> Event {
         self.detail = Detail {
-            value: std::sync::OnceLock::from(d),
+            value: std::sync::OnceLock::from(Box::new(d)),
             make: None,
         };
         self
     }
 
     /// Sets the detail to what `make` builds, when the detail is first read.
-    pub fn detail_with(mut self, make: impl Fn() -> Value + Send + Sync + 'static) -> Event {
+    #[inline]
+    pub fn detail_with(self, make: impl Fn() -> Value + Send + Sync + 'static) -> Event {
+        self.lazy_detail(Make::Fn(std::sync::Arc::new(make)))
+    }
+
+    /// Sets the detail to `{"tool": .., "call_id": ..}` of tool call `index` of `calls`, with
+    /// `"error": e` when `error` is `Some(e)` (made when first read).
+    #[inline]
+    pub fn detail_tool_call(
+        self,
+        calls: std::sync::Arc<[ToolCall]>,
+        index: usize,
+        error: Option<bool>,
+    ) -> Event {
+        assert!(index < calls.len(), "tool call {index} of {}", calls.len());
+        self.lazy_detail(Make::ToolCall {
+            calls,
+            index: index as u32,
+            error,
+        })
+    }
+
+    /// Sets the detail to `{"steps": steps}` (made when first read).
+    #[inline]
+    pub fn detail_steps(self, steps: u32) -> Event {
+        self.lazy_detail(Make::Steps(steps))
+    }
+
+    /// Sets the detail to `{"from": from}`, `null` for none (made when first read).
+    #[inline]
+    pub fn detail_from(self, from: Option<std::sync::Arc<str>>) -> Event {
+        self.lazy_detail(Make::From(from))
+    }
+
+    #[inline]
+    fn lazy_detail(mut self, make: Make) -> Event {
         self.detail = Detail {
             value: std::sync::OnceLock::new(),
-            make: Some(std::sync::Arc::new(make)),
+            make: Some(make),
         };
         self
     }
@@ -501,5 +576,19 @@ mod tests {
         assert_eq!(second.to_json()["kind"], "turn_start");
         q.close();
         assert!(q.next(None).is_none());
+    }
+}
+
+#[cfg(test)]
+mod size {
+    /// Events are moved several times on their way into the queue: kept at 128 bytes or
+    /// less, a move is a few vector stores rather than a `memcpy` call.
+    #[test]
+    fn an_event_stays_small() {
+        assert!(
+            std::mem::size_of::<super::Event>() <= 128,
+            "{}",
+            std::mem::size_of::<super::Event>()
+        );
     }
 }
