@@ -50,7 +50,11 @@ impl<'a> Scanner<'a> {
     }
 
     pub(crate) fn ws(&mut self) {
-        while let Some(b' ' | b'\n' | b'\r' | b'\t') = self.b.get(self.i) {
+        while let Some(&c) = self.b.get(self.i) {
+            // Tokens start above the space; most calls stop at the first byte.
+            if c > b' ' || !matches!(c, b' ' | b'\n' | b'\r' | b'\t') {
+                return;
+            }
             self.i += 1;
         }
     }
@@ -74,7 +78,12 @@ impl<'a> Scanner<'a> {
 
     /// Consumes a `null` if one is next.
     pub(crate) fn null(&mut self) -> bool {
-        self.peek() == Some(b'n') && self.literal(b"null").is_some()
+        self.ws();
+        if self.b.get(self.i..self.i + 4) == Some(b"null") {
+            self.i += 4;
+            return true;
+        }
+        false
     }
 
     /// An object: calls `field` with each key (raw bytes; keys with escapes give up), the
@@ -194,7 +203,13 @@ impl<'a> Scanner<'a> {
         // Spans start and end next to ASCII bytes (quotes, escapes) of a &str: always on
         // character boundaries, so slicing the text needs no UTF-8 check.
         if !escaped {
-            out.push_str(self.text.get(start..end)?);
+            let text = self.text.get(start..end)?;
+            if out.is_empty() {
+                // One allocation of the exact size (most strings are read into a new String).
+                *out = text.to_owned();
+            } else {
+                out.push_str(text);
+            }
             return Some(());
         }
         // The literal, quotes included; string_span has validated it.
