@@ -65,6 +65,19 @@ if [[ " ${selected} " == *" instructions "* ]]; then
     a=$(count "$way" "$n"); b=$(count "$way" $((2 * n)))
     echo "$way $(( (b - a) / n ))"
   done | awk '{v[$1]=$2} END {printf "raw libcurl tuned (poll)  %8d instructions\nagent_run, stateless      %8d instructions  (+%d, %.3fx)\n", v["raw_turn"], v["agent_turn"], v["agent_turn"]-v["raw_turn"], v["agent_turn"]/v["raw_turn"]}'
+  # Simulated level-1 instruction-cache misses per turn (callgrind --cache-sim, the host's
+  # cache geometry), each way's turns run alone: how much more code a turn runs through, which
+  # the timed benches pay for beyond the instruction count.
+  i1() { # way turns -> I1 misses in the way's function
+    valgrind --tool=callgrind --cache-sim=yes --callgrind-out-file="target/cg-$1-$2.out" \
+      --toggle-collect="$1_turn" target/bench_turn_instructions "http://127.0.0.1:$p5/v1" "$2" "$1" >/dev/null 2>&1
+    awk '/^(summary|totals):/ {print $5; exit}' "target/cg-$1-$2.out"
+    rm -f "target/cg-$1-$2.out"
+  }
+  for way in raw agent; do
+    a=$(i1 "$way" "$n"); b=$(i1 "$way" $((2 * n)))
+    echo "$way $(( (b - a) / n ))"
+  done | awk '{v[$1]=$2} END {printf "L1i misses (simulated): raw %d, agent_run %d per turn (%.2fx)\n", v["raw"], v["agent"], v["agent"]/v["raw"]}'
 fi
 if want scale; then
   p2=$(port); serve "$p2" --tool-steps 3 --delay 0.2
