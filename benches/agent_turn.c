@@ -125,6 +125,27 @@ int main(int argc, char **argv) {
         }
         done += n;
     }
+    /* Paired ratios: each block's median against the floors' medians in the same block (the
+       ways' blocks are timed back to back), then the median over blocks. A slow spell of the
+       machine then weighs on both sides of a ratio, where the overall medians can catch it on
+       one side only. Computed before the overall quantiles, which sort the samples. */
+    int blocks = (turns + (BLOCK - WARM) - 1) / (BLOCK - WARM);
+    double *pair[WAYS][2];
+    for (int w = 0; w < WAYS; w++)
+        for (int f = 0; f < 2; f++) pair[w][f] = calloc((size_t)blocks, sizeof(double));
+    double blk[WAYS][BLOCK];
+    for (int b = 0; b < blocks; b++) {
+        int from = b * (BLOCK - WARM), n = turns - from < BLOCK - WARM ? turns - from : BLOCK - WARM;
+        double m[WAYS];
+        for (int w = 0; w < WAYS; w++) {
+            memcpy(blk[w], t[w] + from, (size_t)n * sizeof(double));
+            m[w] = bench_quantile(blk[w], n, 0.5);
+        }
+        for (int w = 2; w < WAYS; w++) {
+            pair[w][0][b] = m[w] / m[0];
+            pair[w][1][b] = m[w] / m[1];
+        }
+    }
     double med[WAYS], p99[WAYS];
     for (int w = 0; w < WAYS; w++) {
         med[w] = bench_quantile(t[w], turns, 0.5);
@@ -137,10 +158,15 @@ int main(int argc, char **argv) {
     printf("%d turns, each 2 model calls + 1 tool call\n", turns);
     for (int w = 0; w < WAYS; w++) {
         printf("%-33s median %8.1f us   p99 %8.1f us\n", names[w], med[w], p99[w]);
-        if (w >= 2)
+        if (w >= 2) {
             printf("  vs floor %.3fx (%+.1f us), p99 %.3fx; vs tuned floor %.3fx (%+.1f us)\n",
                    med[w] / med[0], med[w] - med[0], p99[w] / p99[0], med[w] / med[1], med[w] - med[1]);
+            printf("  paired by block (median of %d): vs floor %.3fx, vs tuned floor %.3fx\n", blocks,
+                   bench_quantile(pair[w][0], blocks, 0.5), bench_quantile(pair[w][1], blocks, 0.5));
+        }
     }
+    for (int w = 0; w < WAYS; w++)
+        for (int f = 0; f < 2; f++) free(pair[w][f]);
     char *usage = NULL;
     if (agentos_runtime_usage_json(rt, &usage) == AGENTOS_STATUS_OK) {
         const char *k = strstr(usage, "\"caller_thread_calls\":");
