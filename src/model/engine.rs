@@ -22,7 +22,7 @@ use crossbeam_channel::{Receiver, Sender};
 use curl::easy::Easy2;
 use curl::multi::{Easy2Handle, Events, Multi};
 use std::cmp::Ordering as CmpOrdering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -50,10 +50,43 @@ enum Cmd {
     /// A call to start once the instant has passed (a retry after its backoff).
     SubmitAt(Arc<CallInner>, Instant),
     Cancel(u64),
-    /// A timer (its id, when it is due, what it runs).
-    Timer(u64, Instant, Box<dyn FnOnce() + Send>),
-    /// Forget a timer that is no longer needed.
-    CancelTimer(u64),
+}
+
+/// A timer: when it is due, and a number that tells timers due at the same instant apart.
+/// Ordered by due time, so the table's first entry is the next to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TimerId {
+    at: Instant,
+    n: u64,
+}
+
+type TimerFn = Box<dyn FnOnce() + Send>;
+
+/// The timers, by when they are due. Any thread arms and disarms them under the lock (what a
+/// disarmed timer holds is dropped by the thread that disarms it, usually the one that armed
+/// it); the I/O thread runs those that come due. Tool timeouts, armed and disarmed for every
+/// tool call, cost a lookup in a small map, not a message to the I/O thread each.
+#[derive(Default)]
+struct Timers(parking_lot::Mutex<BTreeMap<TimerId, TimerFn>>);
+
+impl Timers {
+    /// The due time of the next timer.
+    fn next_due(&self) -> Option<Instant> {
+        self.0.lock().first_key_value().map(|(id, _)| id.at)
+    }
+
+    /// Takes out the timers due at `now` or before, in due order.
+    fn take_due(&self, now: Instant) -> Vec<TimerFn> {
+        let mut t = self.0.lock();
+        if !t.first_key_value().is_some_and(|(id, _)| id.at <= now) {
+            return Vec::new();
+        }
+        let later = t.split_off(&TimerId {
+            at: now,
+            n: u64::MAX,
+        });
+        std::mem::replace(&mut *t, later).into_values().collect()
+    }
 }
 
 /// Handle to the I/O thread.
@@ -61,10 +94,9 @@ pub struct Engine {
     tx: Sender<Cmd>,
     waker: Arc<Waker>,
     stop: Arc<AtomicBool>,
-    /// The last timer id given out.
+    /// The last timer number given out.
     timer_ids: std::sync::atomic::AtomicU64,
-    /// Timers the I/O thread holds (as of its last pass).
-    timers_held: Arc<std::sync::atomic::AtomicUsize>,
+    timers: Arc<Timers>,
     thread: parking_lot::Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -79,14 +111,14 @@ impl Engine {
         let poller = Poller::new().map_err(io_err)?;
         let stop = Arc::new(AtomicBool::new(false));
         let (stop2, waker2) = (stop.clone(), waker.clone());
-        let timers_held = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let held2 = timers_held.clone();
+        let timers = Arc::new(Timers::default());
+        let timers2 = timers.clone();
         let thread = std::thread::Builder::new()
             .name(thread_name.to_string())
             .spawn(move || {
                 ON_IO_THREAD.with(|f| f.set(true));
                 let mut io = IoLoop::new(rx, stop2, waker2, poller);
-                io.timers_held = held2;
+                io.timers = timers2;
                 io.run();
             })
             .map_err(|e| Error::new(Status::Io, format!("could not start the I/O thread: {e}")))?;
@@ -95,7 +127,7 @@ impl Engine {
             waker,
             stop,
             timer_ids: std::sync::atomic::AtomicU64::new(0),
-            timers_held,
+            timers,
             thread: parking_lot::Mutex::new(Some(thread)),
         })
     }
@@ -130,30 +162,31 @@ impl Engine {
     /// wake the thread: it is picked up at the next wake-up anyway (tool timeouts, armed for
     /// every tool call, would otherwise cost a wake-up each). Returns the timer's id, for
     /// [`Engine::cancel_timer`].
-    pub fn schedule(&self, at: Instant, f: Box<dyn FnOnce() + Send>) -> Result<u64> {
+    pub fn schedule(&self, at: Instant, f: Box<dyn FnOnce() + Send>) -> Result<TimerId> {
         if self.stop.load(Ordering::Acquire) {
             return Err(Error::new(Status::Shutdown, "the runtime is shutting down"));
         }
-        let id = self.timer_ids.fetch_add(1, Ordering::Relaxed) + 1;
-        self.tx
-            .send(Cmd::Timer(id, at, f))
-            .map_err(|_| Error::new(Status::Shutdown, "the I/O thread has stopped"))?;
+        let id = TimerId {
+            at,
+            n: self.timer_ids.fetch_add(1, Ordering::Relaxed) + 1,
+        };
+        self.timers.0.lock().insert(id, f);
         if at.saturating_duration_since(Instant::now()) <= MAX_SLEEP {
             self.waker.wake();
         }
         Ok(id)
     }
 
-    /// How many timers the I/O thread held at the end of its last pass (cancelled ones go at
-    /// its next wake-up).
+    /// How many timers are armed (not yet run or cancelled).
     pub fn timers_held(&self) -> usize {
-        self.timers_held.load(Ordering::Relaxed)
+        self.timers.0.lock().len()
     }
 
-    /// Drops timer `id` without running it (nothing when it has run). Does not wake the I/O
-    /// thread: the timer goes at its next wake-up, at most a second away.
-    pub fn cancel_timer(&self, id: u64) {
-        let _ = self.tx.send(Cmd::CancelTimer(id));
+    /// Drops timer `id` without running it (nothing when it has run), on this thread: what
+    /// it holds is released before this returns.
+    pub fn cancel_timer(&self, id: TimerId) {
+        let f = self.timers.0.lock().remove(&id);
+        drop(f);
     }
 
     /// Asks the I/O thread to cancel a call (its flag must already be set).
@@ -356,10 +389,8 @@ struct IoLoop {
     seq: u64,
     jitter: Jitter,
     last_tick: Instant,
-    timers: BinaryHeap<std::cmp::Reverse<(Instant, u64)>>,
-    timer_fns: HashMap<u64, Box<dyn FnOnce() + Send>>,
-    /// `timer_fns.len()` for [`Engine::timers_held`].
-    timers_held: Arc<std::sync::atomic::AtomicUsize>,
+    /// Shared with the [`Engine`] (see [`Timers`]).
+    timers: Arc<Timers>,
     /// Easy handles ready for reuse, still configured for their endpoint and mode (newest
     /// last; emptied after a quiet second).
     idle_easy: Vec<IdleEasy>,
@@ -392,9 +423,7 @@ impl IoLoop {
             seq: 0,
             jitter: Jitter::new(),
             last_tick: Instant::now(),
-            timers: BinaryHeap::new(),
-            timer_fns: HashMap::new(),
-            timers_held: Arc::default(),
+            timers: Arc::default(),
             idle_easy: Vec::new(),
             last_busy: Instant::now(),
         }
@@ -436,16 +465,9 @@ impl IoLoop {
                     Cmd::Submit(call) => self.enqueue(call, Instant::now()),
                     Cmd::SubmitAt(call, at) => self.enqueue(call, at),
                     Cmd::Cancel(id) => self.cancel(id),
-                    Cmd::Timer(id, at, f) => {
-                        self.timers.push(std::cmp::Reverse((at, id)));
-                        self.timer_fns.insert(id, f);
-                    }
-                    Cmd::CancelTimer(id) => self.cancel_timer(id),
                 }
             }
             self.run_timers(Instant::now());
-            self.timers_held
-                .store(self.timer_fns.len(), Ordering::Relaxed);
             self.admit(Instant::now());
             errors.resize_with(self.shards.len(), || None);
             for (i, shard) in self.shards.iter_mut().enumerate() {
@@ -484,26 +506,11 @@ impl IoLoop {
         }
     }
 
-    /// Forgets a timer. Its place in the heap goes when the heap is mostly such places.
-    fn cancel_timer(&mut self, id: u64) {
-        if self.timer_fns.remove(&id).is_some() && self.timers.len() > 64 + 2 * self.timer_fns.len()
-        {
-            let live = &self.timer_fns;
-            self.timers
-                .retain(|std::cmp::Reverse((_, id))| live.contains_key(id));
-        }
-    }
-
     fn run_timers(&mut self, now: Instant) {
-        while let Some(std::cmp::Reverse((at, id))) = self.timers.peek().copied() {
-            if at > now {
-                break;
-            }
-            self.timers.pop();
-            if let Some(f) = self.timer_fns.remove(&id) {
-                // A panicking timer must not take the I/O thread down.
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-            }
+        // Run outside the table's lock: a timer may arm or disarm others.
+        for f in self.timers.take_due(now) {
+            // A panicking timer must not take the I/O thread down.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
         }
     }
 
@@ -532,7 +539,7 @@ impl IoLoop {
         if !self.by_call.is_empty() {
             wait = wait.min(TIMEOUT_TICK);
         }
-        if let Some(std::cmp::Reverse((at, _))) = self.timers.peek() {
+        if let Some(at) = self.timers.next_due() {
             wait = wait.min(at.saturating_duration_since(now));
         }
         let elapsed = now.duration_since(self.epoch).as_nanos() as u64;
@@ -926,8 +933,9 @@ impl IoLoop {
                 );
             }
         }
-        self.timer_fns.clear();
-        self.timers_held.store(0, Ordering::Relaxed);
+        // Dropped outside the lock (what they hold may take locks of its own).
+        let pending = std::mem::take(&mut *self.timers.0.lock());
+        drop(pending);
         while let Ok(cmd) = self.rx.try_recv() {
             if let Cmd::Submit(call) | Cmd::SubmitAt(call, _) = cmd {
                 finish_call(

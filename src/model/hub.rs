@@ -265,17 +265,21 @@ impl ModelHub {
     }
 
     /// Runs `f` on the I/O thread at `at` (timers for tool timeouts and the like).
-    pub fn schedule(&self, at: std::time::Instant, f: Box<dyn FnOnce() + Send>) -> Result<u64> {
+    pub fn schedule(
+        &self,
+        at: std::time::Instant,
+        f: Box<dyn FnOnce() + Send>,
+    ) -> Result<super::engine::TimerId> {
         self.engine()?.schedule(at, f)
     }
 
-    /// How many timers (tool timeouts and the like) the I/O thread holds, as of its last pass.
+    /// How many timers (tool timeouts and the like) are armed: not yet run or cancelled.
     pub fn pending_timers(&self) -> usize {
         self.engine.lock().as_ref().map_or(0, |e| e.timers_held())
     }
 
     /// Drops a timer [`ModelHub::schedule`] made, unless it has run.
-    pub fn cancel_timer(&self, id: u64) {
+    pub fn cancel_timer(&self, id: super::engine::TimerId) {
         if let Ok(e) = self.engine() {
             e.cancel_timer(id);
         }

@@ -133,15 +133,17 @@ impl ToolInvocation {
     pub fn complete(&self, outcome: ToolOutcome) -> bool {
         let Pending { done, disarm } = std::mem::take(&mut *self.pending.lock());
         let Some(f) = done else { return false };
-        f(outcome);
+        // The timeout goes first: once the outcome is delivered, the turn may end before
+        // this thread runs again, and nothing of the call should outlive it.
         if let Some(disarm) = disarm {
             disarm();
         }
+        f(outcome);
         true
     }
 
-    /// Gives the call what cancels its timeout, run once it completes (at once, when it
-    /// already has): a timer left to run out would keep its share of memory for the whole
+    /// Gives the call what cancels its timeout, run when it completes, before the outcome is
+    /// delivered (at once, when it already has): a timer left to run out would keep its share of memory for the whole
     /// timeout after a quick tool is long done.
     pub fn arm(&self, disarm: Box<dyn FnOnce() + Send>) {
         let mut p = self.pending.lock();
@@ -291,7 +293,7 @@ mod tests {
     }
 
     #[test]
-    fn the_timer_is_disarmed_once_after_the_outcome() {
+    fn the_timer_is_disarmed_once_before_the_outcome_goes_out() {
         let (inv, log) = invocation();
         assert_eq!(
             (inv.call_id(), inv.tool(), inv.arguments()),
@@ -305,7 +307,7 @@ mod tests {
         assert!(inv.complete(ToolOutcome::Ok("r".into())));
         // A second completion (say the timeout's) is refused and disarms nothing more.
         assert!(!inv.complete(ToolOutcome::Err("timed out".into())));
-        assert_eq!(*log.lock(), vec!["r".to_string(), "disarmed".to_string()]);
+        assert_eq!(*log.lock(), vec!["disarmed".to_string(), "r".to_string()]);
     }
 
     #[test]
@@ -328,7 +330,7 @@ mod tests {
         assert!(!inv.complete(ToolOutcome::Ok("late".into())));
         assert_eq!(
             *log.lock(),
-            vec!["ERROR: timed out".to_string(), "disarmed".to_string()]
+            vec!["disarmed".to_string(), "ERROR: timed out".to_string()]
         );
     }
 
