@@ -239,6 +239,7 @@ impl StepOut {
         self.actions.push(Action::Emit);
     }
 
+    /// Adds an action other than an event.
     fn push(&mut self, a: Action) {
         debug_assert!(
             !matches!(a, Action::Emit),
@@ -772,9 +773,9 @@ impl Agent {
         keep_going: &dyn Fn() -> bool,
     ) {
         let shared = shared.clone();
-        // A step makes a handful of actions; the buffers serve every step of this loop, and
-        // the thread keeps them for its next loop (at 144 bytes an action, eight are past
-        // the allocator's fast sizes: allocating them costs a consolidation of its free lists).
+        // A step makes a handful of actions and events; the buffers serve every step of this
+        // loop, and the thread keeps them for its next loop (eight events are past the
+        // allocator's fast sizes: allocating them costs a consolidation of its free lists).
         let mut out = StepBuffers::take();
         loop {
             let went_idle = {
