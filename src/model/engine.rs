@@ -391,6 +391,9 @@ struct IoLoop {
     last_tick: Instant,
     /// Shared with the [`Engine`] (see [`Timers`]).
     timers: Arc<Timers>,
+    /// A concurrency slot was freed while calls waited for one: the next pass admits at once
+    /// rather than after the loop's sleep (up to a second when nothing else is in flight).
+    admit_now: bool,
     /// Easy handles ready for reuse, still configured for their endpoint and mode (newest
     /// last; emptied after a quiet second).
     idle_easy: Vec<IdleEasy>,
@@ -424,6 +427,7 @@ impl IoLoop {
             jitter: Jitter::new(),
             last_tick: Instant::now(),
             timers: Arc::default(),
+            admit_now: false,
             idle_easy: Vec::new(),
             last_busy: Instant::now(),
         }
@@ -535,6 +539,9 @@ impl IoLoop {
     }
 
     fn poll_timeout(&self, now: Instant) -> Duration {
+        if self.admit_now {
+            return Duration::ZERO;
+        }
         let mut wait = MAX_SLEEP;
         if !self.by_call.is_empty() {
             wait = wait.min(TIMEOUT_TICK);
@@ -585,6 +592,7 @@ impl IoLoop {
     }
 
     fn admit(&mut self, now: Instant) {
+        self.admit_now = false;
         let keys: Vec<usize> = self.queues.keys().copied().collect();
         let mut again = false;
         for key in keys {
@@ -756,8 +764,10 @@ impl IoLoop {
 
     fn release(&mut self, key: usize, call_id: u64, actual_tokens: Option<u64>) {
         if let Some(q) = self.queues.get_mut(&key) {
-            // A freed slot lets the head of the queue try again at the next admission pass.
+            // A freed slot lets the head of the queue try again at the next admission pass,
+            // which comes at once.
             q.limiter.release(call_id, actual_tokens);
+            self.admit_now |= !q.ready.is_empty();
         }
     }
 
@@ -980,6 +990,56 @@ mod tests {
             std::thread::sleep(Duration::from_millis(2));
         }
         false
+    }
+
+    /// Calls waiting for an endpoint's concurrency slot are admitted as soon as one is freed:
+    /// the loop does not sleep first (it used to, up to a second when no other transfer was in
+    /// flight to wake it).
+    #[test]
+    fn a_slot_freed_while_calls_wait_is_given_out_without_sleeping() {
+        let hub = crate::model::hub::ModelHub::new("test-io");
+        hub.add_endpoint_json(
+            r#"{"name":"e","provider":"openai","base_url":"http://127.0.0.1:9/v1","model":"m","limits":{"concurrency":1}}"#,
+            false,
+        )
+        .unwrap();
+        let ep = hub.endpoint("e").unwrap();
+        let call = || {
+            hub.new_call_to(
+                ep.clone(),
+                crate::model::types::ChatRequest::default(),
+                crate::model::call::CallOptions::default(),
+            )
+        };
+        let (_tx, rx) = crossbeam_channel::unbounded();
+        let mut io = IoLoop::new(
+            rx,
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(Waker::new().unwrap()),
+            Poller::new().unwrap(),
+        );
+        let (a, b) = (call(), call());
+        let key = endpoint_key(&a);
+        let now = Instant::now();
+        io.enqueue(a.clone(), now);
+        io.enqueue(b.clone(), now);
+        // `a` holds the one slot (as an admission pass would have given it), `b` waits.
+        let q = io.queues.get_mut(&key).unwrap();
+        q.limiter.try_admit(now, 1, a.id).unwrap();
+        assert_eq!(q.ready.pop().unwrap().call.id, a.id);
+        assert_eq!(
+            q.limiter.try_admit(now, 1, b.id),
+            Err(None),
+            "no slot for b"
+        );
+        assert_eq!(io.poll_timeout(now), MAX_SLEEP, "nothing to do but wait");
+        // `a` ends: the next pass comes at once and gives its slot to `b`.
+        io.release(key, a.id, None);
+        assert_eq!(io.poll_timeout(now), Duration::ZERO);
+        io.admit(Instant::now());
+        assert!(io.by_call.contains_key(&b.id), "b started");
+        assert!(!io.admit_now, "nothing more waits for a slot");
+        io.shutdown_all();
     }
 
     #[test]
