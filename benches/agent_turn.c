@@ -28,32 +28,23 @@ int main(int argc, char **argv) {
     char url[512];
     snprintf(url, sizeof url, "%s/chat/completions", argv[1]);
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    CURL *c = curl_easy_init();
-    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, one_tool_sink);
-    curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
+    struct curl_slist *h = NULL;
+    CURL *c = one_tool_raw_handle(url, &h);
     CURL *ct = curl_easy_duphandle(c);
     CURLU *ct_url = raw_floor_tune(ct, url);
     CURLM *mt = curl_multi_init();
 
-    agentos_config *cfg = NULL;
-    agentos_runtime *rt = NULL;
-    agentos_config_new(&cfg);
     /* Workers: the runtime's default (one per core) unless WORKERS says otherwise. With a
        second worker idle, an agent whose next wait is its only work keeps its worker and
        makes the call itself (no hand-off to the I/O thread). */
-    if (getenv("WORKERS")) agentos_config_set_workers(cfg, (uint32_t)atoi(getenv("WORKERS")));
-    agentos_runtime_new(cfg, &rt, NULL);
-    agentos_config_free(cfg);
-    if (one_tool_setup(rt, argv[1])) return 1;
+    uint32_t workers = getenv("WORKERS") ? (uint32_t)atoi(getenv("WORKERS")) : 0;
     /* The agent the raw loop mirrors: fresh for each turn, so its requests carry the same
        conversation as the raw loop's; or one stateless agent (keep_history false) kept across
        turns, whose every turn sends that same conversation too: a host's warm path. */
     const char *fresh_json = "{\"name\":\"a\",\"endpoint\":\"b\",\"tools\":[\"step\"],\"stream\":false}";
     agentos_agent_id a = 0, s = 0;
-    if (agentos_agent_new(rt, ONE_TOOL_STATELESS_AGENT, &s, NULL) != AGENTOS_STATUS_OK) return 1;
+    agentos_runtime *rt = one_tool_runtime(argv[1], workers, &s);
+    if (!rt) return 1;
 
     /* The ways run in interleaved blocks of BLOCK turns, the first WARM of each block untimed:
        each way is timed with its own code and data warm in the caches (a host running turns

@@ -43,23 +43,14 @@ int main(int argc, char **argv) {
     char url[512];
     snprintf(url, sizeof url, "%s/chat/completions", argv[1]);
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    CURL *c = curl_easy_init();
-    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, one_tool_sink);
-    curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
+    struct curl_slist *h = NULL;
+    CURL *c = one_tool_raw_handle(url, &h);
     CURLU *u = raw_floor_tune(c, url);
     CURLM *m = curl_multi_init();
 
-    agentos_config *cfg = NULL;
-    agentos_runtime *rt = NULL;
-    agentos_config_new(&cfg);
-    agentos_runtime_new(cfg, &rt, NULL);
-    agentos_config_free(cfg);
-    if (one_tool_setup(rt, argv[1])) return 1;
     agentos_agent_id s = 0;
-    if (agentos_agent_new(rt, ONE_TOOL_STATELESS_AGENT, &s, NULL) != AGENTOS_STATUS_OK)
-        return 1;
+    agentos_runtime *rt = one_tool_runtime(argv[1], 0, &s);
+    if (!rt) return 1;
     /* Every turn is counted, the first ones' set-up (connecting, first allocations) too:
        benches/run-agents.sh runs N and 2N turns and divides the difference by N. */
     for (int i = 0; i < turns; i++) {

@@ -37,24 +37,14 @@ int main(int argc, char **argv) {
     char url[512];
     snprintf(url, sizeof url, "%s/chat/completions", argv[1]);
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    CURL *c = curl_easy_init();
-    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-    curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, one_tool_sink);
-    curl_easy_setopt(c, CURLOPT_TCP_NODELAY, 1L);
+    struct curl_slist *h = NULL;
+    CURL *c = one_tool_raw_handle(url, &h);
     CURLU *c_url = raw_floor_tune(c, url);
     CURLM *m = curl_multi_init();
 
-    agentos_config *cfg = NULL;
-    agentos_runtime *rt = NULL;
-    agentos_config_new(&cfg);
-    agentos_runtime_new(cfg, &rt, NULL);
-    agentos_config_free(cfg);
-    if (one_tool_setup(rt, argv[1])) return 1;
     agentos_agent_id a = 0;
-    if (agentos_agent_new(rt, ONE_TOOL_STATELESS_AGENT, &a, NULL) != AGENTOS_STATUS_OK)
-        return 1;
+    agentos_runtime *rt = one_tool_runtime(argv[1], 0, &a);
+    if (!rt) return 1;
 
     /* Per way (0 raw, 1 agent_run) and segment, the times of the turns that had exactly two
        sends and two data-bearing receives (an answer read in two pieces is skipped). */
