@@ -327,8 +327,7 @@ impl Agent {
         // Estimate the tool schemas now, once, rather than inside the first turn.
         {
             let g = agent.inner.lock();
-            let endpoint = shared.models().endpoint(&agent.config.endpoint).ok();
-            agent.request_plan(&g, shared, endpoint.as_deref());
+            agent.request_plan(&g, shared);
         }
         agent
     }
@@ -650,8 +649,7 @@ impl Agent {
             return Value::Null;
         };
         let mut g = self.inner.lock();
-        let endpoint = shared.models().endpoint(&self.config.endpoint).ok();
-        let (tools, limit) = self.request_plan(&g, &shared, endpoint.as_deref());
+        let (tools, limit, endpoint) = self.request_plan(&g, &shared);
         let level = if g.force_compaction {
             2
         } else {
@@ -668,7 +666,7 @@ impl Agent {
             "tools_tokens": g.tool_tokens.borrow_mut().tools_tokens(&tools),
             "tokens_exact": tokens::EXACT_AVAILABLE.then(|| {
                 let model = self.config.model.clone().unwrap_or_else(|| {
-                    shared.models().endpoint(&self.config.endpoint).map(|e| e.config.model.clone()).unwrap_or_default()
+                    endpoint.as_ref().map(|e| e.config.model.clone()).unwrap_or_default()
                 });
                 let text: String = view.messages.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n");
                 tokens::exact(&model, &text)
@@ -1472,15 +1470,15 @@ impl Agent {
     }
 
     /// The tools a request offers (before `recall`, which is added only when the view hides
-    /// something) and the token limit for the view's messages, for the agent's endpoint
-    /// (`None`: removed since the agent was made). Shared by requests and by
-    /// [`Agent::context_json`], so the context reported is the context sent.
+    /// something), the token limit for the view's messages, and the agent's endpoint (`None`:
+    /// removed since the agent was made), looked up once for all three. Shared by requests
+    /// and by [`Agent::context_json`], so the context reported is the context sent.
     fn request_plan(
         &self,
         g: &Inner,
         shared: &Shared,
-        endpoint: Option<&EndpointState>,
-    ) -> (Vec<ToolSpec>, u64) {
+    ) -> (Vec<ToolSpec>, u64, Option<Arc<EndpointState>>) {
+        let endpoint = shared.models().endpoint(&self.config.endpoint).ok();
         let mut tools: Vec<ToolSpec> = Vec::with_capacity(self.config.tools.len() + 1);
         for name in &self.config.tools {
             if name == SEND_MESSAGE {
@@ -1494,10 +1492,12 @@ impl Agent {
             select_tools(&mut tools, &g.history, sel.max_tools, sel.max_description);
         }
         // Room for the recall tool's definition.
-        let limit = self.message_limit(g, endpoint, &tools).saturating_sub(64);
+        let limit = self
+            .message_limit(g, endpoint.as_deref(), &tools)
+            .saturating_sub(64);
         // The calibration scales the estimate; compaction works in estimated tokens.
         let limit = (limit as f64 / g.calibration.ratio().max(0.25)) as u64;
-        (tools, limit)
+        (tools, limit, endpoint)
     }
 
     /// Builds the next request: the view of the history under the context policies, rendered
@@ -1506,8 +1506,7 @@ impl Agent {
     /// render itself again (a preemptible stream continues from a snapshot; a caching
     /// endpoint keys on the body); otherwise the body is all it sends.
     fn prepare_call(&self, g: &mut Inner, shared: &Shared) -> PreparedCall {
-        let endpoint = shared.models().endpoint(&self.config.endpoint).ok();
-        let (mut tools, limit) = self.request_plan(g, shared, endpoint.as_deref());
+        let (mut tools, limit, endpoint) = self.request_plan(g, shared);
         let level = if std::mem::take(&mut g.force_compaction) {
             2
         } else {
