@@ -180,6 +180,34 @@ fn retries_429_with_retry_after_then_5xx_then_succeeds() {
     assert_eq!(rt.shared().models().totals().retries, 3);
 }
 
+/// A retry without backoff is queued after the I/O loop's admission pass; it must be
+/// admitted at the next pass, not after the loop's sleep (nothing else is in flight to wake
+/// it). Debug builds check before every sleep that no ready call is left without a wake-up
+/// (`assert_no_missed_admission`): without the fix the I/O thread stops there and the call
+/// never finishes.
+#[test]
+fn retry_without_backoff_is_admitted_without_waiting_for_a_wake_up() {
+    let srv = FakeServer::start();
+    let rt = runtime();
+    add_endpoint(
+        &rt,
+        "oa",
+        "openai",
+        &srv.url(),
+        r#","retry":{"max_retries":3,"base_delay_ms":0,"max_delay_ms":0}"#,
+    );
+    for _ in 0..3 {
+        srv.push(Reply::status_error(503, "busy"));
+    }
+    srv.push(Reply::openai_text("after three"));
+    let call = rt.shared().models().start("oa", request(false), 0).unwrap();
+    let r = wait(&call).unwrap();
+    assert_eq!(r.content, "after three");
+    let a = call.attempts();
+    assert_eq!((a.attempts, a.retries), (4, 3));
+    assert_eq!(srv.request_count(), 4);
+}
+
 #[test]
 fn anthropic_529_is_retried_and_gives_up_after_max_retries() {
     let srv = FakeServer::start();

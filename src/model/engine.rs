@@ -441,6 +441,8 @@ impl IoLoop {
                 return;
             }
             let wait = self.poll_timeout(Instant::now());
+            #[cfg(debug_assertions)]
+            self.assert_no_missed_admission();
             self.poller.wait(wait, &mut ready);
             // The first multi-level error of each shard.
             let mut errors: Vec<Option<curl::MultiError>> = Vec::new();
@@ -538,6 +540,31 @@ impl IoLoop {
             .map_or(0, |(i, _)| i)
     }
 
+    /// Checked before every sleep (debug builds, so the whole test suite runs it): a queued
+    /// call is never left waiting for a wake-up that will not come. Its queue either admits at
+    /// once (`admit_now`), or is blocked until a time the sleep is bounded by, or waits for a
+    /// concurrency slot that a transfer in flight will free (which sets `admit_now`). A queue
+    /// with a free slot, no block and a call ready would sleep the loop's full second: the
+    /// stall fixed in 8cfcd94, and any like it an added wait would bring.
+    #[cfg(debug_assertions)]
+    fn assert_no_missed_admission(&self) {
+        if self.admit_now {
+            return;
+        }
+        for q in self.queues.values() {
+            if q.ready.is_empty() || q.blocked_until.is_some() {
+                continue;
+            }
+            assert!(
+                !q.limiter.has_free_slot() && q.limiter.in_flight() > 0,
+                "I/O loop about to sleep with {} call(s) ready, no block, and {} in flight of the \
+                 endpoint's concurrency limit: nothing would wake it to admit them",
+                q.ready.len(),
+                q.limiter.in_flight()
+            );
+        }
+    }
+
     fn poll_timeout(&self, now: Instant) -> Duration {
         if self.admit_now {
             return Duration::ZERO;
@@ -588,6 +615,9 @@ impl IoLoop {
             q.delayed.push(item);
         } else {
             q.ready.push(item);
+            // Queued after this pass's admission (a retry without backoff, say): the next
+            // pass admits it at once rather than after the loop's sleep.
+            self.admit_now = true;
         }
     }
 
@@ -1023,7 +1053,12 @@ mod tests {
         let now = Instant::now();
         io.enqueue(a.clone(), now);
         io.enqueue(b.clone(), now);
+        assert!(
+            io.admit_now,
+            "calls queued ready are admitted at the next pass"
+        );
         // `a` holds the one slot (as an admission pass would have given it), `b` waits.
+        io.admit_now = false;
         let q = io.queues.get_mut(&key).unwrap();
         q.limiter.try_admit(now, 1, a.id).unwrap();
         assert_eq!(q.ready.pop().unwrap().call.id, a.id);
