@@ -22,18 +22,20 @@ static size_t one_tool_sink(char *p, size_t s, size_t n, void *u) {
     return s * n;
 }
 
-/* The two requests the agent sends: the question, then the question, the tool call and its
-   result, each offering the tool. */
+/* The two requests the agent sends, byte for byte (as it sends them to this server: the
+   endpoint names no model, so none is sent, and the default max_tokens is): the question,
+   then the question, the server's tool call and the tool's result, each offering the tool. */
 static const char *const ONE_TOOL_FIRST =
-    "{\"model\":\"bench\",\"messages\":[{\"role\":\"user\",\"content\":\"go\"}],"
+    "{\"messages\":[{\"role\":\"user\",\"content\":\"go\"}],"
     "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"step\",\"description\":\"one step\","
-    "\"parameters\":{\"type\":\"object\"}}}]}";
+    "\"parameters\":{\"type\":\"object\"}}}],\"max_tokens\":1024}";
 static const char *const ONE_TOOL_SECOND =
-    "{\"model\":\"bench\",\"messages\":[{\"role\":\"user\",\"content\":\"go\"},{\"role\":\"assistant\","
-    "\"content\":null,\"tool_calls\":[{\"id\":\"c\",\"type\":\"function\",\"function\":{\"name\":\"step\","
-    "\"arguments\":\"{}\"}}]},{\"role\":\"tool\",\"tool_call_id\":\"c\",\"content\":\"{}\"}],"
+    "{\"messages\":[{\"role\":\"user\",\"content\":\"go\"},{\"role\":\"assistant\","
+    "\"content\":null,\"tool_calls\":[{\"id\":\"call_0\",\"type\":\"function\",\"function\":{\"name\":\"step\","
+    "\"arguments\":\"{\\\"n\\\": 0}\"}}]},{\"role\":\"tool\",\"content\":\"{\\\"ok\\\":true}\","
+    "\"tool_call_id\":\"call_0\"}],"
     "\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"step\",\"description\":\"one step\","
-    "\"parameters\":{\"type\":\"object\"}}}]}";
+    "\"parameters\":{\"type\":\"object\"}}}],\"max_tokens\":1024}";
 
 /* The stateless agent (keep_history false) whose every turn sends the two requests above. */
 #define ONE_TOOL_STATELESS_AGENT \
