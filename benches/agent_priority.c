@@ -38,11 +38,19 @@ static void run(const char *url, int flood, int high, int conc, int preempt) {
         start[i] = bench_now_us();
         agentos_agent_send(rt, hid[i], "urgent", NULL);
     }
-    int done = 0, preempted = 0;
+    int done = 0, preempted = 0, at_safe_points = 0;
     while (done < high) {
         agentos_event *ev = NULL;
         if (agentos_runtime_next_event(rt, 60000, &ev) != AGENTOS_STATUS_OK) break;
-        if (agentos_event_kind(ev) == AGENTOS_EVENT_PREEMPTED) preempted++;
+        if (agentos_event_kind(ev) == AGENTOS_EVENT_PREEMPTED) {
+            /* A stream cancelled (its snapshot kept), or an agent paused before its next call. */
+            char *json = NULL;
+            if (agentos_event_json(ev, &json) == AGENTOS_STATUS_OK && strstr(json, "\"safe_point\":true"))
+                at_safe_points++;
+            else
+                preempted++;
+            agentos_string_free(json);
+        }
         if (agentos_event_kind(ev) == AGENTOS_EVENT_TURN_END)
             for (int i = 0; i < high; i++)
                 if (agentos_event_agent(ev) == hid[i]) {
@@ -52,9 +60,9 @@ static void run(const char *url, int flood, int high, int conc, int preempt) {
         agentos_event_free(ev);
     }
     printf("preemption %-3s: %d urgent turns under %d streaming background agents (concurrency %d): "
-           "median %.1f ms, p99 %.1f ms, %d preemptions\n",
+           "median %.1f ms, p99 %.1f ms, %d streams preempted, %d pauses at safe points\n",
            preempt ? "on" : "off", done, flood, conc, bench_quantile(lat, high, 0.5), bench_quantile(lat, high, 0.99),
-           preempted);
+           preempted, at_safe_points);
     agentos_runtime_wait_idle(rt, 120000);
     agentos_runtime_free(rt);
     free(start);

@@ -127,7 +127,8 @@
 #define AGENTOS_AGENT_RUNNING_TOOLS 3
 
 /**
- * Agent state: preempted; waits to continue from its snapshot.
+ * Agent state: preempted by a more urgent agent: paused at a safe point until that agent's
+ * turn ends, or its stream cancelled and waiting to continue from its snapshot.
  */
 #define AGENTOS_AGENT_PAUSED 4
 
@@ -187,12 +188,17 @@
 #define AGENTOS_EVENT_TOOL_RESULT 7
 
 /**
- * Event kind: an agent's generation was preempted; text is the snapshot kept.
+ * Event kind: a more urgent agent needed room on the agent's endpoint. Either the agent
+ * paused at a safe point, before its next model call (detail `{"safe_point": true,
+ * "by_priority": p}`, empty text), or its streaming generation was cancelled (detail
+ * `{"safe_point": false, "snapshot_chars": n}`; text is the snapshot kept, continued later).
  */
 #define AGENTOS_EVENT_PREEMPTED 8
 
 /**
- * Event kind: a preempted agent continued from its snapshot.
+ * Event kind: a preempted agent went on: from its safe point once the room was given back
+ * (detail `{"safe_point": true, "by_priority": p}`), or from its snapshot (detail
+ * `{"safe_point": false}`).
  */
 #define AGENTOS_EVENT_RESUMED 9
 
@@ -874,6 +880,13 @@ void agentos_request_free(agentos_request *req);
  * Only `name` and `endpoint` are required. `send_message` is the built-in tool for messaging
  * another agent by name; `recall` is offered when compaction hides a tool result.
  * `tool_first` requires a tool call in each turn's first model call (helps small models).
+ * `priority` (larger is more urgent) orders the run queue and model admission. An agent whose
+ * call cannot be admitted, or whose conversation fills 90% of the room its context leaves for
+ * messages, claims room on its endpoint until its turn ends: `preemptible` agents of lower
+ * priority on that endpoint pause before their next model call (state `PAUSED`, event
+ * `PREEMPTED` with `safe_point: true`) and go on when the room is given back (`RESUMED`); a
+ * less urgent stream holding the slot an urgent call waits for is cancelled and continued
+ * later from its snapshot.
  * `keep_history:false` makes the agent stateless: each turn starts from the system prompt
  * alone, the earlier turns' messages dropped as it starts (its usage and budgets still add
  * up over its life), except the turn brought by another agent's answer to a message this

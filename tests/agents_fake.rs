@@ -456,6 +456,164 @@ fn preemption_between_agents_loses_nothing() {
     );
 }
 
+/// A one-tool-step agent ("low", priority 1) and an urgent agent ("high", priority 9) on the
+/// fake endpoint (with `limits`): low's first call (a tool call) takes 300 ms; high is sent
+/// its message once low's call is on the server; high's answer takes `high_delay`. Returns
+/// every event up to low's TURN_END.
+fn low_then_urgent(
+    limits: &str,
+    low_extra: &str,
+    high_extra: &str,
+    high_text: &str,
+    high_delay: Duration,
+) -> (FakeServer, Runtime, Handle, Handle, Vec<Event>) {
+    let srv = FakeServer::start();
+    let rt = runtime("");
+    endpoint(&rt, &srv, limits);
+    add_tool(&rt, "work", r#"{"type":"object"}"#, |inv| {
+        inv.complete(ToolOutcome::Ok("work done".into()));
+    });
+    let low = agent(
+        &rt,
+        &format!(
+            r#"{{"name":"low","endpoint":"fake","priority":1,"tools":["work"],"stream":false{low_extra}}}"#
+        ),
+    );
+    let high = agent(
+        &rt,
+        &format!(r#"{{"name":"high","endpoint":"fake","priority":9,"stream":false{high_extra}}}"#),
+    );
+    srv.push(Reply::openai_tool_call("w1", "work", "{}").delay(Duration::from_millis(300)));
+    srv.push(Reply::openai_text("urgent answer").delay(high_delay));
+    srv.push(Reply::openai_text("low answer"));
+    send(&rt, low, "low task");
+    assert!(srv.wait_for_requests(1, Duration::from_secs(10)));
+    send(&rt, high, high_text);
+    let events = until(&rt, |e| {
+        e.kind == EventKind::TurnEnd && e.agent == low.raw()
+    });
+    (srv, rt, low, high, events)
+}
+
+/// Checks the first tier of token-aware preemption in `events`: low paused at its safe point
+/// (tool done, about to call the model) under high's claim, resumed once high's turn ended,
+/// and lost nothing; the calls went low, high, low.
+fn assert_paused_at_safe_point(
+    srv: &FakeServer,
+    rt: &Runtime,
+    low: Handle,
+    high: Handle,
+    high_text: &str,
+    events: &[Event],
+) {
+    let pos = |k: EventKind, h: Handle| {
+        events
+            .iter()
+            .position(|e| e.kind == k && e.agent == h.raw())
+            .unwrap_or_else(|| panic!("{k:?} of {h:?} in {events:?}"))
+    };
+    let paused = &events[pos(EventKind::Preempted, low)];
+    assert_eq!(paused.detail["safe_point"], true, "{paused:?}");
+    assert_eq!(paused.detail["by_priority"], 9);
+    assert_eq!(paused.text, "", "nothing was in flight: no snapshot");
+    let resumed = &events[pos(EventKind::Resumed, low)];
+    assert_eq!(resumed.detail["safe_point"], true);
+    assert!(pos(EventKind::ToolResult, low) < pos(EventKind::Preempted, low));
+    assert!(pos(EventKind::Preempted, low) < pos(EventKind::TurnEnd, high));
+    assert!(pos(EventKind::TurnEnd, high) < pos(EventKind::Resumed, low));
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.kind == EventKind::Preempted || e.kind == EventKind::Resumed)
+            .count(),
+        2,
+        "one pause, one resume: {events:?}"
+    );
+    let end = events.last().unwrap();
+    assert_eq!((end.status, end.text.as_str()), (Status::Ok, "low answer"));
+    let bodies: Vec<String> = srv.requests().iter().map(|r| r.json()).collect();
+    assert_eq!(bodies.len(), 3, "{bodies:?}");
+    assert!(bodies[0].contains("low task") && !bodies[0].contains("work done"));
+    assert!(
+        bodies[1].contains(high_text) && !bodies[1].contains("low task"),
+        "the urgent call: {}",
+        bodies[1]
+    );
+    assert!(
+        bodies[2].contains("low task") && bodies[2].contains("work done"),
+        "low goes on with its tool result: {}",
+        bodies[2]
+    );
+    let hist = rt.shared().agent(low).unwrap().history_json();
+    let roles: Vec<&str> = hist
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, vec!["user", "assistant", "tool", "assistant"]);
+    assert_eq!(
+        rt.shared().agent(low).unwrap().state(),
+        AgentState::Idle,
+        "not left paused"
+    );
+}
+
+#[test]
+fn less_urgent_agent_pauses_at_a_safe_point_while_an_urgent_call_waits_for_room() {
+    // Concurrency 1: high's call waits for low's slot, so high claims room; low's call is
+    // not a stream (nothing to preempt), and low pauses once its tool is done.
+    let (srv, rt, low, high, events) = low_then_urgent(
+        r#","limits":{"concurrency":1}"#,
+        "",
+        "",
+        "urgent task",
+        Duration::from_millis(300),
+    );
+    assert_paused_at_safe_point(&srv, &rt, low, high, "urgent task", &events);
+}
+
+#[test]
+fn an_urgent_agent_near_its_context_limit_makes_less_urgent_agents_pause() {
+    // No limits: high's call is admitted at once, but its conversation fills over 90% of the
+    // room its small context leaves for messages, so it claims room as it sends.
+    let text =
+        "Summarise the quarterly figures for every region and list the outliers. ".repeat(20);
+    let tokens = agentos::context::tokens::message_tokens(
+        &agentos::model::types::ChatMessage::text(agentos::model::types::Role::User, text.clone()),
+    );
+    // The room for messages: context_limit - max_tokens - 64 (no tools); the message fills 95%.
+    let room = tokens * 100 / 95;
+    let limit = room + 16 + 64;
+    let (srv, rt, low, high, events) = low_then_urgent(
+        "",
+        "",
+        &format!(r#","context_limit":{limit},"max_tokens":16"#),
+        &text,
+        Duration::from_millis(500),
+    );
+    assert_paused_at_safe_point(&srv, &rt, low, high, &text, &events);
+}
+
+#[test]
+fn an_agent_that_is_not_preemptible_is_never_paused() {
+    let (_srv, _rt, low, _high, events) = low_then_urgent(
+        r#","limits":{"concurrency":1}"#,
+        r#","preemptible":false"#,
+        "",
+        "urgent task",
+        Duration::from_millis(300),
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.agent == low.raw()
+                && matches!(e.kind, EventKind::Preempted | EventKind::Resumed)),
+        "{events:?}"
+    );
+    assert_eq!(events.last().unwrap().text, "low answer");
+}
+
 #[test]
 fn stale_handles_cancel_and_shutdown_with_work_in_flight() {
     let srv = FakeServer::start();

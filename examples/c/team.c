@@ -66,7 +66,14 @@ static int wait_turns(agentos_runtime *rt, agentos_agent_id who, int want, char 
         switch (agentos_event_kind(ev)) {
         case AGENTOS_EVENT_MESSAGE: printf("[message] %s -> %.*s\n", name, (int)len, text); break;
         case AGENTOS_EVENT_TURN_START: printf("[%s] starts: %.60s...\n", name, text); break;
-        case AGENTOS_EVENT_PREEMPTED: printf("[%s] preempted after %zu bytes\n", name, len); break;
+        case AGENTOS_EVENT_PREEMPTED:
+            /* Paused before its next model call while a more urgent agent needs room (no
+               output to keep), or its stream cancelled after `len` bytes, kept to continue. */
+            if (len == 0)
+                printf("[%s] preempted (no output to keep)\n", name);
+            else
+                printf("[%s] preempted after %zu bytes\n", name, len);
+            break;
         case AGENTOS_EVENT_RESUMED: printf("[%s] resumed\n", name); break;
         case AGENTOS_EVENT_TURN_END:
             printf("[%s] ends (%s): %.*s\n", name, agentos_status_str(agentos_event_status(ev)), (int)len,

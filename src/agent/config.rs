@@ -50,7 +50,9 @@ pub struct AgentConfig {
     pub max_tokens: Option<u32>,
     /// Stream model answers.
     pub stream: bool,
-    /// Allow more urgent agents to preempt this agent's streams.
+    /// Allow more urgent agents to preempt this agent: it pauses at its safe points while one
+    /// holds a claim of room on its endpoint, and its streams may be cancelled and continued
+    /// later from their snapshots.
     pub preemptible: bool,
     /// Emit a `stream_delta` event per streamed piece.
     pub stream_events: bool,

@@ -48,7 +48,8 @@ pub enum AgentState {
     WaitingModel = 2,
     /// Waiting for tools.
     RunningTools = 3,
-    /// Its generation was preempted; it waits to continue from the snapshot.
+    /// Preempted by a more urgent agent: paused at a safe point, or its stream cancelled and
+    /// waiting to continue from the snapshot.
     Paused = 4,
     /// Stopped for good (a budget ran out); accepts no more messages.
     Finished = 5,
@@ -135,6 +136,25 @@ struct Turn {
     done: Option<TurnDone>,
     /// Compact-and-retry rounds after context overflows this turn.
     overflow_retries: u32,
+    /// The room this (urgent) turn claimed on the agent's endpoint, held until it ends: less
+    /// urgent agents pause at their safe points meanwhile (see [`crate::model::room`]).
+    room: Option<RoomClaim>,
+    /// Paused at a safe point under another agent's claim (the highest claiming priority
+    /// when it paused): the next step that goes on records the resume.
+    paused_by: Option<i32>,
+}
+
+/// A claim of room on an endpoint, released when dropped. Dropped outside the agent's lock
+/// (see [`Action::ReleaseRoom`]): releasing wakes paused agents, which take their own locks.
+struct RoomClaim {
+    endpoint: Arc<EndpointState>,
+    claimant: u64,
+}
+
+impl Drop for RoomClaim {
+    fn drop(&mut self) {
+        self.endpoint.room.release(self.claimant);
+    }
 }
 
 struct Inner {
@@ -269,6 +289,8 @@ enum Action {
     },
     /// Tells the caller waiting for a turn how it ended (after the turn's events are out).
     Answer(TurnDone, Status, String),
+    /// Releases the room a turn claimed (outside the agent's lock: it wakes paused agents).
+    ReleaseRoom(RoomClaim),
 }
 
 /// What [`Action::Deliver`] delivers.
@@ -327,7 +349,11 @@ impl Agent {
         // Estimate the tool schemas now, once, rather than inside the first turn.
         {
             let g = agent.inner.lock();
-            agent.request_plan(&g, shared);
+            agent.request_plan(
+                &g,
+                shared,
+                shared.models().endpoint(&agent.config.endpoint).ok(),
+            );
         }
         agent
     }
@@ -649,7 +675,8 @@ impl Agent {
             return Value::Null;
         };
         let mut g = self.inner.lock();
-        let (tools, limit, endpoint) = self.request_plan(&g, &shared);
+        let endpoint = shared.models().endpoint(&self.config.endpoint).ok();
+        let (tools, limit, endpoint) = self.request_plan(&g, &shared, endpoint);
         let level = if g.force_compaction {
             2
         } else {
@@ -874,6 +901,9 @@ impl Agent {
         let Some(mut turn) = g.turn.take() else {
             return;
         };
+        if let Some(claim) = turn.room.take() {
+            out.push(Action::ReleaseRoom(claim));
+        }
         g.last_status = status;
         // The turn's scratch memory goes in one step.
         g.body.end_turn();
@@ -1030,6 +1060,8 @@ impl Agent {
                     invocations: Vec::new(),
                     cancelled: false,
                     overflow_retries: 0,
+                    room: None,
+                    paused_by: None,
                     done: msg.done,
                 });
                 self.set_state(g, shared, AgentState::Runnable);
@@ -1083,13 +1115,20 @@ impl Agent {
                         self.end_turn(g, shared, Status::LimitExceeded, why, out);
                         continue;
                     }
+                    let endpoint = shared.models().endpoint(&self.config.endpoint).ok();
+                    // A safe point: nothing of this agent is in flight.
+                    if let Some(ep) = &endpoint {
+                        if self.pause_at_safe_point(g, shared, ep, number, out) {
+                            return;
+                        }
+                    }
                     let PreparedCall {
                         endpoint,
                         request,
                         body,
                         n_messages,
                         prompt_chars,
-                    } = self.prepare_call(g, shared);
+                    } = self.prepare_call(g, shared, endpoint);
                     let view = g.last_view;
                     let opts = CallOptions {
                         priority: self.config.priority,
@@ -1469,6 +1508,71 @@ impl Agent {
             .saturating_sub(g.tool_tokens.borrow_mut().tools_tokens(tools))
     }
 
+    /// Claims room on `ep` for the current turn (once per turn; see [`crate::model::room`]):
+    /// until the turn ends, less urgent preemptible agents on the endpoint pause at their
+    /// safe points.
+    fn claim_room(&self, g: &mut Inner, ep: &Arc<EndpointState>) {
+        let Some(t) = g.turn.as_mut() else { return };
+        if t.room.is_some() {
+            return;
+        }
+        ep.room.claim(self.handle(), self.config.priority);
+        t.room = Some(RoomClaim {
+            endpoint: ep.clone(),
+            claimant: self.handle(),
+        });
+    }
+
+    /// At a safe point (about to start a model call, nothing in flight): a preemptible agent
+    /// pauses while a more urgent agent holds a claim of room on its endpoint. Returns true when
+    /// it pauses (state `Paused`, a `PREEMPTED` event the first time); it is stepped again when
+    /// the claim goes. Going on after a pause records the `RESUMED` event.
+    fn pause_at_safe_point(
+        self: &Arc<Self>,
+        g: &mut Inner,
+        shared: &Shared,
+        ep: &EndpointState,
+        number: u64,
+        out: &mut StepOut,
+    ) -> bool {
+        let priority = self.config.priority;
+        let held = self.config.preemptible && ep.room.claimed_above(priority) && {
+            let weak = Arc::downgrade(self);
+            let wake: crate::model::room::Wake = Box::new(move || {
+                if let Some(agent) = weak.upgrade() {
+                    if let Ok(shared) = agent.shared() {
+                        agent.schedule(&shared);
+                    }
+                }
+            });
+            match ep.room.wait_if_claimed_above(self.handle(), priority, wake) {
+                Some(by) => {
+                    let t = g.turn.as_mut().expect("turn");
+                    if t.paused_by.is_none() {
+                        t.paused_by = Some(by);
+                        out.emit(
+                            self.event(EventKind::Preempted, number)
+                                .detail(json!({"safe_point": true, "by_priority": by})),
+                        );
+                    }
+                    true
+                }
+                None => false,
+            }
+        };
+        if held {
+            self.set_state(g, shared, AgentState::Paused);
+            return true;
+        }
+        if let Some(by) = g.turn.as_mut().and_then(|t| t.paused_by.take()) {
+            out.emit(
+                self.event(EventKind::Resumed, number)
+                    .detail(json!({"safe_point": true, "by_priority": by})),
+            );
+        }
+        false
+    }
+
     /// The tools a request offers (before `recall`, which is added only when the view hides
     /// something), the token limit for the view's messages, and the agent's endpoint (`None`:
     /// removed since the agent was made), looked up once for all three. Shared by requests
@@ -1477,8 +1581,8 @@ impl Agent {
         &self,
         g: &Inner,
         shared: &Shared,
+        endpoint: Option<Arc<EndpointState>>,
     ) -> (Vec<ToolSpec>, u64, Option<Arc<EndpointState>>) {
-        let endpoint = shared.models().endpoint(&self.config.endpoint).ok();
         let mut tools: Vec<ToolSpec> = Vec::with_capacity(self.config.tools.len() + 1);
         for name in &self.config.tools {
             if name == SEND_MESSAGE {
@@ -1505,8 +1609,13 @@ impl Agent {
     /// not copied. The returned request carries its messages only when the call may need to
     /// render itself again (a preemptible stream continues from a snapshot; a caching
     /// endpoint keys on the body); otherwise the body is all it sends.
-    fn prepare_call(&self, g: &mut Inner, shared: &Shared) -> PreparedCall {
-        let (mut tools, limit, endpoint) = self.request_plan(g, shared);
+    fn prepare_call(
+        &self,
+        g: &mut Inner,
+        shared: &Shared,
+        endpoint: Option<Arc<EndpointState>>,
+    ) -> PreparedCall {
+        let (mut tools, limit, endpoint) = self.request_plan(g, shared, endpoint);
         let level = if std::mem::take(&mut g.force_compaction) {
             2
         } else {
@@ -1519,6 +1628,10 @@ impl Agent {
         g.last_view = st;
         g.tokens_full_total += st.tokens_full;
         g.tokens_sent_total += st.tokens_sent;
+        // Nearing its context limit (the conversation fills 90% of the room the window leaves
+        // for messages), the agent claims room on its endpoint: a large call that should not
+        // queue behind less urgent agents' calls.
+        let near_limit = limit > 0 && st.tokens_full.saturating_mul(10) >= limit.saturating_mul(9);
         // `recall` is offered only when this view actually hides something (small models are
         // easily distracted by tools they do not need, and every definition costs tokens).
         if with_recall && st.masked + st.truncated + st.deduped + st.dropped > 0 {
@@ -1546,6 +1659,9 @@ impl Agent {
             || endpoint.as_ref().is_some_and(|ep| ep.cache.is_some());
         if needs_messages {
             request.messages = view.messages.into_iter().map(Cow::into_owned).collect();
+        }
+        if let (true, Some(ep)) = (near_limit, &endpoint) {
+            self.claim_room(g, ep);
         }
         PreparedCall {
             endpoint,
@@ -1646,6 +1762,7 @@ impl Agent {
                         );
                     }
                 }
+                Action::ReleaseRoom(claim) => drop(claim),
                 Action::RunTool(tool, inv) => {
                     if may_stay(shared) {
                         here = Some(Here::Tool(tool, inv));
@@ -2090,8 +2207,24 @@ impl CallObserver for AgentObserver {
             agent
                 .event(EventKind::Preempted, turn)
                 .text(snapshot)
-                .detail(json!({"snapshot_chars": snapshot.chars().count()})),
+                .detail(json!({"safe_point": false, "snapshot_chars": snapshot.chars().count()})),
         );
+    }
+
+    fn on_waiting_for_room(&self, call: &CallInner) {
+        let Some(agent) = self.0.upgrade() else {
+            return;
+        };
+        let mut g = agent.inner.lock();
+        // Only for the call the turn waits on (not one left over from a cancelled turn).
+        let current = g
+            .turn
+            .as_ref()
+            .and_then(|t| t.call.as_ref())
+            .is_some_and(|c| c.id == call.id);
+        if current {
+            agent.claim_room(&mut g, &call.endpoint);
+        }
     }
 
     fn on_resumed(&self, _call: &CallInner) {
@@ -2104,7 +2237,11 @@ impl CallObserver for AgentObserver {
             agent.set_state(&mut g, &shared, AgentState::WaitingModel);
             g.turns
         };
-        shared.events().emit(agent.event(EventKind::Resumed, turn));
+        shared.events().emit(
+            agent
+                .event(EventKind::Resumed, turn)
+                .detail(json!({"safe_point": false})),
+        );
     }
 
     fn on_finish(&self, _call: &CallInner) {

@@ -24,7 +24,8 @@ pub const AGENTOS_AGENT_RUNNABLE: i32 = 1;
 pub const AGENTOS_AGENT_WAITING_MODEL: i32 = 2;
 /// Agent state: waiting for its tools.
 pub const AGENTOS_AGENT_RUNNING_TOOLS: i32 = 3;
-/// Agent state: preempted; waits to continue from its snapshot.
+/// Agent state: preempted by a more urgent agent: paused at a safe point until that agent's
+/// turn ends, or its stream cancelled and waiting to continue from its snapshot.
 pub const AGENTOS_AGENT_PAUSED: i32 = 4;
 /// Agent state: stopped for good (a budget ran out); takes no more messages.
 pub const AGENTOS_AGENT_FINISHED: i32 = 5;
@@ -64,6 +65,13 @@ unsafe fn host_message<'a>(
 /// Only `name` and `endpoint` are required. `send_message` is the built-in tool for messaging
 /// another agent by name; `recall` is offered when compaction hides a tool result.
 /// `tool_first` requires a tool call in each turn's first model call (helps small models).
+/// `priority` (larger is more urgent) orders the run queue and model admission. An agent whose
+/// call cannot be admitted, or whose conversation fills 90% of the room its context leaves for
+/// messages, claims room on its endpoint until its turn ends: `preemptible` agents of lower
+/// priority on that endpoint pause before their next model call (state `PAUSED`, event
+/// `PREEMPTED` with `safe_point: true`) and go on when the room is given back (`RESUMED`); a
+/// less urgent stream holding the slot an urgent call waits for is cancelled and continued
+/// later from its snapshot.
 /// `keep_history:false` makes the agent stateless: each turn starts from the system prompt
 /// alone, the earlier turns' messages dropped as it starts (its usage and budgets still add
 /// up over its life), except the turn brought by another agent's answer to a message this

@@ -24,9 +24,14 @@ pub const AGENTOS_EVENT_STREAM_DELTA: i32 = 5;
 pub const AGENTOS_EVENT_TOOL_CALL: i32 = 6;
 /// Event kind: a tool returned; text is the result.
 pub const AGENTOS_EVENT_TOOL_RESULT: i32 = 7;
-/// Event kind: an agent's generation was preempted; text is the snapshot kept.
+/// Event kind: a more urgent agent needed room on the agent's endpoint. Either the agent
+/// paused at a safe point, before its next model call (detail `{"safe_point": true,
+/// "by_priority": p}`, empty text), or its streaming generation was cancelled (detail
+/// `{"safe_point": false, "snapshot_chars": n}`; text is the snapshot kept, continued later).
 pub const AGENTOS_EVENT_PREEMPTED: i32 = 8;
-/// Event kind: a preempted agent continued from its snapshot.
+/// Event kind: a preempted agent went on: from its safe point once the room was given back
+/// (detail `{"safe_point": true, "by_priority": p}`), or from its snapshot (detail
+/// `{"safe_point": false}`).
 pub const AGENTOS_EVENT_RESUMED: i32 = 9;
 /// Event kind: an agent ran out of a budget; text says which.
 pub const AGENTOS_EVENT_BUDGET_EXCEEDED: i32 = 10;

@@ -25,6 +25,10 @@ pub trait CallObserver: Send + Sync {
     fn on_preempted(&self, _call: &CallInner, _snapshot: &str) {}
     /// A preempted call was admitted again and continues from its snapshot.
     fn on_resumed(&self, _call: &CallInner) {}
+    /// The call is first in its endpoint's queue and cannot be admitted yet (the endpoint's
+    /// concurrency or token budget is taken, or the server asked to wait). Called once per
+    /// call. An agent then claims room on the endpoint (see [`super::room`]).
+    fn on_waiting_for_room(&self, _call: &CallInner) {}
     /// The call finished (the result is already readable through the call).
     /// (The outcome is readable through [`CallInner::result`]; it is not copied for the hook.)
     fn on_finish(&self, _call: &CallInner) {}
@@ -110,6 +114,8 @@ pub struct CallInner {
     pub(crate) state: Mutex<CallState>,
     cond: Condvar,
     cancel: AtomicBool,
+    /// Whether [`CallObserver::on_waiting_for_room`] has been called.
+    waited_for_room: AtomicBool,
     observer: Option<Arc<dyn CallObserver>>,
     /// The response-cache key, for deterministic requests to a caching endpoint.
     pub cache_key: Option<Vec<u8>>,
@@ -175,6 +181,7 @@ impl CallInner {
             }),
             cond: Condvar::new(),
             cancel: AtomicBool::new(false),
+            waited_for_room: AtomicBool::new(false),
             observer: opts.observer,
             cache_key,
             prompt_chars,
@@ -266,6 +273,17 @@ impl CallInner {
             o.on_preempted(self, &snapshot);
         }
         snapshot
+    }
+
+    /// Called by the I/O thread when the call heads its endpoint's queue but cannot be
+    /// admitted: tells the observer, the first time.
+    pub(crate) fn waiting_for_room(&self) {
+        if self.waited_for_room.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(o) = &self.observer {
+            o.on_waiting_for_room(self);
+        }
     }
 
     /// Called by the I/O thread when a preempted call starts again.

@@ -627,6 +627,7 @@ impl IoLoop {
         let mut again = false;
         for key in keys {
             let mut preempt_for = None;
+            let mut waiting = None;
             let mut starts = Vec::new();
             let mut cancelled = Vec::new();
             {
@@ -655,6 +656,7 @@ impl IoLoop {
                     match q.limiter.try_admit(now, est, top.call.id) {
                         Ok(()) => starts.push(q.ready.pop().expect("peeked").call),
                         Err(until) => {
+                            waiting = Some(top.call.clone());
                             q.blocked_until = until;
                             if until.is_none() {
                                 preempt_for = Some(top.call.priority);
@@ -664,7 +666,12 @@ impl IoLoop {
                     }
                 }
             }
-            // Token-aware preemption: the head waits for a concurrency slot that a less urgent,
+            // Token-aware preemption, first tier: the head's agent claims room on the endpoint,
+            // and less urgent agents pause at their next safe point (see `super::room`).
+            if let Some(call) = waiting {
+                call.waiting_for_room();
+            }
+            // Second tier: the head waits for a concurrency slot that a less urgent,
             // preemptible stream holds. Cancel that stream, keep its output as a snapshot, and
             // queue it to continue later; the head gets the slot at the next pass.
             if let Some(priority) = preempt_for {

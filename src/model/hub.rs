@@ -53,6 +53,9 @@ pub struct EndpointState {
     /// The request headers as libcurl lists, for plain and for streamed requests, shared by
     /// every handle set up for the endpoint.
     curl_headers: [Arc<super::curl_url::CurlHeaders>; 2],
+    /// Urgent agents' claims on the endpoint, under which less urgent agents pause at their
+    /// safe points (see [`super::room`]).
+    pub room: super::room::Room,
 }
 
 impl EndpointState {
@@ -215,6 +218,7 @@ impl ModelHub {
                 curl_url: super::curl_url::CurlUrl::parse(&ep.url()).map(Arc::new),
                 proxy_env: super::curl_url::proxy_env_set(),
                 curl_headers,
+                room: Default::default(),
                 config: ep,
             }),
         );

@@ -27,6 +27,7 @@ mod openai_scan;
 pub mod poller;
 pub mod presets;
 pub mod retry;
+pub mod room;
 pub mod sse;
 pub mod stream;
 pub(crate) mod transfer;

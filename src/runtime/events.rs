@@ -29,9 +29,10 @@ pub enum EventKind {
     ToolCall = 6,
     /// A tool returned (text: result; status: OK or the failure).
     ToolResult = 7,
-    /// An agent's generation was preempted (text: the snapshot kept).
+    /// An agent was preempted: paused at a safe point (detail `safe_point: true`), or its
+    /// stream cancelled (text: the snapshot kept).
     Preempted = 8,
-    /// A preempted agent continued from its snapshot.
+    /// A preempted agent went on, from its safe point or from its snapshot.
     Resumed = 9,
     /// An agent ran out of a budget (text: which).
     BudgetExceeded = 10,
