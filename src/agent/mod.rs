@@ -901,9 +901,6 @@ impl Agent {
         let Some(mut turn) = g.turn.take() else {
             return;
         };
-        if let Some(claim) = turn.room.take() {
-            out.push(Action::ReleaseRoom(claim));
-        }
         g.last_status = status;
         // The turn's scratch memory goes in one step.
         g.body.end_turn();
@@ -922,6 +919,11 @@ impl Agent {
             text,
             out,
         );
+        // The room goes back after the turn's end is out: the agents it wakes record their
+        // resumes after it.
+        if let Some(claim) = turn.room.take() {
+            out.push(Action::ReleaseRoom(claim));
+        }
         let next = if status == Status::Ok {
             AgentState::Idle
         } else {
