@@ -458,15 +458,14 @@ fn preemption_between_agents_loses_nothing() {
 
 /// A one-tool-step agent ("low", priority 1) and an urgent agent ("high", priority 9) on the
 /// fake endpoint (with `limits`): low's first call (a tool call) takes 300 ms; high is sent
-/// its message once low's call is on the server; high's answer takes `high_delay`. Returns
-/// every event up to low's TURN_END.
-fn low_then_urgent(
+/// its message once low's call is on the server; high's answer takes `high_delay`.
+fn start_low_then_urgent(
     limits: &str,
     low_extra: &str,
     high_extra: &str,
     high_text: &str,
     high_delay: Duration,
-) -> (FakeServer, Runtime, Handle, Handle, Vec<Event>) {
+) -> (FakeServer, Runtime, Handle, Handle) {
     let srv = FakeServer::start();
     let rt = runtime("");
     endpoint(&rt, &srv, limits);
@@ -489,10 +488,70 @@ fn low_then_urgent(
     send(&rt, low, "low task");
     assert!(srv.wait_for_requests(1, Duration::from_secs(10)));
     send(&rt, high, high_text);
+    (srv, rt, low, high)
+}
+
+/// [`start_low_then_urgent`], and every event up to low's TURN_END.
+fn low_then_urgent(
+    limits: &str,
+    low_extra: &str,
+    high_extra: &str,
+    high_text: &str,
+    high_delay: Duration,
+) -> (FakeServer, Runtime, Handle, Handle, Vec<Event>) {
+    let (srv, rt, low, high) =
+        start_low_then_urgent(limits, low_extra, high_extra, high_text, high_delay);
     let events = until(&rt, |e| {
         e.kind == EventKind::TurnEnd && e.agent == low.raw()
     });
     (srv, rt, low, high, events)
+}
+
+#[test]
+fn a_paused_agent_can_be_cancelled() {
+    // high's answer takes long: low stays paused at its safe point meanwhile.
+    let (srv, rt, low, high) = start_low_then_urgent(
+        r#","limits":{"concurrency":1}"#,
+        "",
+        "",
+        "urgent task",
+        Duration::from_secs(3),
+    );
+    until(&rt, |e| {
+        e.kind == EventKind::Preempted && e.agent == low.raw()
+    });
+    let a = rt.shared().agent(low).unwrap();
+    assert_eq!(a.state(), AgentState::Paused);
+    assert!(a.cancel());
+    let end = turn_end(&rt, low);
+    assert_eq!(end.status, Status::Cancelled);
+    assert_eq!(a.state(), AgentState::Failed);
+    // Its question, the tool call and the result stay; no call was made after the pause.
+    assert_eq!(a.history().len(), 3);
+    assert_eq!(srv.request_count(), 2);
+    // high's turn is unaffected.
+    let end = turn_end(&rt, high);
+    assert_eq!(
+        (end.status, end.text.as_str()),
+        (Status::Ok, "urgent answer")
+    );
+}
+
+#[test]
+fn the_runtime_shuts_down_with_an_agent_paused_and_the_urgent_call_in_flight() {
+    let (_srv, rt, low, _high) = start_low_then_urgent(
+        r#","limits":{"concurrency":1}"#,
+        "",
+        "",
+        "urgent task",
+        Duration::from_secs(5),
+    );
+    until(&rt, |e| {
+        e.kind == EventKind::Preempted && e.agent == low.raw()
+    });
+    let t0 = Instant::now();
+    drop(rt);
+    assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());
 }
 
 /// Checks the first tier of token-aware preemption in `events`: low paused at its safe point
