@@ -88,4 +88,9 @@ if want priority; then
   p3=$(port); serve "$p3" --stream-chunks 40 --chunk-interval 0.01
   echo "== priority: urgent agents under a streaming flood"
   target/bench_agent_priority "http://127.0.0.1:$p3/v1" "${FLOOD:-200}" "${URGENT:-20}" 8
+  p6=$(port); serve "$p6" --tool-steps 3 --delay 0.2
+  # Fewer urgent agents than slots: with more, their own calls fill the endpoint and nothing
+  # else matters.
+  echo "== priority: urgent agents' tool loops under a flood of tool loops"
+  target/bench_agent_priority --tools "http://127.0.0.1:$p6/v1" "${FLOOD:-200}" "${URGENT_TOOLS:-4}" 8
 fi

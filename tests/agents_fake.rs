@@ -674,6 +674,77 @@ fn an_agent_that_is_not_preemptible_is_never_paused() {
 }
 
 #[test]
+fn a_queued_less_urgent_call_is_held_while_an_urgent_turn_needs_the_slot() {
+    // One slot. lowA's call holds it; high (a tool loop) and lowB arrive meanwhile. high's
+    // call waits for the slot, so high claims room. While high runs its tool (150 ms) the slot
+    // is free, but lowB's queued call (at a safe point: not started) is held for high rather
+    // than taking it, and goes once high's turn has ended.
+    let srv = FakeServer::start();
+    let rt = runtime("");
+    endpoint(&rt, &srv, r#","limits":{"concurrency":1}"#);
+    add_tool(&rt, "work", r#"{"type":"object"}"#, |inv| {
+        std::thread::sleep(Duration::from_millis(150));
+        inv.complete(ToolOutcome::Ok("work done".into()));
+    });
+    let low_a = agent(
+        &rt,
+        r#"{"name":"lowa","endpoint":"fake","priority":1,"stream":false}"#,
+    );
+    let low_b = agent(
+        &rt,
+        r#"{"name":"lowb","endpoint":"fake","priority":1,"stream":false}"#,
+    );
+    let high = agent(
+        &rt,
+        r#"{"name":"high","endpoint":"fake","priority":9,"tools":["work"],"stream":false}"#,
+    );
+    srv.push(Reply::openai_text("a done").delay(Duration::from_millis(300)));
+    srv.push(Reply::openai_tool_call("w1", "work", "{}").delay(Duration::from_millis(300)));
+    srv.push(Reply::openai_text("urgent done").delay(Duration::from_millis(100)));
+    srv.push(Reply::openai_text("b done"));
+    send(&rt, low_a, "a task");
+    assert!(srv.wait_for_requests(1, Duration::from_secs(10)));
+    send(&rt, high, "urgent task");
+    send(&rt, low_b, "b task");
+    let events = until(&rt, |e| {
+        e.kind == EventKind::TurnEnd && e.agent == low_b.raw()
+    });
+    let pos = |k: EventKind, h: Handle| {
+        events
+            .iter()
+            .position(|e| e.kind == k && e.agent == h.raw())
+            .unwrap_or_else(|| panic!("{k:?} of {h:?} in {events:?}"))
+    };
+    let held = &events[pos(EventKind::Preempted, low_b)];
+    assert_eq!(held.detail["safe_point"], true, "{held:?}");
+    assert_eq!(held.detail["by_priority"], 9);
+    assert_eq!(
+        events[pos(EventKind::Resumed, low_b)].detail["safe_point"],
+        true
+    );
+    assert!(pos(EventKind::Preempted, low_b) < pos(EventKind::TurnEnd, high));
+    assert!(pos(EventKind::TurnEnd, high) < pos(EventKind::Resumed, low_b));
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.kind == EventKind::Preempted && e.agent != low_b.raw()),
+        "{events:?}"
+    );
+    let bodies: Vec<String> = srv.requests().iter().map(|r| r.json()).collect();
+    assert_eq!(bodies.len(), 4, "{bodies:?}");
+    assert!(bodies[0].contains("a task"));
+    assert!(bodies[1].contains("urgent task") && !bodies[1].contains("work done"));
+    assert!(
+        bodies[2].contains("work done"),
+        "high's second call took the slot, not lowB's: {bodies:?}"
+    );
+    assert!(bodies[3].contains("b task"));
+    let end = events.last().unwrap();
+    assert_eq!((end.status, end.text.as_str()), (Status::Ok, "b done"));
+    assert_eq!(rt.shared().agent(low_b).unwrap().state(), AgentState::Idle);
+}
+
+#[test]
 fn stale_handles_cancel_and_shutdown_with_work_in_flight() {
     let srv = FakeServer::start();
     let rt = runtime("");

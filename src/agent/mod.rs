@@ -145,15 +145,20 @@ struct Turn {
 }
 
 /// A claim of room on an endpoint, released when dropped. Dropped outside the agent's lock
-/// (see [`Action::ReleaseRoom`]): releasing wakes paused agents, which take their own locks.
+/// (see [`Action::ReleaseRoom`]): releasing wakes paused agents, which take their own locks,
+/// and the I/O thread, which may hold queued calls for the room.
 struct RoomClaim {
     endpoint: Arc<EndpointState>,
     claimant: u64,
+    shared: Weak<Shared>,
 }
 
 impl Drop for RoomClaim {
     fn drop(&mut self) {
         self.endpoint.room.release(self.claimant);
+        if let Some(shared) = self.shared.upgrade() {
+            shared.models().nudge_admission();
+        }
     }
 }
 
@@ -1522,6 +1527,7 @@ impl Agent {
         t.room = Some(RoomClaim {
             endpoint: ep.clone(),
             claimant: self.handle(),
+            shared: self.shared.clone(),
         });
     }
 
@@ -2227,6 +2233,63 @@ impl CallObserver for AgentObserver {
         if current {
             agent.claim_room(&mut g, &call.endpoint);
         }
+    }
+
+    fn on_held_for_room(&self, call: &CallInner, by: i32) {
+        let Some(agent) = self.0.upgrade() else {
+            return;
+        };
+        let Ok(shared) = agent.shared() else { return };
+        let turn = {
+            let mut g = agent.inner.lock();
+            // Already paused (its stream preempted, continuing later): nothing more to say.
+            if g.state == AgentState::Paused {
+                return;
+            }
+            let Some(t) = g
+                .turn
+                .as_mut()
+                .filter(|t| t.call.as_ref().is_some_and(|c| c.id == call.id))
+            else {
+                return;
+            };
+            if t.paused_by.is_some() {
+                return;
+            }
+            t.paused_by = Some(by);
+            agent.set_state(&mut g, &shared, AgentState::Paused);
+            g.turns
+        };
+        shared.events().emit(
+            agent
+                .event(EventKind::Preempted, turn)
+                .detail(json!({"safe_point": true, "by_priority": by})),
+        );
+    }
+
+    fn on_admitted_after_hold(&self, call: &CallInner) {
+        let Some(agent) = self.0.upgrade() else {
+            return;
+        };
+        let Ok(shared) = agent.shared() else { return };
+        let (turn, by) = {
+            let mut g = agent.inner.lock();
+            let Some(t) = g
+                .turn
+                .as_mut()
+                .filter(|t| t.call.as_ref().is_some_and(|c| c.id == call.id))
+            else {
+                return;
+            };
+            let Some(by) = t.paused_by.take() else { return };
+            agent.set_state(&mut g, &shared, AgentState::WaitingModel);
+            (g.turns, by)
+        };
+        shared.events().emit(
+            agent
+                .event(EventKind::Resumed, turn)
+                .detail(json!({"safe_point": true, "by_priority": by})),
+        );
     }
 
     fn on_resumed(&self, _call: &CallInner) {

@@ -68,10 +68,11 @@ unsafe fn host_message<'a>(
 /// `priority` (larger is more urgent) orders the run queue and model admission. An agent whose
 /// call cannot be admitted, or whose conversation fills 90% of the room its context leaves for
 /// messages, claims room on its endpoint until its turn ends: `preemptible` agents of lower
-/// priority on that endpoint pause before their next model call (state `PAUSED`, event
-/// `PREEMPTED` with `safe_point: true`) and go on when the room is given back (`RESUMED`); a
-/// less urgent stream holding the slot an urgent call waits for is cancelled and continued
-/// later from its snapshot.
+/// priority on that endpoint pause at their safe points (state `PAUSED`, event `PREEMPTED`
+/// with `safe_point: true`): before their next model call, or with that call queued and not
+/// started, kept from the endpoint's free slots the urgent agents may need; they go on when
+/// the room is given back (`RESUMED`). A less urgent stream holding the slot an urgent call
+/// waits for is cancelled and continued later from its snapshot.
 /// `keep_history:false` makes the agent stateless: each turn starts from the system prompt
 /// alone, the earlier turns' messages dropped as it starts (its usage and budgets still add
 /// up over its life), except the turn brought by another agent's answer to a message this

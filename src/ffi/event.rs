@@ -25,9 +25,10 @@ pub const AGENTOS_EVENT_TOOL_CALL: i32 = 6;
 /// Event kind: a tool returned; text is the result.
 pub const AGENTOS_EVENT_TOOL_RESULT: i32 = 7;
 /// Event kind: a more urgent agent needed room on the agent's endpoint. Either the agent
-/// paused at a safe point, before its next model call (detail `{"safe_point": true,
-/// "by_priority": p}`, empty text), or its streaming generation was cancelled (detail
-/// `{"safe_point": false, "snapshot_chars": n}`; text is the snapshot kept, continued later).
+/// paused at a safe point, before its next model call or with that call queued and not started
+/// (detail `{"safe_point": true, "by_priority": p}`, empty text), or its streaming generation
+/// was cancelled (detail `{"safe_point": false, "snapshot_chars": n}`; text is the snapshot
+/// kept, continued later).
 pub const AGENTOS_EVENT_PREEMPTED: i32 = 8;
 /// Event kind: a preempted agent went on: from its safe point once the room was given back
 /// (detail `{"safe_point": true, "by_priority": p}`), or from its snapshot (detail

@@ -29,6 +29,12 @@ pub trait CallObserver: Send + Sync {
     /// concurrency or token budget is taken, or the server asked to wait). Called once per
     /// call. An agent then claims room on the endpoint (see [`super::room`]).
     fn on_waiting_for_room(&self, _call: &CallInner) {}
+    /// The call, not started, is held in its queue while more urgent agents hold room on the
+    /// endpoint (the highest claiming priority is `by`): its caller is paused at a safe point.
+    /// Called once until the call is admitted.
+    fn on_held_for_room(&self, _call: &CallInner, _by: i32) {}
+    /// A call that was held for room was admitted.
+    fn on_admitted_after_hold(&self, _call: &CallInner) {}
     /// The call finished (the result is already readable through the call).
     /// (The outcome is readable through [`CallInner::result`]; it is not copied for the hook.)
     fn on_finish(&self, _call: &CallInner) {}
@@ -109,6 +115,9 @@ pub struct CallInner {
     pub service: u64,
     /// Whether the call may be preempted (see [`CallOptions::preemptible`]).
     pub preemptible: bool,
+    /// Whether the call may be held in its queue, not started, while more urgent agents hold
+    /// room on its endpoint (its caller allows preemption; streamed or not).
+    pub pausable: bool,
     /// See [`CallOptions::deltas_unread`].
     pub deltas_unread: bool,
     pub(crate) state: Mutex<CallState>,
@@ -116,6 +125,8 @@ pub struct CallInner {
     cancel: AtomicBool,
     /// Whether [`CallObserver::on_waiting_for_room`] has been called.
     waited_for_room: AtomicBool,
+    /// Held in its queue for room since [`CallObserver::on_held_for_room`] was called.
+    held_for_room: AtomicBool,
     observer: Option<Arc<dyn CallObserver>>,
     /// The response-cache key, for deterministic requests to a caching endpoint.
     pub cache_key: Option<Vec<u8>>,
@@ -166,6 +177,7 @@ impl CallInner {
             priority: opts.priority,
             service: opts.service,
             preemptible,
+            pausable: opts.preemptible,
             deltas_unread: opts.deltas_unread,
             state: Mutex::new(CallState {
                 phase: Phase::Queued,
@@ -182,6 +194,7 @@ impl CallInner {
             cond: Condvar::new(),
             cancel: AtomicBool::new(false),
             waited_for_room: AtomicBool::new(false),
+            held_for_room: AtomicBool::new(false),
             observer: opts.observer,
             cache_key,
             prompt_chars,
@@ -283,6 +296,26 @@ impl CallInner {
         }
         if let Some(o) = &self.observer {
             o.on_waiting_for_room(self);
+        }
+    }
+
+    /// Called by the I/O thread when the call is held in its queue for room claimed by more
+    /// urgent agents (the highest at priority `by`): tells the observer, once per hold.
+    pub(crate) fn held_for_room(&self, by: i32) {
+        if self.held_for_room.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Some(o) = &self.observer {
+            o.on_held_for_room(self, by);
+        }
+    }
+
+    /// Called by the I/O thread when the call is admitted: ends a hold, if there was one.
+    pub(crate) fn admitted(&self) {
+        if self.held_for_room.swap(false, Ordering::AcqRel) {
+            if let Some(o) = &self.observer {
+                o.on_admitted_after_hold(self);
+            }
         }
     }
 

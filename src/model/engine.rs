@@ -50,6 +50,8 @@ enum Cmd {
     /// A call to start once the instant has passed (a retry after its backoff).
     SubmitAt(Arc<CallInner>, Instant),
     Cancel(u64),
+    /// Room claimed on an endpoint was given back: calls held for it may be admitted now.
+    Admit,
 }
 
 /// A timer: when it is due, and a number that tells timers due at the same instant apart.
@@ -189,6 +191,14 @@ impl Engine {
         drop(f);
     }
 
+    /// Asks the I/O thread for an admission pass at once (room claimed on an endpoint was
+    /// given back, so calls held for it may go).
+    pub fn nudge_admission(&self) {
+        if self.tx.send(Cmd::Admit).is_ok() {
+            self.waker.wake();
+        }
+    }
+
     /// Asks the I/O thread to cancel a call (its flag must already be set).
     pub fn cancel(&self, call_id: u64) {
         if self.tx.send(Cmd::Cancel(call_id)).is_ok() {
@@ -278,6 +288,9 @@ struct EndpointQueue {
     delayed: Vec<Queued>,
     /// Admission blocked until then by the limiter (None = until a slot frees).
     blocked_until: Option<Instant>,
+    /// The head is held back: the free slots are kept for agents that claimed room on the
+    /// endpoint (see `IoLoop::admit`); a release of that room wakes the loop.
+    held_for_room: bool,
 }
 
 /// Transfers a shard takes before another shard is opened.
@@ -471,6 +484,7 @@ impl IoLoop {
                     Cmd::Submit(call) => self.enqueue(call, Instant::now()),
                     Cmd::SubmitAt(call, at) => self.enqueue(call, at),
                     Cmd::Cancel(id) => self.cancel(id),
+                    Cmd::Admit => self.admit_now = true,
                 }
             }
             self.run_timers(Instant::now());
@@ -552,7 +566,8 @@ impl IoLoop {
             return;
         }
         for q in self.queues.values() {
-            if q.ready.is_empty() || q.blocked_until.is_some() {
+            // A queue held for room is woken when the room is given back.
+            if q.ready.is_empty() || q.blocked_until.is_some() || q.held_for_room {
                 continue;
             }
             assert!(
@@ -602,6 +617,7 @@ impl IoLoop {
             ready: BinaryHeap::new(),
             delayed: Vec::new(),
             blocked_until: None,
+            held_for_room: false,
         });
         self.seq += 1;
         let item = Queued {
@@ -628,10 +644,12 @@ impl IoLoop {
         for key in keys {
             let mut preempt_for = None;
             let mut waiting = None;
+            let mut held = None;
             let mut starts = Vec::new();
             let mut cancelled = Vec::new();
             {
                 let q = self.queues.get_mut(&key).expect("queue");
+                q.held_for_room = false;
                 let (due, later): (Vec<_>, Vec<_>) =
                     q.delayed.drain(..).partition(|d| d.ready_at <= now);
                 q.delayed = later;
@@ -652,6 +670,30 @@ impl IoLoop {
                         cancelled.push(q.ready.pop().expect("peeked").call);
                         continue;
                     }
+                    // Token-aware preemption, first tier, for calls not started: a queued call is
+                    // at a safe point. While more urgent agents hold room on the endpoint, a less
+                    // urgent call does not take the slots they may need for their next calls
+                    // (one per claimant, less their calls in flight); the rest of the endpoint
+                    // stays in use.
+                    let room = top.call.endpoint.room.claims_above(top.call.priority);
+                    let concurrency = top.call.endpoint.config.limits.concurrency;
+                    if room.0 > 0 && concurrency > 0 && top.call.pausable {
+                        let p = top.call.priority;
+                        let urgent_in_flight = self
+                            .slots
+                            .iter()
+                            .flatten()
+                            .filter(|a| a.endpoint_key == key && a.call.priority > p)
+                            .count();
+                        let reserve = room.0.saturating_sub(urgent_in_flight) as u32;
+                        let free = concurrency.saturating_sub(q.limiter.in_flight());
+                        // (No free slot at all is the limiter's usual wait, below.)
+                        if free > 0 && free <= reserve {
+                            held = Some((top.call.clone(), room.1));
+                            q.held_for_room = true;
+                            break;
+                        }
+                    }
                     let est = estimate_tokens(&top.call);
                     match q.limiter.try_admit(now, est, top.call.id) {
                         Ok(()) => starts.push(q.ready.pop().expect("peeked").call),
@@ -670,6 +712,9 @@ impl IoLoop {
             // and less urgent agents pause at their next safe point (see `super::room`).
             if let Some(call) = waiting {
                 call.waiting_for_room();
+            }
+            if let Some((call, by)) = held {
+                call.held_for_room(by);
             }
             // Second tier: the head waits for a concurrency slot that a less urgent,
             // preemptible stream holds. Cancel that stream, keep its output as a snapshot, and
@@ -769,6 +814,7 @@ impl IoLoop {
                 if snapshot.is_some() {
                     call.resumed();
                 }
+                call.admitted();
                 self.by_call.insert(call.id, slot);
                 let counts = self.conns.entry((key, shard)).or_default();
                 counts.active += 1;

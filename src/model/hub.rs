@@ -234,6 +234,15 @@ impl ModelHub {
             .ok_or_else(|| Error::new(Status::NotFound, format!("no endpoint named \"{name}\"")))
     }
 
+    /// Asks the I/O thread, if it runs, for an admission pass at once: room claimed on an
+    /// endpoint was given back (see [`super::room`]).
+    pub(crate) fn nudge_admission(&self) {
+        let engine = self.engine.lock().clone();
+        if let Some(e) = engine {
+            e.nudge_admission();
+        }
+    }
+
     fn engine(&self) -> Result<Arc<Engine>> {
         if self.shut_down.load(Ordering::Acquire) {
             return Err(Error::new(Status::Shutdown, "the runtime is shutting down"));

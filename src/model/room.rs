@@ -4,10 +4,15 @@
 //! endpoint's concurrency or token budget is taken) or when its context nears its limit (a
 //! large call that should not wait behind others). Until the claim is released (when that
 //! agent's turn ends), every preemptible agent of lower priority on the same endpoint pauses
-//! at its next safe point, the moment before it would start another model call: it asks
-//! [`Room::wait_if_claimed_above`], which registers a wake-up and says by whom it is held.
-//! Releasing the last claim above a waiting agent's priority runs the wake-ups (outside the
-//! lock); the woken agents look again and go on, or wait again under a newer claim.
+//! at its next safe point:
+//!
+//! - before it would start another model call: it asks [`Room::wait_if_claimed_above`], which
+//!   registers a wake-up and says by whom it is held. Releasing the last claim above a waiting
+//!   agent's priority runs the wake-ups (outside the lock); the woken agents look again and go
+//!   on, or wait again under a newer claim;
+//! - or with its call queued, not started: the I/O thread keeps that call from taking the
+//!   endpoint's free slots the claimants may need for their next calls (one per claimant, less
+//!   their calls in flight), and admits it when the room is given back.
 //!
 //! Pausing frees nothing already in flight. When the urgent call still cannot be admitted,
 //! the second tier applies (the I/O thread cancels a less urgent stream and keeps its output
@@ -107,6 +112,21 @@ impl Room {
         for (_, wake) in wakes {
             wake();
         }
+    }
+
+    /// How many claimants hold a claim above `priority`, and the highest claiming priority
+    /// (`(0, _)` for none).
+    pub fn claims_above(&self, priority: i32) -> (usize, i32) {
+        if !self.claimed_above(priority) {
+            return (0, NONE);
+        }
+        let c = self.inner.lock();
+        let n = c
+            .by_priority
+            .range(priority.saturating_add(1)..)
+            .map(|(_, &n)| n as usize)
+            .sum();
+        (n, c.top())
     }
 
     /// Whether a claim above `priority` is held (a lock-free look, for the common case).
