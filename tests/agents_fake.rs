@@ -538,6 +538,32 @@ fn a_paused_agent_can_be_cancelled() {
 }
 
 #[test]
+fn freeing_the_urgent_agent_gives_its_room_back() {
+    let (srv, rt, low, high) = start_low_then_urgent(
+        r#","limits":{"concurrency":1}"#,
+        "",
+        "",
+        "urgent task",
+        Duration::from_secs(3),
+    );
+    until(&rt, |e| {
+        e.kind == EventKind::Preempted && e.agent == low.raw()
+    });
+    // high is freed with its call in flight: its turn is cancelled, its room given back, and
+    // low goes on (its call waits only for high's cancelled call to leave the slot).
+    rt.shared().remove_agent(high).unwrap();
+    let events = until(&rt, |e| {
+        e.kind == EventKind::TurnEnd && e.agent == low.raw()
+    });
+    assert!(events
+        .iter()
+        .any(|e| e.kind == EventKind::Resumed && e.agent == low.raw()));
+    let end = events.last().unwrap();
+    assert_eq!((end.status, end.text.as_str()), (Status::Ok, "low answer"));
+    assert_eq!(srv.request_count(), 3);
+}
+
+#[test]
 fn the_runtime_shuts_down_with_an_agent_paused_and_the_urgent_call_in_flight() {
     let (_srv, rt, low, _high) = start_low_then_urgent(
         r#","limits":{"concurrency":1}"#,
