@@ -4,7 +4,7 @@
 //! shape and on any JSON it cannot prove valid, and the general (serde) parser decides; the
 //! primitives make that easy: every method returns `None` rather than guess.
 
-use super::json_text::{hex4, plain_run, unescape_strict};
+use super::json_text::{escape_at, hex4, plain_run, unescape_strict};
 
 /// Which known keys an object has had (duplicates are left to the general parser, which
 /// rejects them).
@@ -197,23 +197,48 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// A string literal, decoded onto `out`.
+    /// A string literal, decoded onto `out` in one pass (escapes as strictly as serde_json:
+    /// no lone surrogates). On failure `out` is left as it was.
     pub(crate) fn string(&mut self, out: &mut String) -> Option<()> {
-        let (start, end, escaped) = self.string_span()?;
-        // Spans start and end next to ASCII bytes (quotes, escapes) of a &str: always on
-        // character boundaries, so slicing the text needs no UTF-8 check.
-        if !escaped {
-            let text = self.text.get(start..end)?;
-            if out.is_empty() {
-                // One allocation of the exact size (most strings are read into a new String).
-                *out = text.to_owned();
-            } else {
-                out.push_str(text);
-            }
-            return Some(());
+        let before = out.len();
+        let r = self.string_into(out);
+        if r.is_none() {
+            out.truncate(before);
         }
-        // The literal, quotes included; string_span has validated it.
-        unescape_strict(self.text.get(start - 1..end + 1)?, out).then_some(())
+        r
+    }
+
+    fn string_into(&mut self, out: &mut String) -> Option<()> {
+        self.eat(b'"')?;
+        let start = self.i;
+        // Runs start and end next to ASCII bytes (quotes, escapes) of a &str: always on
+        // character boundaries, so slicing the text needs no UTF-8 check.
+        let mut run = start;
+        loop {
+            self.i = plain_run(self.b, self.i);
+            match *self.b.get(self.i)? {
+                b'"' => {
+                    let text = self.text.get(run..self.i)?;
+                    if run == start && out.is_empty() {
+                        // One allocation of the exact size (most strings are read into a
+                        // new String, and have no escapes).
+                        *out = text.to_owned();
+                    } else {
+                        out.push_str(text);
+                    }
+                    self.i += 1;
+                    return Some(());
+                }
+                b'\\' => {
+                    out.push_str(self.text.get(run..self.i)?);
+                    let (c, next) = escape_at(self.b, self.i, false)?;
+                    out.push(c);
+                    self.i = next;
+                    run = next;
+                }
+                _ => return None, // a control character
+            }
+        }
     }
 
     /// A string literal, skipped, that decodes as strictly as [`Scanner::string`] (no lone

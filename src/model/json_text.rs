@@ -75,62 +75,63 @@ fn unescape(raw: &str, out: &mut impl TextOut, replace_lone_surrogates: bool) ->
             continue;
         }
         out.append(&body[run..i]);
-        let Some(&e) = bytes.get(i + 1) else {
+        let Some((c, next)) = escape_at(bytes, i, replace_lone_surrogates) else {
             out.cut(start_len);
             return false;
         };
-        i += 2;
-        let c = match e {
-            b'"' => '"',
-            b'\\' => '\\',
-            b'/' => '/',
-            b'b' => '\u{8}',
-            b'f' => '\u{c}',
-            b'n' => '\n',
-            b'r' => '\r',
-            b't' => '\t',
-            b'u' => {
-                let Some(hi) = hex4(bytes, i) else {
-                    out.cut(start_len);
-                    return false;
-                };
-                i += 4;
-                let decoded = if (0xD800..0xDC00).contains(&hi) {
-                    // A high surrogate: a low one must follow as another \u escape.
-                    let lo = if bytes.get(i) == Some(&b'\\') && bytes.get(i + 1) == Some(&b'u') {
-                        hex4(bytes, i + 2).filter(|lo| (0xDC00..0xE000).contains(lo))
-                    } else {
-                        None
-                    };
-                    match lo {
-                        Some(lo) => {
-                            i += 6;
-                            char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))
-                        }
-                        None => None,
-                    }
-                } else {
-                    char::from_u32(hi)
-                };
-                match decoded {
-                    Some(c) => c,
-                    None if replace_lone_surrogates => '\u{fffd}',
-                    None => {
-                        out.cut(start_len);
-                        return false;
-                    }
-                }
-            }
-            _ => {
-                out.cut(start_len);
-                return false;
-            }
-        };
         out.append_char(c);
+        i = next;
         run = i;
     }
     out.append(&body[run..]);
     true
+}
+
+/// The escape sequence at `bytes[i]` (a backslash) inside a JSON string literal: the character
+/// it stands for and the index just past it; `None` when it is malformed. A `\u` escape of a
+/// lone surrogate gives U+FFFD with `replace_lone_surrogates`, `None` without.
+#[inline]
+pub(crate) fn escape_at(
+    bytes: &[u8],
+    i: usize,
+    replace_lone_surrogates: bool,
+) -> Option<(char, usize)> {
+    let c = match *bytes.get(i + 1)? {
+        b'"' => '"',
+        b'\\' => '\\',
+        b'/' => '/',
+        b'b' => '\u{8}',
+        b'f' => '\u{c}',
+        b'n' => '\n',
+        b'r' => '\r',
+        b't' => '\t',
+        b'u' => {
+            let hi = hex4(bytes, i + 2)?;
+            let mut next = i + 6;
+            let decoded = if (0xD800..0xDC00).contains(&hi) {
+                // A high surrogate: a low one must follow as another \u escape.
+                let lo = if bytes.get(next) == Some(&b'\\') && bytes.get(next + 1) == Some(&b'u') {
+                    hex4(bytes, next + 2).filter(|lo| (0xDC00..0xE000).contains(lo))
+                } else {
+                    None
+                };
+                lo.and_then(|lo| {
+                    next += 6;
+                    char::from_u32(0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00))
+                })
+            } else {
+                char::from_u32(hi)
+            };
+            let c = match decoded {
+                Some(c) => c,
+                None if replace_lone_surrogates => '\u{fffd}',
+                None => return None,
+            };
+            return Some((c, next));
+        }
+        _ => return None,
+    };
+    Some((c, i + 2))
 }
 
 /// The value of four hex digits at `at`.
