@@ -507,19 +507,27 @@ fn low_then_urgent(
     (srv, rt, low, high, events)
 }
 
-#[test]
-fn a_paused_agent_can_be_cancelled() {
-    // high's answer takes long: low stays paused at its safe point meanwhile.
+/// [`start_low_then_urgent`] on an endpoint with one slot, until low has paused at its safe
+/// point (high's call waits for the slot, so high claims room); high's answer takes
+/// `high_delay`.
+fn low_paused(high_delay: Duration) -> (FakeServer, Runtime, Handle, Handle) {
     let (srv, rt, low, high) = start_low_then_urgent(
         r#","limits":{"concurrency":1}"#,
         "",
         "",
         "urgent task",
-        Duration::from_secs(3),
+        high_delay,
     );
     until(&rt, |e| {
         e.kind == EventKind::Preempted && e.agent == low.raw()
     });
+    (srv, rt, low, high)
+}
+
+#[test]
+fn a_paused_agent_can_be_cancelled() {
+    // high's answer takes long: low stays paused at its safe point meanwhile.
+    let (srv, rt, low, high) = low_paused(Duration::from_secs(3));
     let a = rt.shared().agent(low).unwrap();
     assert_eq!(a.state(), AgentState::Paused);
     assert!(a.cancel());
@@ -539,16 +547,7 @@ fn a_paused_agent_can_be_cancelled() {
 
 #[test]
 fn freeing_the_urgent_agent_gives_its_room_back() {
-    let (srv, rt, low, high) = start_low_then_urgent(
-        r#","limits":{"concurrency":1}"#,
-        "",
-        "",
-        "urgent task",
-        Duration::from_secs(3),
-    );
-    until(&rt, |e| {
-        e.kind == EventKind::Preempted && e.agent == low.raw()
-    });
+    let (srv, rt, low, high) = low_paused(Duration::from_secs(3));
     // high is freed with its call on the server: its turn is cancelled, its room given back,
     // and low goes on (its call waits only for high's cancelled call to leave the slot).
     assert!(srv.wait_for_requests(2, Duration::from_secs(10)));
@@ -566,16 +565,7 @@ fn freeing_the_urgent_agent_gives_its_room_back() {
 
 #[test]
 fn the_runtime_shuts_down_with_an_agent_paused_and_the_urgent_call_in_flight() {
-    let (_srv, rt, low, _high) = start_low_then_urgent(
-        r#","limits":{"concurrency":1}"#,
-        "",
-        "",
-        "urgent task",
-        Duration::from_secs(5),
-    );
-    until(&rt, |e| {
-        e.kind == EventKind::Preempted && e.agent == low.raw()
-    });
+    let (_srv, rt, _low, _high) = low_paused(Duration::from_secs(5));
     let t0 = Instant::now();
     drop(rt);
     assert!(t0.elapsed() < Duration::from_secs(4), "{:?}", t0.elapsed());

@@ -2182,6 +2182,37 @@ fn run_tool(
 /// Connects an agent's model call back to the agent.
 struct AgentObserver(Weak<Agent>);
 
+impl AgentObserver {
+    /// Runs `f` under the agent's lock when `call` is the call its turn waits on (not one left
+    /// over from a cancelled turn), then emits the event `f` returns, if any, once the lock is
+    /// let go.
+    fn on_current_call(
+        &self,
+        call: &CallInner,
+        f: impl FnOnce(&Arc<Agent>, &mut Inner, &Shared) -> Option<Event>,
+    ) {
+        let Some(agent) = self.0.upgrade() else {
+            return;
+        };
+        let Ok(shared) = agent.shared() else { return };
+        let event = {
+            let mut g = agent.inner.lock();
+            let current = g
+                .turn
+                .as_ref()
+                .and_then(|t| t.call.as_ref())
+                .is_some_and(|c| c.id == call.id);
+            if !current {
+                return;
+            }
+            f(&agent, &mut g, &shared)
+        };
+        if let Some(ev) = event {
+            shared.events().emit(ev);
+        }
+    }
+}
+
 impl CallObserver for AgentObserver {
     fn on_delta(&self, call: &CallInner, delta: StreamDelta<'_>) {
         let Some(agent) = self.0.upgrade() else {
@@ -2220,76 +2251,39 @@ impl CallObserver for AgentObserver {
     }
 
     fn on_waiting_for_room(&self, call: &CallInner) {
-        let Some(agent) = self.0.upgrade() else {
-            return;
-        };
-        let mut g = agent.inner.lock();
-        // Only for the call the turn waits on (not one left over from a cancelled turn).
-        let current = g
-            .turn
-            .as_ref()
-            .and_then(|t| t.call.as_ref())
-            .is_some_and(|c| c.id == call.id);
-        if current {
-            agent.claim_room(&mut g, &call.endpoint);
-        }
+        self.on_current_call(call, |agent, g, _| {
+            agent.claim_room(g, &call.endpoint);
+            None
+        });
     }
 
     fn on_held_for_room(&self, call: &CallInner, by: i32) {
-        let Some(agent) = self.0.upgrade() else {
-            return;
-        };
-        let Ok(shared) = agent.shared() else { return };
-        let turn = {
-            let mut g = agent.inner.lock();
+        self.on_current_call(call, |agent, g, shared| {
             // Already paused (its stream preempted, continuing later): nothing more to say.
-            if g.state == AgentState::Paused {
-                return;
-            }
-            let Some(t) = g
-                .turn
-                .as_mut()
-                .filter(|t| t.call.as_ref().is_some_and(|c| c.id == call.id))
-            else {
-                return;
-            };
-            if t.paused_by.is_some() {
-                return;
+            let t = g.turn.as_mut()?;
+            if g.state == AgentState::Paused || t.paused_by.is_some() {
+                return None;
             }
             t.paused_by = Some(by);
-            agent.set_state(&mut g, &shared, AgentState::Paused);
-            g.turns
-        };
-        shared.events().emit(
-            agent
-                .event(EventKind::Preempted, turn)
-                .detail(json!({"safe_point": true, "by_priority": by})),
-        );
+            agent.set_state(g, shared, AgentState::Paused);
+            Some(
+                agent
+                    .event(EventKind::Preempted, g.turns)
+                    .detail(json!({"safe_point": true, "by_priority": by})),
+            )
+        });
     }
 
     fn on_admitted_after_hold(&self, call: &CallInner) {
-        let Some(agent) = self.0.upgrade() else {
-            return;
-        };
-        let Ok(shared) = agent.shared() else { return };
-        let (turn, by) = {
-            let mut g = agent.inner.lock();
-            let Some(t) = g
-                .turn
-                .as_mut()
-                .filter(|t| t.call.as_ref().is_some_and(|c| c.id == call.id))
-            else {
-                return;
-            };
-            let Some(by) = t.paused_by.take() else { return };
-            agent.set_state(&mut g, &shared, AgentState::WaitingModel);
-            (g.turns, by)
-        };
-        shared.events().emit(
-            agent
-                .event(EventKind::Resumed, turn)
-                .detail(json!({"safe_point": true, "by_priority": by})),
-        );
+        self.on_current_call(call, |agent, g, shared| {
+            let by = g.turn.as_mut()?.paused_by.take()?;
+            agent.set_state(g, shared, AgentState::WaitingModel);
+            Some(
+                agent
+                    .event(EventKind::Resumed, g.turns)
+                    .detail(json!({"safe_point": true, "by_priority": by})),
+            )
+        });
     }
 
     fn on_resumed(&self, _call: &CallInner) {

@@ -8,6 +8,7 @@
 #include <agentos.h>
 
 #include "check.h"
+#include "json_server.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -15,114 +16,32 @@
 
 /* ---- the server ------------------------------------------------------------------------ */
 
-/* Answers each request on a keep-alive connection by what its body holds:
+/* Answers each request by what its body holds:
    a tool result  -> the text "done: " and the last user message;
    "slow"         -> the text "slow done", after 600 ms;
    otherwise      -> a call of the tool "step" with arguments {}. */
-static int listen_fd = -1;
-#define MAX_CONNS 64
-static int conn_fds[MAX_CONNS];
-static pthread_t conn_threads[MAX_CONNS];
-static atomic_int n_conns;
-
-static void reply_json(int c, const char *json) {
-    char head[256];
-    int n = snprintf(head, sizeof head,
-                     "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
-                     strlen(json));
-    if (send(c, head, (size_t)n, MSG_NOSIGNAL) < 0) return;
-    (void)send(c, json, strlen(json), MSG_NOSIGNAL);
-}
-
-static void *serve_conn(void *arg) {
-    int c = *(int *)arg;
-    char buf[1 << 16];
-    buf[0] = 0;
-    size_t have = 0;
-    for (;;) {
-        /* Read one request: headers, then Content-Length bytes of body. */
-        char *end = NULL;
-        while (!(end = strstr(buf, "\r\n\r\n"))) {
-            if (have >= sizeof buf - 1) return NULL;
-            ssize_t r = recv(c, buf + have, sizeof buf - 1 - have, 0);
-            if (r <= 0) return NULL;
-            have += (size_t)r;
-            buf[have] = 0;
-        }
-        const char *cl = strstr(buf, "Content-Length:");
-        if (!cl) cl = strstr(buf, "content-length:");
-        size_t body_len = cl ? strtoul(cl + 15, NULL, 10) : 0;
-        size_t head_len = (size_t)(end + 4 - buf);
-        while (have < head_len + body_len) {
-            if (have >= sizeof buf - 1) return NULL;
-            ssize_t r = recv(c, buf + have, sizeof buf - 1 - have, 0);
-            if (r <= 0) return NULL;
-            have += (size_t)r;
-            buf[have] = 0;
-        }
-        char saved = buf[head_len + body_len];
-        buf[head_len + body_len] = 0;
-        const char *body = buf + head_len;
-        const char *usage = "\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":2,\"total_tokens\":12}";
-        char json[512];
-        if (strstr(body, "\"role\":\"tool\"")) {
-            /* Echo the last user message (plain text in these tests), so each caller can tell
-               its own answer. */
-            const char *key = "\"role\":\"user\",\"content\":\"", *last = NULL;
-            for (const char *p = strstr(body, key); p; p = strstr(p + 1, key)) last = p + strlen(key);
-            int n = last ? (int)strcspn(last, "\"") : 0;
-            snprintf(json, sizeof json,
-                     "{\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"done: %.*s\"},"
-                     "\"finish_reason\":\"stop\"}],%s}", n, last ? last : "", usage);
-        } else if (strstr(body, "slow")) {
-            struct timespec ts = {0, 600 * 1000000L};
-            nanosleep(&ts, NULL);
-            snprintf(json, sizeof json,
-                     "{\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"slow done\"},"
-                     "\"finish_reason\":\"stop\"}],%s}", usage);
-        } else {
-            snprintf(json, sizeof json,
-                     "{\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":null,"
-                     "\"tool_calls\":[{\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"step\","
-                     "\"arguments\":\"{}\"}}]},\"finish_reason\":\"tool_calls\"}],%s}", usage);
-        }
-        buf[head_len + body_len] = saved;
-        reply_json(c, json);
-        /* Keep whatever of the next request has arrived already. */
-        size_t used = head_len + body_len;
-        memmove(buf, buf + used, have - used);
-        have -= used;
-        buf[have] = 0;
-    }
-}
-
-static void *serve(void *arg) {
-    (void)arg;
-    for (;;) {
-        int c = accept(listen_fd, NULL, NULL);
-        if (c < 0) return NULL; /* the listener was shut down */
-        int i = atomic_fetch_add(&n_conns, 1);
-        CHECK(i < MAX_CONNS);
-        conn_fds[i] = c;
-        CHECK(pthread_create(&conn_threads[i], NULL, serve_conn, &conn_fds[i]) == 0);
-    }
-}
-
-static int start_server(pthread_t *t) {
-    int port = 0;
-    listen_fd = listen_loopback(&port);
-    CHECK(pthread_create(t, NULL, serve, NULL) == 0);
-    return port;
-}
-
-static void stop_server(pthread_t t) {
-    shutdown(listen_fd, SHUT_RDWR);
-    CHECK(pthread_join(t, NULL) == 0);
-    close(listen_fd);
-    for (int i = 0; i < atomic_load(&n_conns); i++) {
-        shutdown(conn_fds[i], SHUT_RDWR);
-        CHECK(pthread_join(conn_threads[i], NULL) == 0);
-        close(conn_fds[i]);
+static void answer(const char *body, char *json, size_t cap) {
+    const char *usage = "\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":2,\"total_tokens\":12}";
+    if (strstr(body, "\"role\":\"tool\"")) {
+        /* Echo the last user message (plain text in these tests), so each caller can tell
+           its own answer. */
+        const char *key = "\"role\":\"user\",\"content\":\"", *last = NULL;
+        for (const char *p = strstr(body, key); p; p = strstr(p + 1, key)) last = p + strlen(key);
+        int n = last ? (int)strcspn(last, "\"") : 0;
+        snprintf(json, cap,
+                 "{\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"done: %.*s\"},"
+                 "\"finish_reason\":\"stop\"}],%s}", n, last ? last : "", usage);
+    } else if (strstr(body, "slow")) {
+        struct timespec ts = {0, 600 * 1000000L};
+        nanosleep(&ts, NULL);
+        snprintf(json, cap,
+                 "{\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"slow done\"},"
+                 "\"finish_reason\":\"stop\"}],%s}", usage);
+    } else {
+        snprintf(json, cap,
+                 "{\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":null,"
+                 "\"tool_calls\":[{\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"step\","
+                 "\"arguments\":\"{}\"}}]},\"finish_reason\":\"tool_calls\"}],%s}", usage);
     }
 }
 
@@ -164,8 +83,7 @@ static void *run_go(void *arg) {
 }
 
 int main(void) {
-    pthread_t server;
-    int port = start_server(&server);
+    int port = json_server_start(answer);
     agentos_config *cfg = NULL;
     CHECK(agentos_config_new(&cfg) == 0);
     CHECK(agentos_config_set_json(cfg, "{\"workers\":2,\"event_capacity\":1000}", NULL) == 0);
@@ -293,7 +211,7 @@ int main(void) {
     CHECK(agentos_agent_run(rt, a, "go", -1, &answer, NULL) == AGENTOS_STATUS_STALE_HANDLE);
 
     agentos_runtime_free(rt);
-    stop_server(server);
+    json_server_stop();
     printf("test_agent_run: %d checks passed\n", checks);
     return 0;
 }

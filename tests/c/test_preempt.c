@@ -12,6 +12,7 @@
 #include <agentos.h>
 
 #include "check.h"
+#include "json_server.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -24,11 +25,6 @@
    a tool result   -> the text "low done";
    otherwise       -> a call of the tool "work", after DELAY_MS. */
 #define DELAY_MS 500
-static int listen_fd = -1;
-#define MAX_CONNS 16
-static int conn_fds[MAX_CONNS];
-static pthread_t conn_threads[MAX_CONNS];
-static atomic_int n_conns;
 static pthread_mutex_t order_lock = PTHREAD_MUTEX_INITIALIZER;
 static char order[256]; /* one letter per request: u(rgent), t(ool result), f(irst) */
 static atomic_int requests;
@@ -46,85 +42,29 @@ static void sleep_ms(long ms) {
     nanosleep(&ts, NULL);
 }
 
-static void reply_json(int c, const char *json) {
-    char head[256];
-    int n = snprintf(head, sizeof head,
-                     "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
-                     strlen(json));
-    if (send(c, head, (size_t)n, MSG_NOSIGNAL) < 0) return;
-    (void)send(c, json, strlen(json), MSG_NOSIGNAL);
-}
-
-static void *serve_conn(void *arg) {
-    int c = *(int *)arg;
-    char buf[1 << 16];
-    buf[0] = 0;
-    size_t have = 0;
-    for (;;) {
-        char *end = NULL;
-        while (!(end = strstr(buf, "\r\n\r\n"))) {
-            if (have >= sizeof buf - 1) return NULL;
-            ssize_t r = recv(c, buf + have, sizeof buf - 1 - have, 0);
-            if (r <= 0) return NULL;
-            have += (size_t)r;
-            buf[have] = 0;
-        }
-        const char *cl = strstr(buf, "Content-Length:");
-        if (!cl) cl = strstr(buf, "content-length:");
-        size_t body_len = cl ? strtoul(cl + 15, NULL, 10) : 0;
-        size_t head_len = (size_t)(end + 4 - buf);
-        while (have < head_len + body_len) {
-            if (have >= sizeof buf - 1) return NULL;
-            ssize_t r = recv(c, buf + have, sizeof buf - 1 - have, 0);
-            if (r <= 0) return NULL;
-            have += (size_t)r;
-            buf[have] = 0;
-        }
-        char saved = buf[head_len + body_len];
-        buf[head_len + body_len] = 0;
-        const char *body = buf + head_len;
-        const char *usage = "\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":2,\"total_tokens\":12}";
-        char json[512];
-        const char *text = NULL;
-        if (strstr(body, "urgent")) {
-            note('u');
-            sleep_ms(DELAY_MS);
-            text = "urgent done";
-        } else if (strstr(body, "\"role\":\"tool\"")) {
-            note('t');
-            text = "low done";
-        } else {
-            note('f');
-            sleep_ms(DELAY_MS);
-        }
-        if (text)
-            snprintf(json, sizeof json,
-                     "{\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"%s\"},"
-                     "\"finish_reason\":\"stop\"}],%s}", text, usage);
-        else
-            snprintf(json, sizeof json,
-                     "{\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":null,"
-                     "\"tool_calls\":[{\"id\":\"w1\",\"type\":\"function\",\"function\":{\"name\":\"work\","
-                     "\"arguments\":\"{}\"}}]},\"finish_reason\":\"tool_calls\"}],%s}", usage);
-        buf[head_len + body_len] = saved;
-        reply_json(c, json);
-        size_t used = head_len + body_len;
-        memmove(buf, buf + used, have - used);
-        have -= used;
-        buf[have] = 0;
+static void answer(const char *body, char *json, size_t cap) {
+    const char *usage = "\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":2,\"total_tokens\":12}";
+    const char *text = NULL;
+    if (strstr(body, "urgent")) {
+        note('u');
+        sleep_ms(DELAY_MS);
+        text = "urgent done";
+    } else if (strstr(body, "\"role\":\"tool\"")) {
+        note('t');
+        text = "low done";
+    } else {
+        note('f');
+        sleep_ms(DELAY_MS);
     }
-}
-
-static void *serve(void *arg) {
-    (void)arg;
-    for (;;) {
-        int c = accept(listen_fd, NULL, NULL);
-        if (c < 0) return NULL; /* the listener was shut down */
-        int i = atomic_fetch_add(&n_conns, 1);
-        CHECK(i < MAX_CONNS);
-        conn_fds[i] = c;
-        CHECK(pthread_create(&conn_threads[i], NULL, serve_conn, &conn_fds[i]) == 0);
-    }
+    if (text)
+        snprintf(json, cap,
+                 "{\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"%s\"},"
+                 "\"finish_reason\":\"stop\"}],%s}", text, usage);
+    else
+        snprintf(json, cap,
+                 "{\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":null,"
+                 "\"tool_calls\":[{\"id\":\"w1\",\"type\":\"function\",\"function\":{\"name\":\"work\","
+                 "\"arguments\":\"{}\"}}]},\"finish_reason\":\"tool_calls\"}],%s}", usage);
 }
 
 /* ---- the tool --------------------------------------------------------------------------- */
@@ -153,10 +93,7 @@ static int find(const struct seen *ev, int n, int kind, agentos_agent_id agent) 
 }
 
 int main(void) {
-    pthread_t server;
-    int port = 0;
-    listen_fd = listen_loopback(&port);
-    CHECK(pthread_create(&server, NULL, serve, NULL) == 0);
+    int port = json_server_start(answer);
 
     agentos_config *cfg = NULL;
     agentos_runtime *rt = NULL;
@@ -246,14 +183,7 @@ int main(void) {
     CHECK(agentos_agent_state(rt, low, &st) == AGENTOS_STATUS_OK && st == AGENTOS_AGENT_IDLE);
 
     agentos_runtime_free(rt);
-    shutdown(listen_fd, SHUT_RDWR);
-    CHECK(pthread_join(server, NULL) == 0);
-    close(listen_fd);
-    for (int i = 0; i < atomic_load(&n_conns); i++) {
-        shutdown(conn_fds[i], SHUT_RDWR);
-        CHECK(pthread_join(conn_threads[i], NULL) == 0);
-        close(conn_fds[i]);
-    }
+    json_server_stop();
     printf("test_preempt: %d checks passed\n", checks);
     return 0;
 }
