@@ -354,11 +354,7 @@ impl Agent {
         // Estimate the tool schemas now, once, rather than inside the first turn.
         {
             let g = agent.inner.lock();
-            agent.request_plan(
-                &g,
-                shared,
-                shared.models().endpoint(&agent.config.endpoint).ok(),
-            );
+            agent.request_plan(&g, shared, agent.endpoint_state(shared).as_deref());
         }
         agent
     }
@@ -680,8 +676,8 @@ impl Agent {
             return Value::Null;
         };
         let mut g = self.inner.lock();
-        let endpoint = shared.models().endpoint(&self.config.endpoint).ok();
-        let (tools, limit, endpoint) = self.request_plan(&g, &shared, endpoint);
+        let endpoint = self.endpoint_state(&shared);
+        let (tools, limit) = self.request_plan(&g, &shared, endpoint.as_deref());
         let level = if g.force_compaction {
             2
         } else {
@@ -1122,7 +1118,7 @@ impl Agent {
                         self.end_turn(g, shared, Status::LimitExceeded, why, out);
                         continue;
                     }
-                    let endpoint = shared.models().endpoint(&self.config.endpoint).ok();
+                    let endpoint = self.endpoint_state(shared);
                     // A safe point: nothing of this agent is in flight.
                     if let Some(ep) = &endpoint {
                         if self.pause_at_safe_point(g, shared, ep, number, out) {
@@ -1544,7 +1540,7 @@ impl Agent {
         out: &mut StepOut,
     ) -> bool {
         let priority = self.config.priority;
-        let held = self.config.preemptible && ep.room.claimed_above(priority) && {
+        if self.config.preemptible && ep.room.claimed_above(priority) {
             let weak = Arc::downgrade(self);
             let wake: crate::model::room::Wake = Box::new(move || {
                 if let Some(agent) = weak.upgrade() {
@@ -1553,24 +1549,18 @@ impl Agent {
                     }
                 }
             });
-            match ep.room.wait_if_claimed_above(self.handle(), priority, wake) {
-                Some(by) => {
-                    let t = g.turn.as_mut().expect("turn");
-                    if t.paused_by.is_none() {
-                        t.paused_by = Some(by);
-                        out.emit(
-                            self.event(EventKind::Preempted, number)
-                                .detail(json!({"safe_point": true, "by_priority": by})),
-                        );
-                    }
-                    true
+            if let Some(by) = ep.room.wait_if_claimed_above(self.handle(), priority, wake) {
+                let t = g.turn.as_mut().expect("turn");
+                if t.paused_by.is_none() {
+                    t.paused_by = Some(by);
+                    out.emit(
+                        self.event(EventKind::Preempted, number)
+                            .detail(json!({"safe_point": true, "by_priority": by})),
+                    );
                 }
-                None => false,
+                self.set_state(g, shared, AgentState::Paused);
+                return true;
             }
-        };
-        if held {
-            self.set_state(g, shared, AgentState::Paused);
-            return true;
         }
         if let Some(by) = g.turn.as_mut().and_then(|t| t.paused_by.take()) {
             out.emit(
@@ -1581,16 +1571,21 @@ impl Agent {
         false
     }
 
+    /// The agent's endpoint (`None`: removed since the agent was made).
+    fn endpoint_state(&self, shared: &Shared) -> Option<Arc<EndpointState>> {
+        shared.models().endpoint(&self.config.endpoint).ok()
+    }
+
     /// The tools a request offers (before `recall`, which is added only when the view hides
-    /// something), the token limit for the view's messages, and the agent's endpoint (`None`:
-    /// removed since the agent was made), looked up once for all three. Shared by requests
-    /// and by [`Agent::context_json`], so the context reported is the context sent.
+    /// something) and the token limit for the view's messages, on `endpoint` (the agent's,
+    /// looked up once by the caller). Shared by requests and by [`Agent::context_json`], so
+    /// the context reported is the context sent.
     fn request_plan(
         &self,
         g: &Inner,
         shared: &Shared,
-        endpoint: Option<Arc<EndpointState>>,
-    ) -> (Vec<ToolSpec>, u64, Option<Arc<EndpointState>>) {
+        endpoint: Option<&EndpointState>,
+    ) -> (Vec<ToolSpec>, u64) {
         let mut tools: Vec<ToolSpec> = Vec::with_capacity(self.config.tools.len() + 1);
         for name in &self.config.tools {
             if name == SEND_MESSAGE {
@@ -1604,12 +1599,10 @@ impl Agent {
             select_tools(&mut tools, &g.history, sel.max_tools, sel.max_description);
         }
         // Room for the recall tool's definition.
-        let limit = self
-            .message_limit(g, endpoint.as_deref(), &tools)
-            .saturating_sub(64);
+        let limit = self.message_limit(g, endpoint, &tools).saturating_sub(64);
         // The calibration scales the estimate; compaction works in estimated tokens.
         let limit = (limit as f64 / g.calibration.ratio().max(0.25)) as u64;
-        (tools, limit, endpoint)
+        (tools, limit)
     }
 
     /// Builds the next request: the view of the history under the context policies, rendered
@@ -1623,7 +1616,7 @@ impl Agent {
         shared: &Shared,
         endpoint: Option<Arc<EndpointState>>,
     ) -> PreparedCall {
-        let (mut tools, limit, endpoint) = self.request_plan(g, shared, endpoint);
+        let (mut tools, limit) = self.request_plan(g, shared, endpoint.as_deref());
         let level = if std::mem::take(&mut g.force_compaction) {
             2
         } else {

@@ -50,8 +50,6 @@ enum Cmd {
     /// A call to start once the instant has passed (a retry after its backoff).
     SubmitAt(Arc<CallInner>, Instant),
     Cancel(u64),
-    /// Room claimed on an endpoint was given back: calls held for it may be admitted now.
-    Admit,
 }
 
 /// A timer: when it is due, and a number that tells timers due at the same instant apart.
@@ -192,11 +190,10 @@ impl Engine {
     }
 
     /// Asks the I/O thread for an admission pass at once (room claimed on an endpoint was
-    /// given back, so calls held for it may go).
+    /// given back, so calls held for it may go): every pass of its loop admits, so waking it
+    /// is enough.
     pub fn nudge_admission(&self) {
-        if self.tx.send(Cmd::Admit).is_ok() {
-            self.waker.wake();
-        }
+        self.waker.wake();
     }
 
     /// Asks the I/O thread to cancel a call (its flag must already be set).
@@ -484,7 +481,6 @@ impl IoLoop {
                     Cmd::Submit(call) => self.enqueue(call, Instant::now()),
                     Cmd::SubmitAt(call, at) => self.enqueue(call, at),
                     Cmd::Cancel(id) => self.cancel(id),
-                    Cmd::Admit => self.admit_now = true,
                 }
             }
             self.run_timers(Instant::now());

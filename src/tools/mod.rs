@@ -143,8 +143,8 @@ impl ToolInvocation {
     }
 
     /// Gives the call what cancels its timeout, run when it completes, before the outcome is
-    /// delivered (at once, when it already has): a timer left to run out would keep its share of memory for the whole
-    /// timeout after a quick tool is long done.
+    /// delivered (at once, when it already has): a timer left to run out would keep its share
+    /// of memory for the whole timeout after a quick tool is long done.
     pub fn arm(&self, disarm: Box<dyn FnOnce() + Send>) {
         let mut p = self.pending.lock();
         if p.done.is_some() {
