@@ -88,6 +88,15 @@ fn until(rt: &Runtime, pred: impl Fn(&Event) -> bool) -> Vec<Event> {
     }
 }
 
+/// Where the first event of kind `k` of agent `h` is in `events` (panics, listing them, if
+/// there is none).
+fn position_of(events: &[Event], k: EventKind, h: Handle) -> usize {
+    events
+        .iter()
+        .position(|e| e.kind == k && e.agent == h.raw())
+        .unwrap_or_else(|| panic!("{k:?} of {h:?} in {events:?}"))
+}
+
 fn turn_end(rt: &Runtime, h: Handle) -> Event {
     until(rt, |e| e.kind == EventKind::TurnEnd && e.agent == h.raw())
         .pop()
@@ -582,12 +591,7 @@ fn assert_paused_at_safe_point(
     high_text: &str,
     events: &[Event],
 ) {
-    let pos = |k: EventKind, h: Handle| {
-        events
-            .iter()
-            .position(|e| e.kind == k && e.agent == h.raw())
-            .unwrap_or_else(|| panic!("{k:?} of {h:?} in {events:?}"))
-    };
+    let pos = |k: EventKind, h: Handle| position_of(events, k, h);
     let paused = &events[pos(EventKind::Preempted, low)];
     assert_eq!(paused.detail["safe_point"], true, "{paused:?}");
     assert_eq!(paused.detail["by_priority"], 9);
@@ -726,12 +730,7 @@ fn a_queued_less_urgent_call_is_held_while_an_urgent_turn_needs_the_slot() {
     let events = until(&rt, |e| {
         e.kind == EventKind::TurnEnd && e.agent == low_b.raw()
     });
-    let pos = |k: EventKind, h: Handle| {
-        events
-            .iter()
-            .position(|e| e.kind == k && e.agent == h.raw())
-            .unwrap_or_else(|| panic!("{k:?} of {h:?} in {events:?}"))
-    };
+    let pos = |k: EventKind, h: Handle| position_of(&events, k, h);
     let held = &events[pos(EventKind::Preempted, low_b)];
     assert_eq!(held.detail["safe_point"], true, "{held:?}");
     assert_eq!(held.detail["by_priority"], 9);
