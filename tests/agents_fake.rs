@@ -573,6 +573,67 @@ fn freeing_the_urgent_agent_gives_its_room_back() {
 }
 
 #[test]
+fn an_urgent_turn_gives_its_room_back_while_its_tools_outlast_a_model_call() {
+    // One slot. low's first call (a tool call) takes 300 ms; high is sent its message
+    // meanwhile, waits for the slot and claims room, so low pauses at its next safe point.
+    // high's answer asks for a tool that finishes only when the test lets it: past the claim
+    // grace (about as long as a call here takes), high gives the room back, and low goes on
+    // and finishes its turn while high's tool still runs.
+    let srv = FakeServer::start();
+    let rt = runtime("");
+    endpoint(&rt, &srv, r#","limits":{"concurrency":1}"#);
+    add_tool(&rt, "work", r#"{"type":"object"}"#, |inv| {
+        inv.complete(ToolOutcome::Ok("work done".into()));
+    });
+    let held: Arc<Mutex<Option<Arc<ToolInvocation>>>> = Arc::default();
+    let hold = held.clone();
+    add_tool(&rt, "slow", r#"{"type":"object"}"#, move |inv| {
+        *hold.lock().unwrap() = Some(inv);
+    });
+    let low = agent(
+        &rt,
+        r#"{"name":"low","endpoint":"fake","priority":1,"tools":["work"],"stream":false}"#,
+    );
+    let high = agent(
+        &rt,
+        r#"{"name":"high","endpoint":"fake","priority":9,"tools":["slow"],"stream":false}"#,
+    );
+    srv.push(Reply::openai_tool_call("w1", "work", "{}").delay(Duration::from_millis(300)));
+    srv.push(Reply::openai_tool_call("s1", "slow", "{}"));
+    srv.push(Reply::openai_text("low answer"));
+    srv.push(Reply::openai_text("urgent answer"));
+    send(&rt, low, "low task");
+    assert!(srv.wait_for_requests(1, Duration::from_secs(10)));
+    send(&rt, high, "urgent task");
+    let events = until(&rt, |e| {
+        e.kind == EventKind::TurnEnd && e.agent == low.raw()
+    });
+    let paused = &events[position_of(&events, EventKind::Preempted, low)];
+    assert_eq!(paused.detail["safe_point"], true, "{paused:?}");
+    assert_eq!(paused.detail["by_priority"], 9);
+    // low went on after high's tool had started, and finished while it still ran.
+    let slow_started = position_of(&events, EventKind::ToolCall, high);
+    let resumed = position_of(&events, EventKind::Resumed, low);
+    assert!(slow_started < resumed, "{events:?}");
+    let end = events.last().unwrap();
+    assert_eq!((end.status, end.text.as_str()), (Status::Ok, "low answer"));
+    let inv = held
+        .lock()
+        .unwrap()
+        .take()
+        .expect("high's tool is still running");
+    assert_eq!(srv.request_count(), 3);
+    // high's turn goes on once its tool finishes.
+    inv.complete(ToolOutcome::Ok("slow done".into()));
+    let end = turn_end(&rt, high);
+    assert_eq!(
+        (end.status, end.text.as_str()),
+        (Status::Ok, "urgent answer")
+    );
+    assert_eq!(srv.request_count(), 4);
+}
+
+#[test]
 fn the_runtime_shuts_down_with_an_agent_paused_and_the_urgent_call_in_flight() {
     let (_srv, rt, _low, _high) = low_paused(Duration::from_secs(5));
     let t0 = Instant::now();

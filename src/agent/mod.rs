@@ -137,8 +137,13 @@ struct Turn {
     /// Compact-and-retry rounds after context overflows this turn.
     overflow_retries: u32,
     /// The room this (urgent) turn claimed on the agent's endpoint, held until it ends: less
-    /// urgent agents pause at their safe points meanwhile (see [`crate::model::room`]).
+    /// urgent agents pause at their safe points meanwhile (see [`crate::model::room`]). While
+    /// the turn's tools run, it is held only for the endpoint's claim grace
+    /// ([`EndpointState::claim_grace`]): tools that run longer give it back, and a later call
+    /// that cannot be admitted claims again.
     room: Option<RoomClaim>,
+    /// The timer that gives the room back if the tools outlast the grace.
+    room_timer: Option<crate::model::engine::TimerId>,
     /// Paused at a safe point under another agent's claim (the highest claiming priority
     /// when it paused): the next step that goes on records the resume.
     paused_by: Option<i32>,
@@ -920,6 +925,9 @@ impl Agent {
             text,
             out,
         );
+        if let Some(id) = turn.room_timer.take() {
+            shared.models().cancel_timer(id);
+        }
         // The room goes back after the turn's end is out: the agents it wakes record their
         // resumes after it.
         if let Some(claim) = turn.room.take() {
@@ -1064,6 +1072,7 @@ impl Agent {
                     cancelled: false,
                     overflow_retries: 0,
                     room: None,
+                    room_timer: None,
                     paused_by: None,
                     done: msg.done,
                 });
@@ -1256,6 +1265,9 @@ impl Agent {
                     t.invocations.clear();
                     t.calls = no_calls();
                     t.phase = Phase::NeedModel;
+                    if let Some(id) = t.room_timer.take() {
+                        shared.models().cancel_timer(id);
+                    }
                     // The call and its results enter the history together: never split.
                     g.push_history(assistant);
                     for r in results {
@@ -1379,7 +1391,45 @@ impl Agent {
         t.pending = pending;
         t.invocations = invocations;
         t.phase = Phase::RunningTools;
+        if !t.invocations.is_empty() {
+            self.limit_room_while_tools_run(t, shared);
+        }
         self.set_state(g, shared, AgentState::RunningTools);
+    }
+
+    /// With room claimed as its tools start, the turn keeps it only for the endpoint's claim
+    /// grace: tools that run longer than a model call there takes would keep the less urgent
+    /// agents paused (and the slots kept for the claim idle) for nothing. A timer gives the
+    /// room back then, unless the tools finished first (the timer is cancelled as the turn
+    /// goes on).
+    fn limit_room_while_tools_run(self: &Arc<Self>, t: &mut Turn, shared: &Shared) {
+        let Some(claim) = &t.room else { return };
+        let grace = claim.endpoint.claim_grace();
+        let (weak, number, step) = (Arc::downgrade(self), t.number, t.steps);
+        let timer = shared.models().schedule(
+            Instant::now() + grace,
+            Box::new(move || {
+                if let Some(agent) = weak.upgrade() {
+                    agent.give_back_room_during_tools(number, step);
+                }
+            }),
+        );
+        t.room_timer = timer.ok();
+    }
+
+    /// The claim grace ran out with step `step` of turn `number` still running its tools:
+    /// the room goes back (outside the lock: releasing wakes the paused agents).
+    fn give_back_room_during_tools(&self, number: u64, step: u32) {
+        let claim = {
+            let mut g = self.inner.lock();
+            let Some(t) = g.turn.as_mut() else { return };
+            if t.number != number || t.steps != step || t.phase != Phase::RunningTools {
+                return;
+            }
+            t.room_timer = None;
+            t.room.take()
+        };
+        drop(claim);
     }
 
     /// The event for the result of tool call `index` of `calls`.
@@ -1511,9 +1561,9 @@ impl Agent {
             .saturating_sub(g.tool_tokens.borrow_mut().tools_tokens(tools))
     }
 
-    /// Claims room on `ep` for the current turn (once per turn; see [`crate::model::room`]):
-    /// until the turn ends, less urgent preemptible agents on the endpoint pause at their
-    /// safe points.
+    /// Claims room on `ep` for the current turn (once per turn, or again after the tools gave
+    /// it back; see [`crate::model::room`]): until the turn ends, less urgent preemptible
+    /// agents on the endpoint pause at their safe points.
     fn claim_room(&self, g: &mut Inner, ep: &Arc<EndpointState>) {
         let Some(t) = g.turn.as_mut() else { return };
         if t.room.is_some() {

@@ -103,6 +103,10 @@ const QUICK_CALL: std::time::Duration = std::time::Duration::from_millis(2);
 const SPIN_LATENCY: std::time::Duration = std::time::Duration::from_micros(100);
 /// The longest a call yields before it sleeps in poll.
 const SPIN_MAX: std::time::Duration = std::time::Duration::from_micros(200);
+/// The least and the most an agent keeps a claim of room while its tools run (see
+/// [`EndpointState::claim_grace`]).
+const CLAIM_GRACE_MIN: std::time::Duration = std::time::Duration::from_millis(20);
+const CLAIM_GRACE_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl EndpointState {
     /// Folds a successful call's duration into the recent latency (1/8 weight).
@@ -128,6 +132,18 @@ impl EndpointState {
     pub fn answers_quickly(&self) -> bool {
         let us = self.recent_latency_us.load(Ordering::Relaxed);
         us > 0 && us < QUICK_CALL.as_micros() as u64
+    }
+
+    /// How long an agent holding a claim of room on this endpoint keeps it while its tools
+    /// run: about as long as a model call here takes lately (within [`CLAIM_GRACE_MIN`] and
+    /// [`CLAIM_GRACE_MAX`]; the longest before any call succeeded). Tools that take longer
+    /// than that would keep less urgent agents waiting longer than a call of theirs takes.
+    pub fn claim_grace(&self) -> std::time::Duration {
+        let us = self.recent_latency_us.load(Ordering::Relaxed);
+        if us == 0 {
+            return CLAIM_GRACE_MAX;
+        }
+        std::time::Duration::from_micros(us).clamp(CLAIM_GRACE_MIN, CLAIM_GRACE_MAX)
     }
 
     /// Records a finished call.

@@ -3,8 +3,9 @@
 //! An agent *claims room* on its endpoint when its model call cannot be admitted (the
 //! endpoint's concurrency or token budget is taken) or when its context nears its limit (a
 //! large call that should not wait behind others). Until the claim is released (when that
-//! agent's turn ends), every preemptible agent of lower priority on the same endpoint pauses
-//! at its next safe point:
+//! agent's turn ends, or once its tools have run for the endpoint's claim grace, about as long
+//! as a model call there takes), every preemptible agent of lower priority on the same
+//! endpoint pauses at its next safe point:
 //!
 //! - before it would start another model call: it asks [`Room::wait_if_claimed_above`], which
 //!   registers a wake-up and says by whom it is held. Releasing the last claim above a waiting
