@@ -554,6 +554,54 @@ fn concurrency_limit_admits_by_priority() {
 }
 
 #[test]
+fn a_call_waiting_past_the_starvation_limit_is_admitted_before_more_urgent_ones() {
+    // Aging at admission, as the run queue ages jobs: a less urgent call that has waited
+    // longer than starvation_ms goes before the urgent calls queued after it.
+    let srv = FakeServer::start();
+    let mut config = agentos::config::RuntimeConfig::default();
+    config.set_workers(1).unwrap();
+    config.starvation_ms = 200;
+    let rt = agentos::runtime::Runtime::start(config).unwrap();
+    add_endpoint(
+        &rt,
+        "oa",
+        "openai",
+        &srv.url(),
+        r#","limits":{"concurrency":1}"#,
+    );
+    srv.push(Reply::openai_text("blocker").delay(Duration::from_millis(500)));
+    srv.set_default(Reply::openai_text("ok"));
+    let models = rt.shared().models();
+    let blocker = models.start("oa", request(false), 0).unwrap();
+    assert!(srv.wait_for_requests(1, Duration::from_secs(10)));
+    let said = |text: &str| {
+        ChatRequest::from_json(&format!(
+            r#"{{"messages":[{{"role":"user","content":"{text}"}}]}}"#
+        ))
+        .unwrap()
+    };
+    let mut calls = vec![blocker, models.start("oa", said("low"), 1).unwrap()];
+    for n in 1..=3 {
+        calls.push(models.start("oa", said(&format!("high{n}")), 9).unwrap());
+    }
+    for c in &calls {
+        wait(c).unwrap();
+    }
+    let order: Vec<String> = srv
+        .requests()
+        .iter()
+        .map(|r| {
+            serde_json::from_str::<serde_json::Value>(&r.json()).unwrap()["messages"][0]["content"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    // (With priority alone: hi, high1, high2, high3, low; see concurrency_limit_admits_by_priority.)
+    assert_eq!(order, vec!["hi", "low", "high1", "high2", "high3"]);
+}
+
+#[test]
 fn shutdown_completes_calls_in_flight() {
     let srv = FakeServer::start();
     let rt = runtime();

@@ -22,7 +22,7 @@ use crossbeam_channel::{Receiver, Sender};
 use curl::easy::Easy2;
 use curl::multi::{Easy2Handle, Events, Multi};
 use std::cmp::Ordering as CmpOrdering;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -101,8 +101,10 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Starts the I/O thread.
-    pub fn start(thread_name: &str) -> Result<Engine> {
+    /// Starts the I/O thread. With `starvation_limit`, a call that has waited that long for
+    /// admission to its endpoint is admitted next, whatever its priority (aging; see
+    /// `EndpointQueue::age`).
+    pub fn start(thread_name: &str, starvation_limit: Option<Duration>) -> Result<Engine> {
         let (tx, rx) = crossbeam_channel::unbounded();
         let io_err = |e: std::io::Error| {
             Error::new(Status::Io, format!("cannot set up the I/O thread: {e}"))
@@ -119,6 +121,7 @@ impl Engine {
                 ON_IO_THREAD.with(|f| f.set(true));
                 let mut io = IoLoop::new(rx, stop2, waker2, poller);
                 io.timers = timers2;
+                io.starvation_limit = starvation_limit;
                 io.run();
             })
             .map_err(|e| Error::new(Status::Io, format!("could not start the I/O thread: {e}")))?;
@@ -235,6 +238,9 @@ struct Queued {
     service: u64,
     seq: u64,
     ready_at: Instant,
+    /// Waited past the starvation limit: admitted before every call that has not, the
+    /// longest waiting first.
+    aged: bool,
     call: Arc<CallInner>,
 }
 
@@ -251,10 +257,19 @@ impl PartialOrd for Queued {
 }
 impl Ord for Queued {
     fn cmp(&self, o: &Self) -> CmpOrdering {
-        self.priority
-            .cmp(&o.priority)
-            .then_with(|| o.service.cmp(&self.service))
-            .then_with(|| o.seq.cmp(&self.seq))
+        match (self.aged, o.aged) {
+            (true, true) => o
+                .ready_at
+                .cmp(&self.ready_at)
+                .then_with(|| o.seq.cmp(&self.seq)),
+            (true, false) => CmpOrdering::Greater,
+            (false, true) => CmpOrdering::Less,
+            (false, false) => self
+                .priority
+                .cmp(&o.priority)
+                .then_with(|| o.service.cmp(&self.service))
+                .then_with(|| o.seq.cmp(&self.seq)),
+        }
     }
 }
 
@@ -288,6 +303,67 @@ struct EndpointQueue {
     /// The head is held back: the free slots are kept for agents that claimed room on the
     /// endpoint (see `IoLoop::admit`); a release of that room wakes the loop.
     held_for_room: bool,
+    /// For aging: when each call of `ready` became ready, with its `seq`, in the order they
+    /// were queued, so roughly the longest waiting first (entries of calls gone from `ready`
+    /// are dropped as they reach the front).
+    ages: VecDeque<(Instant, u64)>,
+    /// The `seq` of every call in `ready`.
+    waiting: HashSet<u64>,
+}
+
+impl EndpointQueue {
+    fn new(limiter: Limiter) -> EndpointQueue {
+        EndpointQueue {
+            limiter,
+            ready: BinaryHeap::new(),
+            delayed: Vec::new(),
+            blocked_until: None,
+            held_for_room: false,
+            ages: VecDeque::new(),
+            waiting: HashSet::new(),
+        }
+    }
+
+    /// Queues `item` for admission (it is ready now).
+    fn push_ready(&mut self, item: Queued) {
+        self.ages.push_back((item.ready_at, item.seq));
+        self.waiting.insert(item.seq);
+        self.ready.push(item);
+    }
+
+    /// Takes the next call to admit.
+    fn pop_ready(&mut self) -> Option<Queued> {
+        let item = self.ready.pop()?;
+        self.waiting.remove(&item.seq);
+        Some(item)
+    }
+
+    /// Aging, as the workers' run queue does it: calls that have waited for admission longer
+    /// than `limit` go first, oldest first, whatever their priority, so a steady flow of
+    /// urgent calls cannot keep a less urgent one waiting forever. The heap is rebuilt once
+    /// for all the calls that have just reached the limit (each call ages once).
+    fn age(&mut self, now: Instant, limit: Duration) {
+        let mut starving = HashSet::new();
+        while let Some(&(at, seq)) = self.ages.front() {
+            if self.waiting.contains(&seq) {
+                if now.saturating_duration_since(at) < limit {
+                    break;
+                }
+                starving.insert(seq);
+            }
+            self.ages.pop_front();
+        }
+        if starving.is_empty() {
+            return;
+        }
+        let mut items = std::mem::take(&mut self.ready).into_vec();
+        for it in &mut items {
+            if starving.contains(&it.seq) {
+                it.aged = true;
+            }
+        }
+        self.ready = BinaryHeap::from(items);
+    }
 }
 
 /// Transfers a shard takes before another shard is opened.
@@ -410,6 +486,8 @@ struct IoLoop {
     /// When a transfer last ran.
     last_busy: Instant,
     poller: Poller,
+    /// Aging of calls waiting for admission (see [`EndpointQueue::age`]); none: priority only.
+    starvation_limit: Option<Duration>,
 }
 
 fn endpoint_key(call: &CallInner) -> usize {
@@ -438,6 +516,7 @@ impl IoLoop {
             last_tick: Instant::now(),
             timers: Arc::default(),
             admit_now: false,
+            starvation_limit: None,
             idle_easy: Vec::new(),
             last_busy: Instant::now(),
         }
@@ -608,25 +687,23 @@ impl IoLoop {
     fn enqueue(&mut self, call: Arc<CallInner>, ready_at: Instant) {
         let key = endpoint_key(&call);
         let limits = call.endpoint.config.limits;
-        let q = self.queues.entry(key).or_insert_with(|| EndpointQueue {
-            limiter: Limiter::new(limits),
-            ready: BinaryHeap::new(),
-            delayed: Vec::new(),
-            blocked_until: None,
-            held_for_room: false,
-        });
+        let q = self
+            .queues
+            .entry(key)
+            .or_insert_with(|| EndpointQueue::new(Limiter::new(limits)));
         self.seq += 1;
         let item = Queued {
             priority: call.priority,
             service: call.service,
             seq: self.seq,
             ready_at,
+            aged: false,
             call,
         };
         if ready_at > Instant::now() {
             q.delayed.push(item);
         } else {
-            q.ready.push(item);
+            q.push_ready(item);
             // Queued after this pass's admission (a retry without backoff, say): the next
             // pass admits it at once rather than after the loop's sleep.
             self.admit_now = true;
@@ -649,7 +726,12 @@ impl IoLoop {
                 let (due, later): (Vec<_>, Vec<_>) =
                     q.delayed.drain(..).partition(|d| d.ready_at <= now);
                 q.delayed = later;
-                q.ready.extend(due);
+                for d in due {
+                    q.push_ready(d);
+                }
+                if let Some(limit) = self.starvation_limit {
+                    q.age(now, limit);
+                }
                 if matches!(q.blocked_until, Some(t) if t > now) {
                     continue;
                 }
@@ -663,7 +745,7 @@ impl IoLoop {
                 }
                 while let Some(top) = q.ready.peek() {
                     if top.call.cancel_requested() {
-                        cancelled.push(q.ready.pop().expect("peeked").call);
+                        cancelled.push(q.pop_ready().expect("peeked").call);
                         continue;
                     }
                     // Token-aware preemption, first tier, for calls not started: a queued call is
@@ -692,7 +774,7 @@ impl IoLoop {
                     }
                     let est = estimate_tokens(&top.call);
                     match q.limiter.try_admit(now, est, top.call.id) {
-                        Ok(()) => starts.push(q.ready.pop().expect("peeked").call),
+                        Ok(()) => starts.push(q.pop_ready().expect("peeked").call),
                         Err(until) => {
                             waiting = Some(top.call.clone());
                             q.blocked_until = until;
@@ -916,11 +998,15 @@ impl IoLoop {
             let items: Vec<Queued> = q.ready.drain().chain(q.delayed.drain(..)).collect();
             for it in items {
                 if it.call.id == call_id {
+                    q.waiting.remove(&it.seq);
                     cancelled.push(it.call);
+                } else if q.waiting.contains(&it.seq) {
+                    // Still waiting, as old as it was.
+                    q.ready.push(it);
                 } else if it.ready_at > now {
                     q.delayed.push(it);
                 } else {
-                    q.ready.push(it);
+                    q.push_ready(it);
                 }
             }
         }
@@ -1075,6 +1161,48 @@ mod tests {
     /// the loop does not sleep first (it used to, up to a second when no other transfer was in
     /// flight to wake it).
     #[test]
+    fn calls_waiting_past_the_starvation_limit_are_admitted_first_longest_waiting_first() {
+        let hub = crate::model::hub::ModelHub::new("test-io");
+        hub.add_endpoint_json(
+            r#"{"name":"e","provider":"openai","base_url":"http://127.0.0.1:9/v1","model":"m","limits":{"concurrency":1}}"#,
+            false,
+        )
+        .unwrap();
+        let ep = hub.endpoint("e").unwrap();
+        let item = |priority: i32, seq: u64, waited_s: u64| Queued {
+            priority,
+            service: 0,
+            seq,
+            ready_at: Instant::now() - Duration::from_secs(waited_s),
+            aged: false,
+            call: hub.new_call_to(
+                ep.clone(),
+                crate::model::types::ChatRequest::default(),
+                crate::model::call::CallOptions::default(),
+            ),
+        };
+        let mut q = EndpointQueue::new(Limiter::new(ep.config.limits));
+        // Queued as they came (the longest waiting first).
+        q.push_ready(item(1, 1, 9));
+        q.push_ready(item(5, 2, 5));
+        q.push_ready(item(1, 3, 3));
+        q.push_ready(item(1, 4, 1));
+        q.push_ready(item(9, 5, 0));
+        // Without aging, priority decides; the call admitted leaves its age entry stale.
+        assert_eq!(q.pop_ready().unwrap().seq, 5);
+        q.push_ready(item(9, 6, 0));
+        q.push_ready(item(7, 7, 0));
+        q.age(Instant::now(), Duration::from_secs(2));
+        let order: Vec<u64> = std::iter::from_fn(|| q.pop_ready().map(|i| i.seq)).collect();
+        // Past the limit, the longest waiting first (9 s, 5 s, 3 s); then by priority.
+        assert_eq!(order, vec![1, 2, 3, 6, 7, 4]);
+        assert!(q.waiting.is_empty());
+        // Aging again drops the entries of the calls gone.
+        q.age(Instant::now(), Duration::from_secs(2));
+        assert!(q.ages.is_empty());
+    }
+
+    #[test]
     fn a_slot_freed_while_calls_wait_is_given_out_without_sleeping() {
         let hub = crate::model::hub::ModelHub::new("test-io");
         hub.add_endpoint_json(
@@ -1128,7 +1256,7 @@ mod tests {
 
     #[test]
     fn a_cancelled_timer_never_runs_and_lets_go_of_what_it_holds() {
-        let engine = Engine::start("test-io").unwrap();
+        let engine = Engine::start("test-io", None).unwrap();
         let (ran, dropped) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
         let (r, owned) = (ran.clone(), Owned(dropped.clone()));
         let id = engine
@@ -1165,7 +1293,7 @@ mod tests {
 
     #[test]
     fn every_cancelled_timer_lets_go_of_what_it_holds() {
-        let engine = Engine::start("test-io").unwrap();
+        let engine = Engine::start("test-io", None).unwrap();
         let dropped = Arc::new(AtomicUsize::new(0));
         let later = Instant::now() + Duration::from_secs(30);
         for _ in 0..1000 {

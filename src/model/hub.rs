@@ -172,6 +172,8 @@ pub struct ModelHub {
     totals: Arc<Mutex<CallStats>>,
     next_call: AtomicU64,
     thread_name: String,
+    /// Aging of calls waiting for admission (see [`Engine::start`]).
+    starvation_limit: Option<std::time::Duration>,
     shut_down: std::sync::atomic::AtomicBool,
     /// Synchronous calls running on their callers' threads.
     direct: super::direct::DirectCalls,
@@ -180,9 +182,21 @@ pub struct ModelHub {
 }
 
 impl ModelHub {
-    /// A hub with no endpoints; the I/O thread starts with the first call.
+    /// A hub with no endpoints; the I/O thread starts with the first call. Calls are
+    /// admitted by priority alone (see [`ModelHub::with_starvation_limit`]).
     pub fn new(thread_name: &str) -> ModelHub {
+        ModelHub::with_starvation_limit(thread_name, None)
+    }
+
+    /// A hub whose calls, once they have waited `starvation_limit` for admission to their
+    /// endpoint, are admitted next whatever their priority (as the workers' run queue ages
+    /// its jobs).
+    pub fn with_starvation_limit(
+        thread_name: &str,
+        starvation_limit: Option<std::time::Duration>,
+    ) -> ModelHub {
         ModelHub {
+            starvation_limit,
             endpoints: RwLock::new(BTreeMap::new()),
             engine: Mutex::new(None),
             totals: Arc::new(Mutex::new(CallStats::default())),
@@ -267,7 +281,7 @@ impl ModelHub {
         if let Some(engine) = &*e {
             return Ok(engine.clone());
         }
-        let engine = Arc::new(Engine::start(&self.thread_name)?);
+        let engine = Arc::new(Engine::start(&self.thread_name, self.starvation_limit)?);
         *e = Some(engine.clone());
         Ok(engine)
     }

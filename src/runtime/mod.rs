@@ -422,7 +422,7 @@ impl Runtime {
         let starvation = (!config.deterministic && config.starvation_ms > 0)
             .then(|| Duration::from_millis(config.starvation_ms as u64));
         let shared = Arc::new(Shared {
-            models: ModelHub::new(&config.thread_name),
+            models: ModelHub::with_starvation_limit(&config.thread_name, starvation),
             tools: ToolRegistry::default(),
             events: EventQueue::new(config.event_capacity as usize),
             agents: Registry::with_capacity_limit(config.max_agents as usize),
