@@ -814,8 +814,10 @@ impl Agent {
                 self.advance(&mut g, &shared, &mut out);
                 let bytes = g.held_bytes;
                 debug_assert_eq!(bytes, history_bytes(&g.history));
-                shared.add_history_bytes(bytes as i64 - g.history_bytes as i64);
-                g.history_bytes = bytes;
+                if bytes != g.history_bytes {
+                    shared.add_history_bytes(bytes as i64 - g.history_bytes as i64);
+                    g.history_bytes = bytes;
+                }
                 let busy = Self::has_work(&g);
                 let went_idle = g.busy && !busy;
                 g.busy = busy;
@@ -841,7 +843,7 @@ impl Agent {
                     // Its retries, if any, continue on the I/O thread: a worker never sits
                     // out a backoff.
                     Here::Call(call) => {
-                        (!shared.models().try_run_here(&call, false)).then_some(Here::Call(call))
+                        (!shared.models().run_vetted_here(&call, false)).then_some(Here::Call(call))
                     }
                     Here::Tool(tool, inv) => {
                         run_tool(&shared, self, tool, inv, true);
@@ -954,7 +956,18 @@ impl Agent {
         text: String,
         out: &mut StepOut,
     ) {
+        // Whether the sender is told below too (an agent that asked, a mailbox).
+        let told = match &from {
+            Sender::Agent(..) => !is_reply,
+            Sender::Mailbox(..) => true,
+            Sender::Host => false,
+        };
         if let Some(done) = done {
+            if !told {
+                // The usual case (a host's message): the waiting caller takes the text itself.
+                out.push(Action::Answer(done, status, text));
+                return;
+            }
             out.push(Action::Answer(done, status, text.clone()));
         }
         match from {

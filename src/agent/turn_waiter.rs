@@ -7,6 +7,7 @@
 
 use crate::error::Status;
 use parking_lot::{Condvar, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,6 +24,8 @@ pub enum TurnOutcome {
 struct Slot {
     outcome: Mutex<Option<TurnOutcome>>,
     cond: Condvar,
+    /// Set (under the lock) with the outcome: a look without the lock.
+    answered: AtomicBool,
 }
 
 impl Slot {
@@ -30,6 +33,7 @@ impl Slot {
         let mut o = self.outcome.lock();
         if o.is_none() {
             *o = Some(outcome);
+            self.answered.store(true, Ordering::Release);
             self.cond.notify_all();
         }
     }
@@ -62,9 +66,9 @@ impl TurnWaiter {
         (TurnDone(slot.clone()), TurnWaiter(slot))
     }
 
-    /// Whether the outcome is in (without waiting).
+    /// Whether the outcome has come in (without waiting; still true once taken).
     pub fn is_answered(&self) -> bool {
-        self.0.outcome.lock().is_some()
+        self.0.answered.load(Ordering::Acquire)
     }
 
     /// Waits for the outcome until `deadline` (`None`: no limit); `None` when it passed first.

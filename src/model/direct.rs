@@ -48,8 +48,10 @@ unsafe impl Send for DirectConn {}
 #[derive(Default)]
 pub(crate) struct DirectCalls {
     idle: Mutex<Vec<DirectConn>>,
-    /// Wakers of the calls running now, with their call ids (a few at a time: one per
-    /// thread running a call, so a list beats a hashed map).
+    /// Wakers of the calls running now that may sleep in poll, with their call ids (a few at
+    /// a time: one per thread running a call, so a list beats a hashed map). A call registers
+    /// only before it first sleeps (see [`Sleeper`]): one answered while its thread yields,
+    /// looking at the cancel and shutdown flags each time, never takes the lock.
     running: Mutex<Vec<(u64, MultiWaker)>>,
     /// Threads yielding for a quick answer now (see [`SpinSlot`]).
     spinners: AtomicUsize,
@@ -114,15 +116,20 @@ impl DirectCalls {
     ) -> Option<Duration> {
         let mut handed_over = None;
         let mut conn = self.checkout(&call.endpoint);
-        self.running.lock().push((call.id, conn.multi.waker()));
+        let mut sleeper = Sleeper {
+            calls: self,
+            call: call.id,
+            registered: false,
+        };
         let mut jitter = None;
         loop {
             // Wait while the server has told everyone to hold off sending to the endpoint.
             let server_wait = call.endpoint.server_block.until(Instant::now());
-            let verdict = match server_wait.and_then(|t| pause(&conn, call, shut_down, t)) {
-                Some(e) => Verdict::Fail(e),
-                None => attempt(&mut conn, call, shut_down, &self.spinners),
-            };
+            let verdict =
+                match server_wait.and_then(|t| pause(&conn, call, shut_down, t, &mut sleeper)) {
+                    Some(e) => Verdict::Fail(e),
+                    None => attempt(&mut conn, call, shut_down, &self.spinners, &mut sleeper),
+                };
             match verdict {
                 Verdict::Success(r) => {
                     succeed(call, r);
@@ -146,7 +153,9 @@ impl DirectCalls {
                             handed_over = Some(delay);
                             break;
                         }
-                        Ok(delay) => pause(&conn, call, shut_down, Instant::now() + delay),
+                        Ok(delay) => {
+                            pause(&conn, call, shut_down, Instant::now() + delay, &mut sleeper)
+                        }
                         Err(e) => Some(e),
                     };
                     if let Some(e) = stop {
@@ -156,12 +165,7 @@ impl DirectCalls {
                 }
             }
         }
-        {
-            let mut running = self.running.lock();
-            if let Some(i) = running.iter().position(|(id, _)| *id == call.id) {
-                running.swap_remove(i);
-            }
-        }
+        drop(sleeper);
         self.checkin(conn, shut_down);
         handed_over
     }
@@ -212,6 +216,39 @@ impl DirectCalls {
     }
 }
 
+/// A caller-thread call's registration for wake-ups (a cancellation, shutdown), made before
+/// its thread first sleeps in poll and taken back when the call is done.
+struct Sleeper<'a> {
+    calls: &'a DirectCalls,
+    call: u64,
+    registered: bool,
+}
+
+impl Sleeper<'_> {
+    /// Registers `multi`'s waker, the first time. Returns true when it did: the caller must
+    /// look at the stop flags again before sleeping (a wake-up sent before the registration
+    /// found nobody to wake).
+    fn register(&mut self, multi: &Multi) -> bool {
+        if self.registered {
+            return false;
+        }
+        self.calls.running.lock().push((self.call, multi.waker()));
+        self.registered = true;
+        true
+    }
+}
+
+impl Drop for Sleeper<'_> {
+    fn drop(&mut self) {
+        if self.registered {
+            let mut running = self.calls.running.lock();
+            if let Some(i) = running.iter().position(|(id, _)| *id == self.call) {
+                running.swap_remove(i);
+            }
+        }
+    }
+}
+
 /// Why a call must stop now, if it must: cancelled by its caller, or the runtime shut down.
 fn stop_reason(call: &CallInner, shut_down: &AtomicBool, deltas: u64) -> Option<Error> {
     if call.cancel_requested() {
@@ -233,6 +270,7 @@ fn pause(
     call: &CallInner,
     shut_down: &AtomicBool,
     until: Instant,
+    sleeper: &mut Sleeper<'_>,
 ) -> Option<Error> {
     loop {
         let deltas = call.state.lock().acc.deltas;
@@ -242,6 +280,9 @@ fn pause(
         let now = Instant::now();
         if now >= until {
             return None;
+        }
+        if sleeper.register(&conn.multi) {
+            continue;
         }
         // With no transfer added, curl_multi_poll just waits (or is woken).
         let _ = conn.multi.poll(&mut [], (until - now).min(MAX_WAIT));
@@ -254,6 +295,7 @@ fn attempt(
     call: &Arc<CallInner>,
     shut_down: &AtomicBool,
     spinners: &AtomicUsize,
+    sleeper: &mut Sleeper<'_>,
 ) -> Verdict {
     let ep = &call.endpoint.config;
     let stream = call.request.stream;
@@ -334,6 +376,9 @@ fn attempt(
                 continue;
             }
             *slot = None;
+        }
+        if sleeper.register(&conn.multi) {
+            continue;
         }
         // A millisecond past the deadline, so the check above sees it passed.
         let wait = attempt_deadline(call, c, started).map_or(MAX_WAIT, |d| {

@@ -206,6 +206,11 @@ impl Engine {
         }
     }
 
+    /// Whether the I/O thread runs (not shut down).
+    pub fn is_running(&self) -> bool {
+        !self.stop.load(Ordering::Acquire)
+    }
+
     /// Stops the thread; unfinished calls complete with `SHUTDOWN`. Idempotent.
     pub fn shutdown(&self) {
         self.stop.store(true, Ordering::Release);

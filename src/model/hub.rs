@@ -168,7 +168,11 @@ impl EndpointState {
 /// Endpoints, the I/O engine and totals of one runtime.
 pub struct ModelHub {
     endpoints: RwLock<BTreeMap<String, Arc<EndpointState>>>,
-    engine: Mutex<Option<Arc<Engine>>>,
+    /// The I/O thread's engine, once the first call needs it (kept after shutdown, stopped:
+    /// every use past the start is one load, no lock).
+    engine: std::sync::OnceLock<Engine>,
+    /// Held while the engine starts (one start, however many callers race to it).
+    engine_start: Mutex<()>,
     totals: Arc<Mutex<CallStats>>,
     next_call: AtomicU64,
     thread_name: String,
@@ -198,7 +202,8 @@ impl ModelHub {
         ModelHub {
             starvation_limit,
             endpoints: RwLock::new(BTreeMap::new()),
-            engine: Mutex::new(None),
+            engine: std::sync::OnceLock::new(),
+            engine_start: Mutex::new(()),
             totals: Arc::new(Mutex::new(CallStats::default())),
             next_call: AtomicU64::new(1),
             thread_name: format!("{thread_name}-io"),
@@ -267,23 +272,29 @@ impl ModelHub {
     /// Asks the I/O thread, if it runs, for an admission pass at once: room claimed on an
     /// endpoint was given back (see [`super::room`]).
     pub(crate) fn nudge_admission(&self) {
-        let engine = self.engine.lock().clone();
-        if let Some(e) = engine {
+        if let Some(e) = self.engine.get() {
             e.nudge_admission();
         }
     }
 
-    fn engine(&self) -> Result<Arc<Engine>> {
+    fn engine(&self) -> Result<&Engine> {
         if self.shut_down.load(Ordering::Acquire) {
             return Err(Error::new(Status::Shutdown, "the runtime is shutting down"));
         }
-        let mut e = self.engine.lock();
-        if let Some(engine) = &*e {
-            return Ok(engine.clone());
+        if let Some(e) = self.engine.get() {
+            return Ok(e);
         }
-        let engine = Arc::new(Engine::start(&self.thread_name, self.starvation_limit)?);
-        *e = Some(engine.clone());
-        Ok(engine)
+        let _starting = self.engine_start.lock();
+        if let Some(e) = self.engine.get() {
+            return Ok(e);
+        }
+        // Checked again under the lock shutdown also takes: a shutdown that has stopped the
+        // engine never sees one started after it.
+        if self.shut_down.load(Ordering::Acquire) {
+            return Err(Error::new(Status::Shutdown, "the runtime is shutting down"));
+        }
+        let engine = Engine::start(&self.thread_name, self.starvation_limit)?;
+        Ok(self.engine.get_or_init(|| engine))
     }
 
     /// Creates a call; it starts when passed to [`ModelHub::submit`].
@@ -318,7 +329,7 @@ impl ModelHub {
 
     /// How many timers (tool timeouts and the like) are armed: not yet run or cancelled.
     pub fn pending_timers(&self) -> usize {
-        self.engine.lock().as_ref().map_or(0, |e| e.timers_held())
+        self.engine.get().map_or(0, |e| e.timers_held())
     }
 
     /// Drops a timer [`ModelHub::schedule`] made, unless it has run.
@@ -394,8 +405,14 @@ impl ModelHub {
     /// handed to the I/O thread for its backoff and later attempts (the caller must not wait
     /// here), so it may still be running when this returns.
     pub(crate) fn try_run_here(&self, call: &Arc<CallInner>, retries_here: bool) -> bool {
+        super::direct::DirectCalls::eligible(call) && self.run_vetted_here(call, retries_here)
+    }
+
+    /// [`ModelHub::try_run_here`] for a call its caller has just found eligible (and not
+    /// handed anywhere since): only a cancellation or shutdown since then is looked for.
+    pub(crate) fn run_vetted_here(&self, call: &Arc<CallInner>, retries_here: bool) -> bool {
         if self.shut_down.load(Ordering::Acquire)
-            || !super::direct::DirectCalls::eligible(call)
+            || call.cancel_requested()
             || super::engine::on_io_thread()
         {
             return false;
@@ -438,7 +455,7 @@ impl ModelHub {
     pub fn cancel(&self, call: &CallInner) {
         if call.request_cancel() {
             self.direct.wake(call.id);
-            if let Some(engine) = &*self.engine.lock() {
+            if let Some(engine) = self.engine.get() {
                 engine.cancel(call.id);
             }
         }
@@ -472,15 +489,15 @@ impl ModelHub {
 
     /// The number of threads the model layer runs (0 until the first call, then 1).
     pub fn io_threads(&self) -> u32 {
-        u32::from(self.engine.lock().is_some())
+        u32::from(self.engine.get().is_some_and(Engine::is_running))
     }
 
     /// Stops the I/O thread; calls not finished complete with `SHUTDOWN`.
     pub fn shutdown(&self) {
         self.shut_down.store(true, Ordering::Release);
         self.direct.shutdown();
-        let engine = self.engine.lock().take();
-        if let Some(e) = engine {
+        let _starting = self.engine_start.lock();
+        if let Some(e) = self.engine.get() {
             e.shutdown();
         }
     }

@@ -413,7 +413,11 @@ pub(crate) fn succeed(call: &CallInner, mut r: ChatResponse) -> Option<u64> {
     r.usage.cost_usd = ep.prices.cost(&r.usage);
     // The answer itself is the call's outcome from now on (model and finish reason are read
     // from it, see CallInner::partial); only the usage is noted alongside.
-    call.state.lock().meta.usage = r.usage;
+    let retries = {
+        let mut s = call.state.lock();
+        s.meta.usage = r.usage;
+        s.retries
+    };
     let actual = r
         .usage
         .prompt_tokens
@@ -423,7 +427,8 @@ pub(crate) fn succeed(call: &CallInner, mut r: ChatResponse) -> Option<u64> {
             cache.put(k.clone(), r.clone());
         }
     }
-    finish_call(call, Ok(r));
+    call.endpoint.record(&r.usage, true, retries);
+    call.finish(Ok(r));
     (actual > 0).then_some(actual)
 }
 
@@ -469,11 +474,14 @@ pub(crate) fn plan_retry(
 
 /// Records the outcome in the endpoint totals and completes the call.
 pub(crate) fn finish_call(call: &CallInner, result: Result<ChatResponse>) {
+    let (usage, retries) = {
+        let s = call.state.lock();
+        (s.meta.usage, s.retries)
+    };
     let (usage, ok) = match &result {
         Ok(r) => (r.usage, true),
-        Err(_) => (call.state.lock().meta.usage, false),
+        Err(_) => (usage, false),
     };
-    let retries = call.state.lock().retries;
     call.endpoint.record(&usage, ok, retries);
     call.finish(result);
 }

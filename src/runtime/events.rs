@@ -325,6 +325,8 @@ pub struct EventQueue {
     cond: Condvar,
     capacity: usize,
     callback: Mutex<Option<std::sync::Arc<EventCallback>>>,
+    /// Whether `callback` is set: emitting looks at this, not the lock, when none is.
+    has_callback: std::sync::atomic::AtomicBool,
 }
 
 impl EventQueue {
@@ -342,12 +344,16 @@ impl EventQueue {
             cond: Condvar::new(),
             capacity: capacity.max(1),
             callback: Mutex::new(None),
+            has_callback: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     /// Installs (or with `None` removes) the callback.
     pub fn set_callback(&self, cb: Option<EventCallback>) {
-        *self.callback.lock() = cb.map(std::sync::Arc::new);
+        let mut slot = self.callback.lock();
+        *slot = cb.map(std::sync::Arc::new);
+        self.has_callback
+            .store(slot.is_some(), std::sync::atomic::Ordering::Release);
     }
 
     /// Emits an event.
@@ -363,7 +369,11 @@ impl EventQueue {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
         // Copies only for a callback; otherwise the events move into the queue.
-        let cb = self.callback.lock().clone();
+        let cb = if self.has_callback.load(std::sync::atomic::Ordering::Acquire) {
+            self.callback.lock().clone()
+        } else {
+            None
+        };
         let mut copies = Vec::new();
         let mut wake = false;
         {
