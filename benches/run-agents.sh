@@ -4,7 +4,8 @@
 # overhead vs raw libcurl, where a turn's time goes (segments between its sends and receives),
 # 10,000 agents each running a 3-step tool loop, and urgent-agent latency under a flood with
 # preemption on and off; and (not run by default: it needs valgrind and takes a minute)
-# instructions per one-tool turn, counted by callgrind. Prints figures only. Arguments pick
+# instructions and atomic read-modify-writes per one-tool turn, counted by callgrind. Prints
+# figures only. Arguments pick
 # some: turn, segments, scale, priority, instructions.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -78,6 +79,18 @@ if [[ " ${selected} " == *" instructions "* ]]; then
     a=$(i1 "$way" "$n"); b=$(i1 "$way" $((2 * n)))
     echo "$way $(( (b - a) / n ))"
   done | awk '{v[$1]=$2} END {printf "L1i misses (simulated): raw %d, agent_run %d per turn (%.2fx)\n", v["raw"], v["agent"], v["agent"]/v["raw"]}'
+  # Atomic read-modify-writes per turn (locked instructions run, in every object): each costs
+  # several nanoseconds that the instruction count does not show (mutexes, reference counts).
+  locked() { # way turns -> locked instructions run in the way's function
+    valgrind --tool=callgrind --dump-instr=yes --callgrind-out-file="target/cg-$1-$2.out" \
+      --toggle-collect="$1_turn" target/bench_turn_instructions "http://127.0.0.1:$p5/v1" "$2" "$1" >/dev/null 2>&1
+    python3 benches/count_atomics.py "target/cg-$1-$2.out" /
+    rm -f "target/cg-$1-$2.out"
+  }
+  for way in raw agent; do
+    a=$(locked "$way" "$n"); b=$(locked "$way" $((2 * n)))
+    echo "$way $(( (b - a) / n ))"
+  done | awk '{v[$1]=$2} END {printf "atomic read-modify-writes: raw %d, agent_run %d per turn\n", v["raw"], v["agent"]}'
 fi
 if want scale; then
   p2=$(port); serve "$p2" --tool-steps 3 --delay 0.2
