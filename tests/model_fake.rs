@@ -554,9 +554,11 @@ fn concurrency_limit_admits_by_priority() {
 }
 
 #[test]
-fn a_call_waiting_past_the_starvation_limit_is_admitted_before_more_urgent_ones() {
-    // Aging at admission, as the run queue ages jobs: a less urgent call that has waited
-    // longer than starvation_ms goes before the urgent calls queued after it.
+fn waiting_for_admission_raises_a_calls_priority_a_level_per_starvation_limit() {
+    // Aging at admission: a call gains a priority level for each starvation_ms it waits.
+    // "mid" (priority 8) and "low" (1) wait 600 ms behind the blocker (starvation_ms 200): mid
+    // ranks 11 and goes before the urgent calls (9) queued 450 ms after it, which have waited
+    // too little to gain a level; low ranks 4 and still waits for them.
     let srv = FakeServer::start();
     let mut config = agentos::config::RuntimeConfig::default();
     config.set_workers(1).unwrap();
@@ -569,7 +571,7 @@ fn a_call_waiting_past_the_starvation_limit_is_admitted_before_more_urgent_ones(
         &srv.url(),
         r#","limits":{"concurrency":1}"#,
     );
-    srv.push(Reply::openai_text("blocker").delay(Duration::from_millis(500)));
+    srv.push(Reply::openai_text("blocker").delay(Duration::from_millis(600)));
     srv.set_default(Reply::openai_text("ok"));
     let models = rt.shared().models();
     let blocker = models.start("oa", request(false), 0).unwrap();
@@ -580,7 +582,12 @@ fn a_call_waiting_past_the_starvation_limit_is_admitted_before_more_urgent_ones(
         ))
         .unwrap()
     };
-    let mut calls = vec![blocker, models.start("oa", said("low"), 1).unwrap()];
+    let mut calls = vec![
+        blocker,
+        models.start("oa", said("mid"), 8).unwrap(),
+        models.start("oa", said("low"), 1).unwrap(),
+    ];
+    std::thread::sleep(Duration::from_millis(450));
     for n in 1..=3 {
         calls.push(models.start("oa", said(&format!("high{n}")), 9).unwrap());
     }
@@ -597,8 +604,8 @@ fn a_call_waiting_past_the_starvation_limit_is_admitted_before_more_urgent_ones(
                 .to_string()
         })
         .collect();
-    // (With priority alone: hi, high1, high2, high3, low; see concurrency_limit_admits_by_priority.)
-    assert_eq!(order, vec!["hi", "low", "high1", "high2", "high3"]);
+    // (By priority alone: hi, high1, high2, high3, mid, low.)
+    assert_eq!(order, vec!["hi", "mid", "high1", "high2", "high3", "low"]);
 }
 
 #[test]

@@ -40,9 +40,11 @@ pub unsafe extern "C" fn agentos_config_new(out: *mut *mut agentos_config) -> ag
 /// 1..=10 bytes, the prefix of the runtime's thread names), `"deterministic"` (boolean: one
 /// worker, fixed order, tools run in turn — for reproducible tests), `"event_capacity"` (events
 /// kept for `agentos_runtime_next_event`, default 65536), `"max_agents"` (default 1000000),
-/// `"starvation_ms"` (a job waiting this long for a worker runs next, and a model call waiting
-/// this long for admission to its endpoint is admitted next, whatever their priority; the
-/// longest waiting first; 0 = never, as in deterministic mode; default 2000) and `"max_history_bytes"` (all agents' history together; 0 = no limit).
+/// `"starvation_ms"` (aging: a job waiting this long for a worker runs next whatever its
+/// priority; a model call waiting for admission to its endpoint gains a priority level for
+/// each `starvation_ms` it waits, so more urgent calls arriving all the time delay it by at
+/// most (their priority - its priority + 1) x `starvation_ms`; 0 = no aging, as in
+/// deterministic mode; default 2000) and `"max_history_bytes"` (all agents' history together; 0 = no limit).
 ///
 /// The document is validated as a whole before anything changes: on any error `cfg` is exactly
 /// as before. Returns `AGENTOS_STATUS_OK`; `AGENTOS_STATUS_NULL_ARGUMENT` (NULL `cfg` or

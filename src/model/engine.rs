@@ -22,7 +22,7 @@ use crossbeam_channel::{Receiver, Sender};
 use curl::easy::Easy2;
 use curl::multi::{Easy2Handle, Events, Multi};
 use std::cmp::Ordering as CmpOrdering;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -101,8 +101,8 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// Starts the I/O thread. With `starvation_limit`, a call that has waited that long for
-    /// admission to its endpoint is admitted next, whatever its priority (aging; see
+    /// Starts the I/O thread. With `starvation_limit`, a call waiting for admission to its
+    /// endpoint gains a priority level for each `starvation_limit` it has waited (aging; see
     /// `EndpointQueue::age`).
     pub fn start(thread_name: &str, starvation_limit: Option<Duration>) -> Result<Engine> {
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -243,9 +243,8 @@ struct Queued {
     service: u64,
     seq: u64,
     ready_at: Instant,
-    /// Waited past the starvation limit: admitted before every call that has not, the
-    /// longest waiting first.
-    aged: bool,
+    /// Priority levels gained by waiting (see [`EndpointQueue::age`]).
+    boost: u32,
     call: Arc<CallInner>,
 }
 
@@ -262,19 +261,22 @@ impl PartialOrd for Queued {
 }
 impl Ord for Queued {
     fn cmp(&self, o: &Self) -> CmpOrdering {
-        match (self.aged, o.aged) {
-            (true, true) => o
-                .ready_at
-                .cmp(&self.ready_at)
-                .then_with(|| o.seq.cmp(&self.seq)),
-            (true, false) => CmpOrdering::Greater,
-            (false, true) => CmpOrdering::Less,
-            (false, false) => self
-                .priority
-                .cmp(&o.priority)
-                .then_with(|| o.service.cmp(&self.service))
-                .then_with(|| o.seq.cmp(&self.seq)),
-        }
+        self.rank()
+            .cmp(&o.rank())
+            .then_with(|| o.service.cmp(&self.service))
+            .then_with(|| o.seq.cmp(&self.seq))
+    }
+}
+
+impl Queued {
+    /// The priority the queue orders by: the call's own, raised by aging.
+    fn rank(&self) -> i64 {
+        i64::from(self.priority) + i64::from(self.boost)
+    }
+
+    /// [`Queued::rank`] as a priority (for room claims), saturated.
+    fn effective_priority(&self) -> i32 {
+        self.rank().clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
     }
 }
 
@@ -308,12 +310,8 @@ struct EndpointQueue {
     /// The head is held back: the free slots are kept for agents that claimed room on the
     /// endpoint (see `IoLoop::admit`); a release of that room wakes the loop.
     held_for_room: bool,
-    /// For aging: when each call of `ready` became ready, with its `seq`, in the order they
-    /// were queued, so roughly the longest waiting first (entries of calls gone from `ready`
-    /// are dropped as they reach the front).
-    ages: VecDeque<(Instant, u64)>,
-    /// The `seq` of every call in `ready`.
-    waiting: HashSet<u64>,
+    /// When the aging of `ready` was last brought up to date.
+    aged_at: Instant,
 }
 
 impl EndpointQueue {
@@ -324,48 +322,32 @@ impl EndpointQueue {
             delayed: Vec::new(),
             blocked_until: None,
             held_for_room: false,
-            ages: VecDeque::new(),
-            waiting: HashSet::new(),
+            aged_at: Instant::now(),
         }
     }
 
-    /// Queues `item` for admission (it is ready now).
-    fn push_ready(&mut self, item: Queued) {
-        self.ages.push_back((item.ready_at, item.seq));
-        self.waiting.insert(item.seq);
-        self.ready.push(item);
-    }
-
-    /// Takes the next call to admit.
-    fn pop_ready(&mut self) -> Option<Queued> {
-        let item = self.ready.pop()?;
-        self.waiting.remove(&item.seq);
-        Some(item)
-    }
-
-    /// Aging, as the workers' run queue does it: calls that have waited for admission longer
-    /// than `limit` go first, oldest first, whatever their priority, so a steady flow of
-    /// urgent calls cannot keep a less urgent one waiting forever. The heap is rebuilt once
-    /// for all the calls that have just reached the limit (each call ages once).
+    /// Aging: a call gains a priority level for each `limit` it has waited since it became
+    /// ready, so a steady flow of more urgent calls delays it by a bounded time (about the
+    /// difference of priorities, plus one, times `limit`) rather than forever, while calls
+    /// queued at about the same time keep their priority order. The levels are brought up to
+    /// date, and the heap rebuilt if any changed, at most every quarter of `limit` (one pass
+    /// over the queue).
     fn age(&mut self, now: Instant, limit: Duration) {
-        let mut starving = HashSet::new();
-        while let Some(&(at, seq)) = self.ages.front() {
-            if self.waiting.contains(&seq) {
-                if now.saturating_duration_since(at) < limit {
-                    break;
-                }
-                starving.insert(seq);
-            }
-            self.ages.pop_front();
+        if now.saturating_duration_since(self.aged_at) < limit / 4 || self.ready.is_empty() {
+            return;
         }
-        if starving.is_empty() {
+        self.aged_at = now;
+        let step = limit.as_nanos().max(1);
+        let level = |it: &Queued| {
+            let levels = now.saturating_duration_since(it.ready_at).as_nanos() / step;
+            u32::try_from(levels).unwrap_or(u32::MAX)
+        };
+        if self.ready.iter().all(|it| level(it) == it.boost) {
             return;
         }
         let mut items = std::mem::take(&mut self.ready).into_vec();
         for it in &mut items {
-            if starving.contains(&it.seq) {
-                it.aged = true;
-            }
+            it.boost = level(it);
         }
         self.ready = BinaryHeap::from(items);
     }
@@ -702,13 +684,13 @@ impl IoLoop {
             service: call.service,
             seq: self.seq,
             ready_at,
-            aged: false,
+            boost: 0,
             call,
         };
         if ready_at > Instant::now() {
             q.delayed.push(item);
         } else {
-            q.push_ready(item);
+            q.ready.push(item);
             // Queued after this pass's admission (a retry without backoff, say): the next
             // pass admits it at once rather than after the loop's sleep.
             self.admit_now = true;
@@ -731,9 +713,7 @@ impl IoLoop {
                 let (due, later): (Vec<_>, Vec<_>) =
                     q.delayed.drain(..).partition(|d| d.ready_at <= now);
                 q.delayed = later;
-                for d in due {
-                    q.push_ready(d);
-                }
+                q.ready.extend(due);
                 if let Some(limit) = self.starvation_limit {
                     q.age(now, limit);
                 }
@@ -750,7 +730,7 @@ impl IoLoop {
                 }
                 while let Some(top) = q.ready.peek() {
                     if top.call.cancel_requested() {
-                        cancelled.push(q.pop_ready().expect("peeked").call);
+                        cancelled.push(q.ready.pop().expect("peeked").call);
                         continue;
                     }
                     // Token-aware preemption, first tier, for calls not started: a queued call is
@@ -758,10 +738,12 @@ impl IoLoop {
                     // urgent call does not take the slots they may need for their next calls
                     // (one per claimant, less their calls in flight); the rest of the endpoint
                     // stays in use.
-                    let room = top.call.endpoint.room.claims_above(top.call.priority);
+                    // (A call that aging has raised is held only by claims above its raised
+                    // priority.)
+                    let p = top.effective_priority();
+                    let room = top.call.endpoint.room.claims_above(p);
                     let concurrency = top.call.endpoint.config.limits.concurrency;
                     if room.0 > 0 && concurrency > 0 && top.call.pausable {
-                        let p = top.call.priority;
                         let urgent_in_flight = self
                             .slots
                             .iter()
@@ -779,7 +761,7 @@ impl IoLoop {
                     }
                     let est = estimate_tokens(&top.call);
                     match q.limiter.try_admit(now, est, top.call.id) {
-                        Ok(()) => starts.push(q.pop_ready().expect("peeked").call),
+                        Ok(()) => starts.push(q.ready.pop().expect("peeked").call),
                         Err(until) => {
                             waiting = Some(top.call.clone());
                             q.blocked_until = until;
@@ -1003,15 +985,11 @@ impl IoLoop {
             let items: Vec<Queued> = q.ready.drain().chain(q.delayed.drain(..)).collect();
             for it in items {
                 if it.call.id == call_id {
-                    q.waiting.remove(&it.seq);
                     cancelled.push(it.call);
-                } else if q.waiting.contains(&it.seq) {
-                    // Still waiting, as old as it was.
-                    q.ready.push(it);
                 } else if it.ready_at > now {
                     q.delayed.push(it);
                 } else {
-                    q.push_ready(it);
+                    q.ready.push(it);
                 }
             }
         }
@@ -1166,7 +1144,7 @@ mod tests {
     /// the loop does not sleep first (it used to, up to a second when no other transfer was in
     /// flight to wake it).
     #[test]
-    fn calls_waiting_past_the_starvation_limit_are_admitted_first_longest_waiting_first() {
+    fn a_waiting_call_gains_a_priority_level_per_starvation_limit() {
         let hub = crate::model::hub::ModelHub::new("test-io");
         hub.add_endpoint_json(
             r#"{"name":"e","provider":"openai","base_url":"http://127.0.0.1:9/v1","model":"m","limits":{"concurrency":1}}"#,
@@ -1174,12 +1152,13 @@ mod tests {
         )
         .unwrap();
         let ep = hub.endpoint("e").unwrap();
-        let item = |priority: i32, seq: u64, waited_s: u64| Queued {
+        let now = Instant::now();
+        let item = |priority: i32, seq: u64, waited_ms: u64| Queued {
             priority,
             service: 0,
             seq,
-            ready_at: Instant::now() - Duration::from_secs(waited_s),
-            aged: false,
+            ready_at: now - Duration::from_millis(waited_ms),
+            boost: 0,
             call: hub.new_call_to(
                 ep.clone(),
                 crate::model::types::ChatRequest::default(),
@@ -1187,24 +1166,29 @@ mod tests {
             ),
         };
         let mut q = EndpointQueue::new(Limiter::new(ep.config.limits));
-        // Queued as they came (the longest waiting first).
-        q.push_ready(item(1, 1, 9));
-        q.push_ready(item(5, 2, 5));
-        q.push_ready(item(1, 3, 3));
-        q.push_ready(item(1, 4, 1));
-        q.push_ready(item(9, 5, 0));
-        // Without aging, priority decides; the call admitted leaves its age entry stale.
-        assert_eq!(q.pop_ready().unwrap().seq, 5);
-        q.push_ready(item(9, 6, 0));
-        q.push_ready(item(7, 7, 0));
-        q.age(Instant::now(), Duration::from_secs(2));
-        let order: Vec<u64> = std::iter::from_fn(|| q.pop_ready().map(|i| i.seq)).collect();
-        // Past the limit, the longest waiting first (9 s, 5 s, 3 s); then by priority.
-        assert_eq!(order, vec![1, 2, 3, 6, 7, 4]);
-        assert!(q.waiting.is_empty());
-        // Aging again drops the entries of the calls gone.
-        q.age(Instant::now(), Duration::from_secs(2));
-        assert!(q.ages.is_empty());
+        q.aged_at = now - Duration::from_secs(1);
+        // (priority, seq, waited): 9 s at priority 1 is level 10; 3.5 s at 5 is 8; 2.5 s at 7
+        // is 9 (ties with a fresh 9, which came later); 0.5 s at 1 stays 1.
+        for (p, seq, waited) in [(1, 1, 9_000), (5, 2, 3_500), (7, 3, 2_500), (1, 4, 500)] {
+            q.ready.push(item(p, seq, waited));
+        }
+        q.ready.push(item(9, 5, 0));
+        q.ready.push(item(8, 6, 0));
+        let limit = Duration::from_secs(1);
+        q.age(now, limit);
+        let order: Vec<u64> = std::iter::from_fn(|| q.ready.pop().map(|i| i.seq)).collect();
+        assert_eq!(order, vec![1, 3, 5, 2, 6, 4]);
+        // Brought up to date at most every quarter of the limit.
+        q.ready.push(item(1, 7, 5_000));
+        q.ready.push(item(3, 8, 0));
+        q.age(now + limit / 8, limit);
+        assert_eq!(q.ready.peek().unwrap().seq, 8, "not aged again yet");
+        q.age(now + limit / 2, limit);
+        assert_eq!(
+            q.ready.peek().unwrap().seq,
+            7,
+            "5 s at priority 1 is level 6"
+        );
     }
 
     #[test]

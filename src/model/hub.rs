@@ -192,9 +192,9 @@ impl ModelHub {
         ModelHub::with_starvation_limit(thread_name, None)
     }
 
-    /// A hub whose calls, once they have waited `starvation_limit` for admission to their
-    /// endpoint, are admitted next whatever their priority (as the workers' run queue ages
-    /// its jobs).
+    /// A hub whose calls gain a priority level for each `starvation_limit` they wait for
+    /// admission to their endpoint (aging: a steady flow of more urgent calls cannot keep a
+    /// call waiting forever).
     pub fn with_starvation_limit(
         thread_name: &str,
         starvation_limit: Option<std::time::Duration>,
