@@ -198,8 +198,8 @@
 
 /**
  * Event kind: a preempted agent went on: from its safe point once the room was given back
- * (detail `{"safe_point": true, "by_priority": p}`), or from its snapshot (detail
- * `{"safe_point": false}`).
+ * (detail `{"safe_point": true, "by_priority": p}`) or once aging raised it above the claim
+ * (the same, with `"aged": true`), or from its snapshot (detail `{"safe_point": false}`).
  */
 #define AGENTOS_EVENT_RESUMED 9
 
@@ -590,10 +590,10 @@ agentos_status agentos_config_new(agentos_config **out);
  * worker, fixed order, tools run in turn — for reproducible tests), `"event_capacity"` (events
  * kept for `agentos_runtime_next_event`, default 65536), `"max_agents"` (default 1000000),
  * `"starvation_ms"` (aging: a job waiting this long for a worker runs next whatever its
- * priority; a model call waiting for admission to its endpoint gains a priority level for
- * each `starvation_ms` it waits, so more urgent calls arriving all the time delay it by at
- * most (their priority - its priority + 1) x `starvation_ms`; 0 = no aging, as in
- * deterministic mode; default 2000) and `"max_history_bytes"` (all agents' history together; 0 = no limit).
+ * priority; a model call waiting for admission to its endpoint, or an agent paused at a safe
+ * point for a more urgent one, gains a priority level for each `starvation_ms` it waits, so
+ * more urgent work arriving all the time delays it by at most about (their priority - its
+ * priority + 1) x `starvation_ms`; 0 = no aging, as in deterministic mode; default 2000) and `"max_history_bytes"` (all agents' history together; 0 = no limit).
  *
  * The document is validated as a whole before anything changes: on any error `cfg` is exactly
  * as before. Returns `AGENTOS_STATUS_OK`; `AGENTOS_STATUS_NULL_ARGUMENT` (NULL `cfg` or
@@ -892,7 +892,9 @@ void agentos_request_free(agentos_request *req);
  * priority on that endpoint pause at their safe points (state `PAUSED`, event `PREEMPTED`
  * with `safe_point: true`): before their next model call, or with that call queued and not
  * started, kept from the endpoint's free slots the urgent agents may need; they go on when
- * the room is given back (`RESUMED`). Tools that run longer than a model call on the
+ * the room is given back (`RESUMED`), or once paused long enough: a paused agent gains a
+ * priority level per `starvation_ms` (runtime config) paused, and goes on when no claim is
+ * above that (`RESUMED` with `"aged": true`). Tools that run longer than a model call on the
  * endpoint lately takes (at least 20 ms, at most 5 s) give the room back early; a later call
  * of the turn that cannot be admitted claims it again. A less urgent stream holding the slot an urgent call
  * waits for is cancelled and continued later from its snapshot.

@@ -47,6 +47,12 @@ impl Default for RuntimeConfig {
 }
 
 impl RuntimeConfig {
+    /// The aging step (`starvation_ms`), `None` when aging is off: `0`, or deterministic mode.
+    pub fn starvation_limit(&self) -> Option<std::time::Duration> {
+        (!self.deterministic && self.starvation_ms > 0)
+            .then(|| std::time::Duration::from_millis(u64::from(self.starvation_ms)))
+    }
+
     /// The number of workers the runtime will start, resolving `0` to the available cores.
     pub fn effective_workers(&self) -> u32 {
         if self.deterministic {

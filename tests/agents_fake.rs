@@ -475,8 +475,26 @@ fn start_low_then_urgent(
     high_text: &str,
     high_delay: Duration,
 ) -> (FakeServer, Runtime, Handle, Handle) {
+    start_low_then_urgent_in(
+        runtime(""),
+        limits,
+        low_extra,
+        high_extra,
+        high_text,
+        high_delay,
+    )
+}
+
+/// [`start_low_then_urgent`] in runtime `rt`.
+fn start_low_then_urgent_in(
+    rt: Runtime,
+    limits: &str,
+    low_extra: &str,
+    high_extra: &str,
+    high_text: &str,
+    high_delay: Duration,
+) -> (FakeServer, Runtime, Handle, Handle) {
     let srv = FakeServer::start();
-    let rt = runtime("");
     endpoint(&rt, &srv, limits);
     add_tool(&rt, "work", r#"{"type":"object"}"#, |inv| {
         inv.complete(ToolOutcome::Ok("work done".into()));
@@ -631,6 +649,44 @@ fn an_urgent_turn_gives_its_room_back_while_its_tools_outlast_a_model_call() {
         (Status::Ok, "urgent answer")
     );
     assert_eq!(srv.request_count(), 4);
+}
+
+#[test]
+fn a_paused_agent_gains_a_priority_level_per_starvation_limit_and_goes_on() {
+    // Aging at safe points: low (priority 1) pauses under high's claim (9) while high's answer
+    // takes 3 s; with starvation_ms 200 its priority rises a level every 200 ms, and past
+    // high's it goes on (RESUMED, aged) while high's call is still on the server. Its call
+    // then waits for the one slot like any other.
+    let (srv, rt, low, high) = start_low_then_urgent_in(
+        runtime(r#","starvation_ms":200"#),
+        r#","limits":{"concurrency":1}"#,
+        "",
+        "",
+        "urgent task",
+        Duration::from_secs(3),
+    );
+    let events = until(&rt, |e| {
+        e.kind == EventKind::TurnEnd && e.agent == low.raw()
+    });
+    let paused = position_of(&events, EventKind::Preempted, low);
+    let resumed = position_of(&events, EventKind::Resumed, low);
+    assert!(paused < resumed);
+    assert_eq!(
+        events[resumed].detail["aged"], true,
+        "{:?}",
+        events[resumed]
+    );
+    assert_eq!(events[resumed].detail["by_priority"], 9);
+    // It went on before high's turn ended; its call then waited for high's to leave the slot.
+    let high_end = position_of(&events, EventKind::TurnEnd, high);
+    assert!(resumed < high_end, "{events:?}");
+    let end = events.last().unwrap();
+    assert_eq!((end.status, end.text.as_str()), (Status::Ok, "low answer"));
+    assert_eq!(srv.request_count(), 3);
+    // Its wake-up under the claim was dropped as it went on; no timer is left armed.
+    let models = rt.shared().models();
+    assert_eq!(models.endpoint("fake").unwrap().room.paused(), 0);
+    assert_eq!(models.pending_timers(), 0);
 }
 
 #[test]

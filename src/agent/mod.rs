@@ -147,6 +147,11 @@ struct Turn {
     /// Paused at a safe point under another agent's claim (the highest claiming priority
     /// when it paused): the next step that goes on records the resume.
     paused_by: Option<i32>,
+    /// When the pause at a safe point began (for its aging, see
+    /// [`Agent::pause_at_safe_point`]), and the timer that has the agent look again when its
+    /// priority next rises.
+    paused_since: Option<Instant>,
+    pause_timer: Option<crate::model::engine::TimerId>,
 }
 
 /// A claim of room on an endpoint, released when dropped. Dropped outside the agent's lock
@@ -927,7 +932,10 @@ impl Agent {
             text,
             out,
         );
-        if let Some(id) = turn.room_timer.take() {
+        for id in [turn.room_timer.take(), turn.pause_timer.take()]
+            .into_iter()
+            .flatten()
+        {
             shared.models().cancel_timer(id);
         }
         // The room goes back after the turn's end is out: the agents it wakes record their
@@ -1087,6 +1095,8 @@ impl Agent {
                     room: None,
                     room_timer: None,
                     paused_by: None,
+                    paused_since: None,
+                    pause_timer: None,
                     done: msg.done,
                 });
                 self.set_state(g, shared, AgentState::Runnable);
@@ -1594,6 +1604,11 @@ impl Agent {
     /// pauses while a more urgent agent holds a claim of room on its endpoint. Returns true when
     /// it pauses (state `Paused`, a `PREEMPTED` event the first time); it is stepped again when
     /// the claim goes. Going on after a pause records the `RESUMED` event.
+    ///
+    /// Aging, as at admission: a paused agent gains a priority level for each starvation limit
+    /// it has been paused (a timer has it look again at each level), so urgent agents claiming
+    /// room one after another cannot keep it paused forever; it goes on once no claim is above
+    /// its raised priority (its `RESUMED` then says `"aged": true`).
     fn pause_at_safe_point(
         self: &Arc<Self>,
         g: &mut Inner,
@@ -1603,34 +1618,90 @@ impl Agent {
         out: &mut StepOut,
     ) -> bool {
         let priority = self.config.priority;
-        if self.config.preemptible && ep.room.claimed_above(priority) {
-            let weak = Arc::downgrade(self);
-            let wake: crate::model::room::Wake = Box::new(move || {
-                if let Some(agent) = weak.upgrade() {
-                    if let Ok(shared) = agent.shared() {
-                        agent.schedule(&shared);
-                    }
-                }
-            });
-            if let Some(by) = ep.room.wait_if_claimed_above(self.handle(), priority, wake) {
-                let t = g.turn.as_mut().expect("turn");
-                if t.paused_by.is_none() {
-                    t.paused_by = Some(by);
-                    out.emit(
-                        self.event(EventKind::Preempted, number)
-                            .detail(json!({"safe_point": true, "by_priority": by})),
-                    );
-                }
-                self.set_state(g, shared, AgentState::Paused);
-                return true;
-            }
+        if !self.config.preemptible || !ep.room.claimed_above(priority) {
+            // The usual case: one load.
+            return self.go_on_after_pause(g, shared, ep, number, out, false);
         }
-        if let Some(by) = g.turn.as_mut().and_then(|t| t.paused_by.take()) {
+        let now = Instant::now();
+        let limit = shared.starvation_limit();
+        let t = g.turn.as_mut().expect("turn");
+        let levels = match (limit, t.paused_since) {
+            (Some(limit), Some(since)) => {
+                now.saturating_duration_since(since).as_nanos() / limit.as_nanos().max(1)
+            }
+            _ => 0,
+        };
+        let raised = priority.saturating_add(i32::try_from(levels).unwrap_or(i32::MAX));
+        let weak = Arc::downgrade(self);
+        let wake: crate::model::room::Wake = Box::new(move || {
+            if let Some(agent) = weak.upgrade() {
+                if let Ok(shared) = agent.shared() {
+                    agent.schedule(&shared);
+                }
+            }
+        });
+        let Some(by) = ep.room.wait_if_claimed_above(self.handle(), raised, wake) else {
+            return self.go_on_after_pause(g, shared, ep, number, out, levels > 0);
+        };
+        let t = g.turn.as_mut().expect("turn");
+        if t.paused_by.is_none() {
+            t.paused_by = Some(by);
             out.emit(
-                self.event(EventKind::Resumed, number)
+                self.event(EventKind::Preempted, number)
                     .detail(json!({"safe_point": true, "by_priority": by})),
             );
         }
+        let since = *t.paused_since.get_or_insert(now);
+        if let Some(limit) = limit {
+            // Look again when the priority next rises.
+            let level = u32::try_from(levels + 1).unwrap_or(u32::MAX);
+            let weak = Arc::downgrade(self);
+            let timer = shared.models().schedule(
+                since + limit.saturating_mul(level),
+                Box::new(move || {
+                    if let Some(agent) = weak.upgrade() {
+                        if let Ok(shared) = agent.shared() {
+                            agent.schedule(&shared);
+                        }
+                    }
+                }),
+            );
+            if let Some(old) = std::mem::replace(&mut t.pause_timer, timer.ok()) {
+                shared.models().cancel_timer(old);
+            }
+        }
+        self.set_state(g, shared, AgentState::Paused);
+        true
+    }
+
+    /// Not pausing at this safe point: if the agent was paused, it records the resume (`aged`:
+    /// it goes on under a claim its aging rose above) and drops what the pause kept.
+    fn go_on_after_pause(
+        &self,
+        g: &mut Inner,
+        shared: &Shared,
+        ep: &EndpointState,
+        number: u64,
+        out: &mut StepOut,
+        aged: bool,
+    ) -> bool {
+        let Some(t) = g.turn.as_mut() else {
+            return false;
+        };
+        let Some(by) = t.paused_by.take() else {
+            return false;
+        };
+        t.paused_since = None;
+        if let Some(id) = t.pause_timer.take() {
+            shared.models().cancel_timer(id);
+        }
+        let mut detail = json!({"safe_point": true, "by_priority": by});
+        if aged {
+            // Still under a claim: its wake-up there is no longer wanted.
+            ep.room.forget(self.handle());
+            detail["aged"] = json!(true);
+        }
+        out.emit(self.event(EventKind::Resumed, number).detail(detail));
         false
     }
 

@@ -71,7 +71,9 @@ unsafe fn host_message<'a>(
 /// priority on that endpoint pause at their safe points (state `PAUSED`, event `PREEMPTED`
 /// with `safe_point: true`): before their next model call, or with that call queued and not
 /// started, kept from the endpoint's free slots the urgent agents may need; they go on when
-/// the room is given back (`RESUMED`). Tools that run longer than a model call on the
+/// the room is given back (`RESUMED`), or once paused long enough: a paused agent gains a
+/// priority level per `starvation_ms` (runtime config) paused, and goes on when no claim is
+/// above that (`RESUMED` with `"aged": true`). Tools that run longer than a model call on the
 /// endpoint lately takes (at least 20 ms, at most 5 s) give the room back early; a later call
 /// of the turn that cannot be admitted claims it again. A less urgent stream holding the slot an urgent call
 /// waits for is cancelled and continued later from its snapshot.

@@ -41,10 +41,10 @@ pub unsafe extern "C" fn agentos_config_new(out: *mut *mut agentos_config) -> ag
 /// worker, fixed order, tools run in turn — for reproducible tests), `"event_capacity"` (events
 /// kept for `agentos_runtime_next_event`, default 65536), `"max_agents"` (default 1000000),
 /// `"starvation_ms"` (aging: a job waiting this long for a worker runs next whatever its
-/// priority; a model call waiting for admission to its endpoint gains a priority level for
-/// each `starvation_ms` it waits, so more urgent calls arriving all the time delay it by at
-/// most (their priority - its priority + 1) x `starvation_ms`; 0 = no aging, as in
-/// deterministic mode; default 2000) and `"max_history_bytes"` (all agents' history together; 0 = no limit).
+/// priority; a model call waiting for admission to its endpoint, or an agent paused at a safe
+/// point for a more urgent one, gains a priority level for each `starvation_ms` it waits, so
+/// more urgent work arriving all the time delays it by at most about (their priority - its
+/// priority + 1) x `starvation_ms`; 0 = no aging, as in deterministic mode; default 2000) and `"max_history_bytes"` (all agents' history together; 0 = no limit).
 ///
 /// The document is validated as a whole before anything changes: on any error `cfg` is exactly
 /// as before. Returns `AGENTOS_STATUS_OK`; `AGENTOS_STATUS_NULL_ARGUMENT` (NULL `cfg` or

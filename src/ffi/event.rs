@@ -31,8 +31,8 @@ pub const AGENTOS_EVENT_TOOL_RESULT: i32 = 7;
 /// kept, continued later).
 pub const AGENTOS_EVENT_PREEMPTED: i32 = 8;
 /// Event kind: a preempted agent went on: from its safe point once the room was given back
-/// (detail `{"safe_point": true, "by_priority": p}`), or from its snapshot (detail
-/// `{"safe_point": false}`).
+/// (detail `{"safe_point": true, "by_priority": p}`) or once aging raised it above the claim
+/// (the same, with `"aged": true`), or from its snapshot (detail `{"safe_point": false}`).
 pub const AGENTOS_EVENT_RESUMED: i32 = 9;
 /// Event kind: an agent ran out of a budget; text says which.
 pub const AGENTOS_EVENT_BUDGET_EXCEEDED: i32 = 10;

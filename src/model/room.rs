@@ -15,6 +15,9 @@
 //!   endpoint's free slots the claimants may need for their next calls (one per claimant, less
 //!   their calls in flight), and admits it when the room is given back.
 //!
+//! A paused agent ages: it gains a priority level for each starvation limit it has been
+//! paused, and goes on once no claim is above that (see `Agent::pause_at_safe_point`).
+//!
 //! Pausing frees nothing already in flight. When the urgent call still cannot be admitted,
 //! the second tier applies (the I/O thread cancels a less urgent stream and keeps its output
 //! as a snapshot, see `engine::IoLoop::preempt_one`).
@@ -149,6 +152,11 @@ impl Room {
         Some(top)
     }
 
+    /// Drops `agent`'s wake-up, if it has one (it went on without waiting for a release).
+    pub fn forget(&self, agent: u64) {
+        self.inner.lock().paused.remove(&agent);
+    }
+
     /// How many agents are paused here (for tests and stats).
     pub fn paused(&self) -> usize {
         self.inner.lock().paused.len()
@@ -205,6 +213,20 @@ mod tests {
             1,
             "a second release is nothing"
         );
+    }
+
+    #[test]
+    fn a_forgotten_agent_is_not_woken() {
+        let room = Room::default();
+        let (woken, wake) = counter();
+        room.claim(100, 5);
+        assert_eq!(room.wait_if_claimed_above(1, 0, wake()), Some(5));
+        assert_eq!(room.wait_if_claimed_above(2, 0, wake()), Some(5));
+        // Agent 1 went on by itself (aging raised it above the claim).
+        room.forget(1);
+        assert_eq!(room.paused(), 1);
+        room.release(100);
+        assert_eq!(woken.load(Ordering::SeqCst), 1, "only agent 2 is woken");
     }
 
     #[test]

@@ -78,6 +78,12 @@ impl Shared {
         &self.config
     }
 
+    /// The aging step of the run queue, model-call admission and pauses at safe points
+    /// (`None`: no aging).
+    pub fn starvation_limit(&self) -> Option<Duration> {
+        self.config.starvation_limit()
+    }
+
     /// Whether the calling thread is one of this runtime's workers.
     pub fn on_worker_thread(&self) -> bool {
         WORKER_OF.with(|w| w.get() == self as *const Shared as usize)
@@ -419,8 +425,7 @@ impl Runtime {
     /// Starts the runtime's worker threads.
     pub fn start(config: RuntimeConfig) -> Result<Runtime> {
         let n = config.effective_workers();
-        let starvation = (!config.deterministic && config.starvation_ms > 0)
-            .then(|| Duration::from_millis(config.starvation_ms as u64));
+        let starvation = config.starvation_limit();
         let shared = Arc::new(Shared {
             models: ModelHub::with_starvation_limit(&config.thread_name, starvation),
             tools: ToolRegistry::default(),
