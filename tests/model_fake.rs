@@ -514,34 +514,35 @@ fn cancel_in_flight_and_queued_calls() {
     assert_eq!(srv.request_count(), 1);
 }
 
-#[test]
-fn concurrency_limit_admits_by_priority() {
-    let srv = FakeServer::start();
-    let rt = runtime();
+/// Adds endpoint "oa" with one concurrency slot on `srv` and starts a call ("hi") the server
+/// answers after `ms` milliseconds (every later call gets "ok" at once); returns once that
+/// call is on the server, holding the slot.
+fn behind_a_blocker(rt: &agentos::runtime::Runtime, srv: &FakeServer, ms: u64) -> Arc<CallInner> {
     add_endpoint(
-        &rt,
+        rt,
         "oa",
         "openai",
         &srv.url(),
         r#","limits":{"concurrency":1}"#,
     );
-    srv.push(Reply::openai_text("blocker").delay(Duration::from_millis(300)));
+    srv.push(Reply::openai_text("blocker").delay(Duration::from_millis(ms)));
     srv.set_default(Reply::openai_text("ok"));
-    let models = rt.shared().models();
-    let blocker = models.start("oa", request(false), 0).unwrap();
+    let blocker = rt.shared().models().start("oa", request(false), 0).unwrap();
     assert!(srv.wait_for_requests(1, Duration::from_secs(10)));
-    let mut low =
-        ChatRequest::from_json(r#"{"messages":[{"role":"user","content":"low"}]}"#).unwrap();
-    let mut high = low.clone();
-    high.messages[0].content = "high".into();
-    low.temperature = Some(0.0);
-    let low_call = models.start("oa", low, 1).unwrap();
-    let high_call = models.start("oa", high, 9).unwrap();
-    for c in [&blocker, &low_call, &high_call] {
-        wait(c).unwrap();
-    }
-    let order: Vec<String> = srv
-        .requests()
+    blocker
+}
+
+/// A request of one user message, `text`.
+fn said(text: &str) -> ChatRequest {
+    ChatRequest::from_json(&format!(
+        r#"{{"messages":[{{"role":"user","content":"{text}"}}]}}"#
+    ))
+    .unwrap()
+}
+
+/// The first message's text of each request the server got, in the order they came.
+fn first_contents(srv: &FakeServer) -> Vec<String> {
+    srv.requests()
         .iter()
         .map(|r| {
             serde_json::from_str::<serde_json::Value>(&r.json()).unwrap()["messages"][0]["content"]
@@ -549,7 +550,23 @@ fn concurrency_limit_admits_by_priority() {
                 .unwrap()
                 .to_string()
         })
-        .collect();
+        .collect()
+}
+
+#[test]
+fn concurrency_limit_admits_by_priority() {
+    let srv = FakeServer::start();
+    let rt = runtime();
+    let blocker = behind_a_blocker(&rt, &srv, 300);
+    let models = rt.shared().models();
+    let mut low = said("low");
+    low.temperature = Some(0.0);
+    let low_call = models.start("oa", low, 1).unwrap();
+    let high_call = models.start("oa", said("high"), 9).unwrap();
+    for c in [&blocker, &low_call, &high_call] {
+        wait(c).unwrap();
+    }
+    let order = first_contents(&srv);
     assert_eq!(order, vec!["hi", "high", "low"]);
 }
 
@@ -564,24 +581,8 @@ fn waiting_for_admission_raises_a_calls_priority_a_level_per_starvation_limit() 
     config.set_workers(1).unwrap();
     config.starvation_ms = 200;
     let rt = agentos::runtime::Runtime::start(config).unwrap();
-    add_endpoint(
-        &rt,
-        "oa",
-        "openai",
-        &srv.url(),
-        r#","limits":{"concurrency":1}"#,
-    );
-    srv.push(Reply::openai_text("blocker").delay(Duration::from_millis(600)));
-    srv.set_default(Reply::openai_text("ok"));
+    let blocker = behind_a_blocker(&rt, &srv, 600);
     let models = rt.shared().models();
-    let blocker = models.start("oa", request(false), 0).unwrap();
-    assert!(srv.wait_for_requests(1, Duration::from_secs(10)));
-    let said = |text: &str| {
-        ChatRequest::from_json(&format!(
-            r#"{{"messages":[{{"role":"user","content":"{text}"}}]}}"#
-        ))
-        .unwrap()
-    };
     let mut calls = vec![
         blocker,
         models.start("oa", said("mid"), 8).unwrap(),
@@ -594,16 +595,7 @@ fn waiting_for_admission_raises_a_calls_priority_a_level_per_starvation_limit() 
     for c in &calls {
         wait(c).unwrap();
     }
-    let order: Vec<String> = srv
-        .requests()
-        .iter()
-        .map(|r| {
-            serde_json::from_str::<serde_json::Value>(&r.json()).unwrap()["messages"][0]["content"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let order = first_contents(&srv);
     // (By priority alone: hi, high1, high2, high3, mid, low.)
     assert_eq!(order, vec!["hi", "mid", "high1", "high2", "high3", "low"]);
 }

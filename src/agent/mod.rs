@@ -1632,16 +1632,13 @@ impl Agent {
             _ => 0,
         };
         let raised = priority.saturating_add(i32::try_from(levels).unwrap_or(i32::MAX));
-        let weak = Arc::downgrade(self);
-        let wake: crate::model::room::Wake = Box::new(move || {
-            if let Some(agent) = weak.upgrade() {
-                if let Ok(shared) = agent.shared() {
-                    agent.schedule(&shared);
-                }
-            }
-        });
-        let Some(by) = ep.room.wait_if_claimed_above(self.handle(), raised, wake) else {
-            return self.go_on_after_pause(g, shared, ep, number, out, levels > 0);
+        let Some(by) = ep
+            .room
+            .wait_if_claimed_above(self.handle(), raised, self.waker())
+        else {
+            // Under a claim still, it goes on by its aging.
+            let aged = ep.room.claimed_above(priority);
+            return self.go_on_after_pause(g, shared, ep, number, out, aged);
         };
         let t = g.turn.as_mut().expect("turn");
         if t.paused_by.is_none() {
@@ -1655,23 +1652,28 @@ impl Agent {
         if let Some(limit) = limit {
             // Look again when the priority next rises.
             let level = u32::try_from(levels + 1).unwrap_or(u32::MAX);
-            let weak = Arc::downgrade(self);
-            let timer = shared.models().schedule(
-                since + limit.saturating_mul(level),
-                Box::new(move || {
-                    if let Some(agent) = weak.upgrade() {
-                        if let Ok(shared) = agent.shared() {
-                            agent.schedule(&shared);
-                        }
-                    }
-                }),
-            );
+            let timer = shared
+                .models()
+                .schedule(since + limit.saturating_mul(level), self.waker());
             if let Some(old) = std::mem::replace(&mut t.pause_timer, timer.ok()) {
                 shared.models().cancel_timer(old);
             }
         }
         self.set_state(g, shared, AgentState::Paused);
         true
+    }
+
+    /// A function that has the agent stepped again (if it still exists), for whoever wakes it
+    /// from elsewhere: a released claim, a timer.
+    fn waker(self: &Arc<Self>) -> Box<dyn FnOnce() + Send> {
+        let weak = Arc::downgrade(self);
+        Box::new(move || {
+            if let Some(agent) = weak.upgrade() {
+                if let Ok(shared) = agent.shared() {
+                    agent.schedule(&shared);
+                }
+            }
+        })
     }
 
     /// Not pausing at this safe point: if the agent was paused, it records the resume (`aged`:

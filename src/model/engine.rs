@@ -1140,11 +1140,11 @@ mod tests {
         false
     }
 
-    /// Calls waiting for an endpoint's concurrency slot are admitted as soon as one is freed:
-    /// the loop does not sleep first (it used to, up to a second when no other transfer was in
-    /// flight to wake it).
-    #[test]
-    fn a_waiting_call_gains_a_priority_level_per_starvation_limit() {
+    /// A hub with endpoint "e" (one concurrency slot, nothing listening), and the endpoint.
+    fn one_slot_endpoint() -> (
+        crate::model::hub::ModelHub,
+        Arc<crate::model::hub::EndpointState>,
+    ) {
         let hub = crate::model::hub::ModelHub::new("test-io");
         hub.add_endpoint_json(
             r#"{"name":"e","provider":"openai","base_url":"http://127.0.0.1:9/v1","model":"m","limits":{"concurrency":1}}"#,
@@ -1152,6 +1152,12 @@ mod tests {
         )
         .unwrap();
         let ep = hub.endpoint("e").unwrap();
+        (hub, ep)
+    }
+
+    #[test]
+    fn a_waiting_call_gains_a_priority_level_per_starvation_limit() {
+        let (hub, ep) = one_slot_endpoint();
         let now = Instant::now();
         let item = |priority: i32, seq: u64, waited_ms: u64| Queued {
             priority,
@@ -1191,15 +1197,12 @@ mod tests {
         );
     }
 
+    /// Calls waiting for an endpoint's concurrency slot are admitted as soon as one is freed:
+    /// the loop does not sleep first (it used to, up to a second when no other transfer was in
+    /// flight to wake it).
     #[test]
     fn a_slot_freed_while_calls_wait_is_given_out_without_sleeping() {
-        let hub = crate::model::hub::ModelHub::new("test-io");
-        hub.add_endpoint_json(
-            r#"{"name":"e","provider":"openai","base_url":"http://127.0.0.1:9/v1","model":"m","limits":{"concurrency":1}}"#,
-            false,
-        )
-        .unwrap();
-        let ep = hub.endpoint("e").unwrap();
+        let (hub, ep) = one_slot_endpoint();
         let call = || {
             hub.new_call_to(
                 ep.clone(),
