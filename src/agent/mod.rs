@@ -2238,13 +2238,8 @@ fn select_tools(
     }
     for t in tools.iter_mut() {
         if t.description.chars().count() > max_description {
-            t.description = (t
-                .description
-                .chars()
-                .take(max_description)
-                .collect::<String>()
-                + "...")
-                .into();
+            let short: String = t.description.chars().take(max_description).collect();
+            *t = t.with_description(short + "...");
         }
     }
 }

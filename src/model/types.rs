@@ -104,15 +104,20 @@ impl ChatMessage {
     }
 }
 
-/// A tool the model may call. Every part is shared: requests clone their tool lists at
-/// every step, and a clone copies four pointers. Made by [`ToolSpec::new`].
+/// A tool the model may call, shared: requests clone their tool lists at every step, and a
+/// clone copies one pointer. Made by [`ToolSpec::new`]; its parts are read through
+/// [`ToolDef`].
 #[derive(Clone, Debug, PartialEq)]
-pub struct ToolSpec {
+pub struct ToolSpec(std::sync::Arc<ToolDef>);
+
+/// What a [`ToolSpec`] holds.
+#[derive(Debug, PartialEq)]
+pub struct ToolDef {
     /// Name.
     pub name: std::sync::Arc<str>,
     /// What it does, for the model.
     pub description: std::sync::Arc<str>,
-    /// JSON schema of its parameters (read with [`ToolSpec::parameters`]; fixed when made,
+    /// JSON schema of its parameters (read with [`ToolDef::parameters`]; fixed when made,
     /// so its text below never goes stale).
     parameters: std::sync::Arc<Value>,
     /// `parameters` as JSON text, written once: request bodies copy it rather than
@@ -120,13 +125,17 @@ pub struct ToolSpec {
     parameters_json: std::sync::Arc<str>,
 }
 
+impl std::ops::Deref for ToolSpec {
+    type Target = ToolDef;
+    fn deref(&self) -> &ToolDef {
+        &self.0
+    }
+}
+
 impl ToolSpec {
-    /// Whether `other` is this very definition (shares its name, description and schema),
-    /// not merely an equal one.
+    /// Whether `other` is this very definition (a clone of it), not merely an equal one.
     pub fn same_as(&self, other: &ToolSpec) -> bool {
-        std::sync::Arc::ptr_eq(&self.name, &other.name)
-            && std::sync::Arc::ptr_eq(&self.description, &other.description)
-            && std::sync::Arc::ptr_eq(&self.parameters, &other.parameters)
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
     }
 
     /// A tool definition.
@@ -136,12 +145,24 @@ impl ToolSpec {
         parameters: std::sync::Arc<Value>,
     ) -> ToolSpec {
         let parameters_json = parameters.to_string().into();
-        ToolSpec {
+        ToolSpec(std::sync::Arc::new(ToolDef {
             name: name.into(),
             description: description.into(),
             parameters,
             parameters_json,
-        }
+        }))
+    }
+}
+
+impl ToolDef {
+    /// This definition with another description (the rest shared).
+    pub fn with_description(&self, description: impl Into<std::sync::Arc<str>>) -> ToolSpec {
+        ToolSpec(std::sync::Arc::new(ToolDef {
+            name: self.name.clone(),
+            description: description.into(),
+            parameters: self.parameters.clone(),
+            parameters_json: self.parameters_json.clone(),
+        }))
     }
 
     /// The parameters' JSON schema.
