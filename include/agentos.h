@@ -592,8 +592,10 @@ agentos_status agentos_config_new(agentos_config **out);
  * `"starvation_ms"` (aging: a job waiting this long for a worker runs next whatever its
  * priority; a model call waiting for admission to its endpoint, or an agent paused at a safe
  * point for a more urgent one, gains a priority level for each `starvation_ms` it waits, so
- * more urgent work arriving all the time delays it by at most about (their priority - its
- * priority + 1) x `starvation_ms`; 0 = no aging, as in deterministic mode; default 2000) and `"max_history_bytes"` (all agents' history together; 0 = no limit).
+ * more urgent work that keeps arriving can no longer delay it forever: by about (their
+ * priority - its priority + 1) x `starvation_ms` when the endpoint keeps up with them, longer
+ * under a backlog, where they age too; 0 = no aging, as in deterministic mode; default 2000)
+ * and `"max_history_bytes"` (all agents' history together; 0 = no limit).
  *
  * The document is validated as a whole before anything changes: on any error `cfg` is exactly
  * as before. Returns `AGENTOS_STATUS_OK`; `AGENTOS_STATUS_NULL_ARGUMENT` (NULL `cfg` or
@@ -605,9 +607,7 @@ agentos_status agentos_config_new(agentos_config **out);
  * frees with `agentos_error_free`.
  * Thread safety: one thread at a time per `cfg`.
  */
-agentos_status agentos_config_set_json(agentos_config *cfg,
-                                       const char *json,
-                                       agentos_error **err);
+agentos_status agentos_config_set_json(agentos_config *cfg, const char *json, agentos_error **err);
 
 /**
  * Sets the number of worker threads; `0` means one per available core (the default).

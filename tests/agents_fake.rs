@@ -671,6 +671,18 @@ fn a_paused_agent_gains_a_priority_level_per_starvation_limit_and_goes_on() {
     let paused = position_of(&events, EventKind::Preempted, low);
     let resumed = position_of(&events, EventKind::Resumed, low);
     assert!(paused < resumed);
+    // Once: its call ages from the pause, so admission does not hold it again for the claim.
+    let count = |k| {
+        events
+            .iter()
+            .filter(|e| e.kind == k && e.agent == low.raw())
+            .count()
+    };
+    assert_eq!(
+        (count(EventKind::Preempted), count(EventKind::Resumed)),
+        (1, 1),
+        "{events:?}"
+    );
     assert_eq!(
         events[resumed].detail["aged"], true,
         "{:?}",

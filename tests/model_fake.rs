@@ -573,22 +573,22 @@ fn concurrency_limit_admits_by_priority() {
 #[test]
 fn waiting_for_admission_raises_a_calls_priority_a_level_per_starvation_limit() {
     // Aging at admission: a call gains a priority level for each starvation_ms it waits.
-    // "mid" (priority 8) and "low" (1) wait 600 ms behind the blocker (starvation_ms 200): mid
-    // ranks 11 and goes before the urgent calls (9) queued 450 ms after it, which have waited
-    // too little to gain a level; low ranks 4 and still waits for them.
+    // "mid" (priority 8) and "low" (1) wait 1.5 s behind the blocker (starvation_ms 200): mid
+    // ranks 15 and goes before the urgent calls (9) queued 700 ms after it, which rank 13 by
+    // then; low ranks 8 and still waits for them.
     let srv = FakeServer::start();
     let mut config = agentos::config::RuntimeConfig::default();
     config.set_workers(1).unwrap();
     config.starvation_ms = 200;
     let rt = agentos::runtime::Runtime::start(config).unwrap();
-    let blocker = behind_a_blocker(&rt, &srv, 600);
+    let blocker = behind_a_blocker(&rt, &srv, 1500);
     let models = rt.shared().models();
     let mut calls = vec![
         blocker,
         models.start("oa", said("mid"), 8).unwrap(),
         models.start("oa", said("low"), 1).unwrap(),
     ];
-    std::thread::sleep(Duration::from_millis(450));
+    std::thread::sleep(Duration::from_millis(700));
     for n in 1..=3 {
         calls.push(models.start("oa", said(&format!("high{n}")), 9).unwrap());
     }

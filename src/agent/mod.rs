@@ -148,8 +148,9 @@ struct Turn {
     /// when it paused): the next step that goes on records the resume.
     paused_by: Option<i32>,
     /// When the pause at a safe point began (for its aging, see
-    /// [`Agent::pause_at_safe_point`]), and the timer that has the agent look again when its
-    /// priority next rises.
+    /// [`Agent::pause_at_safe_point`]; kept after going on by aging, for the call and the
+    /// later safe points under the same claim), and the timer that has the agent look again
+    /// when its priority next rises.
     paused_since: Option<Instant>,
     pause_timer: Option<crate::model::engine::TimerId>,
 }
@@ -1181,6 +1182,8 @@ impl Agent {
                         // An agent's calls are not pulled; its observer wants deltas only
                         // for stream events.
                         deltas_unread: !self.config.stream_events,
+                        // Gone on from a pause by aging: its call ages from the pause.
+                        waiting_since: g.turn.as_ref().and_then(|t| t.paused_since),
                     };
                     let models = shared.models();
                     let made = match endpoint {
@@ -1425,8 +1428,13 @@ impl Agent {
     /// agents paused (and the slots kept for the claim idle) for nothing. A timer gives the
     /// room back then, unless the tools finished first (the timer is cancelled as the turn
     /// goes on).
+    /// (Not in deterministic mode, where nothing may depend on the wall clock: the claim lasts
+    /// the turn there.)
     fn limit_room_while_tools_run(self: &Arc<Self>, t: &mut Turn, shared: &Shared) {
         let Some(claim) = &t.room else { return };
+        if shared.config().deterministic {
+            return;
+        }
         let grace = claim.endpoint.claim_grace();
         let (weak, number, step) = (Arc::downgrade(self), t.number, t.steps);
         let timer = shared.models().schedule(
@@ -1441,7 +1449,8 @@ impl Agent {
     }
 
     /// The claim grace ran out with step `step` of turn `number` still running its tools:
-    /// the room goes back (outside the lock: releasing wakes the paused agents).
+    /// the room goes back, on a worker (this runs on the I/O thread, and releasing wakes every
+    /// agent paused under the claim).
     fn give_back_room_during_tools(&self, number: u64, step: u32) {
         let claim = {
             let mut g = self.inner.lock();
@@ -1452,7 +1461,15 @@ impl Agent {
             t.room_timer = None;
             t.room.take()
         };
-        drop(claim);
+        let (Some(claim), Ok(shared)) = (claim, self.shared()) else {
+            return;
+        };
+        let key = RunKey {
+            priority: self.config.priority,
+            service: 0,
+        };
+        // (Refused at shutdown, the job and its claim are dropped here.)
+        let _ = shared.submit(key, Box::new(move || drop(claim)));
     }
 
     /// The event for the result of tool call `index` of `calls`.
@@ -1690,10 +1707,14 @@ impl Agent {
         let Some(t) = g.turn.as_mut() else {
             return false;
         };
+        if !aged {
+            // No claim above it: a later pause ages from its own start. (Gone on by aging, it
+            // keeps its age: its call and its next safe points under the same claim count it.)
+            t.paused_since = None;
+        }
         let Some(by) = t.paused_by.take() else {
             return false;
         };
-        t.paused_since = None;
         if let Some(id) = t.pause_timer.take() {
             shared.models().cancel_timer(id);
         }

@@ -198,8 +198,8 @@ fn schema_tokens(schema: &serde_json::Value) -> u64 {
 
 /// [`tools_tokens`] with each tool definition estimated once: an agent offers the same tools
 /// step after step, and serializing every schema at every step cost more than the rest of the
-/// estimate. Definitions are recognised by identity (their name, description and schema are
-/// shared `Arc`s); the cache keeps them alive, so an address is never reused while cached.
+/// estimate. Definitions are recognised by identity (a [`ToolSpec`] is one shared `Arc`); the
+/// cache keeps them alive, so an address is never reused while cached.
 #[derive(Clone, Debug, Default)]
 pub struct ToolTokens {
     tools: Vec<(ToolSpec, u64)>,

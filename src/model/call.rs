@@ -69,6 +69,10 @@ pub struct CallOptions {
     /// No one reads this call's deltas (no puller, and the observer does not want them): a
     /// whole (non-streamed) answer is then not also queued as one delta.
     pub deltas_unread: bool,
+    /// Since when the caller has been waiting for room for this call (an agent that went on
+    /// from a pause at a safe point by aging): admission ages the call from then, not from
+    /// when it was queued, so the wait is not counted twice.
+    pub waiting_since: Option<Instant>,
 }
 
 /// Where a call is in its life.
@@ -136,6 +140,8 @@ pub struct CallInner {
     pub prompt_chars: usize,
     /// When the call was created.
     pub created: Instant,
+    /// See [`CallOptions::waiting_since`].
+    pub waiting_since: Option<Instant>,
 }
 
 /// What pulling a delta gave.
@@ -179,6 +185,7 @@ impl CallInner {
             preemptible,
             pausable: opts.preemptible,
             deltas_unread: opts.deltas_unread,
+            waiting_since: opts.waiting_since,
             state: Mutex::new(CallState {
                 phase: Phase::Queued,
                 pending: PendingQueue::new(),

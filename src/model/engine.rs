@@ -243,6 +243,9 @@ struct Queued {
     service: u64,
     seq: u64,
     ready_at: Instant,
+    /// Since when it has been waiting, for aging: when it became ready, or earlier when its
+    /// caller had already waited for room (see `CallOptions::waiting_since`).
+    waiting_since: Instant,
     /// Priority levels gained by waiting (see [`EndpointQueue::age`]).
     boost: u32,
     call: Arc<CallInner>,
@@ -328,7 +331,8 @@ impl EndpointQueue {
 
     /// Aging: a call gains a priority level for each `limit` it has waited since it became
     /// ready, so a steady flow of more urgent calls delays it by a bounded time (about the
-    /// difference of priorities, plus one, times `limit`) rather than forever, while calls
+    /// difference of priorities, plus one, times `limit`, when the endpoint keeps up; longer
+    /// under a backlog, whose calls age too) rather than forever, while calls
     /// queued at about the same time keep their priority order. The levels are brought up to
     /// date, and the heap rebuilt if any changed, at most every quarter of `limit` (one pass
     /// over the queue).
@@ -339,7 +343,7 @@ impl EndpointQueue {
         self.aged_at = now;
         let step = limit.as_nanos().max(1);
         let level = |it: &Queued| {
-            let levels = now.saturating_duration_since(it.ready_at).as_nanos() / step;
+            let levels = now.saturating_duration_since(it.waiting_since).as_nanos() / step;
             u32::try_from(levels).unwrap_or(u32::MAX)
         };
         if self.ready.iter().all(|it| level(it) == it.boost) {
@@ -667,6 +671,11 @@ impl IoLoop {
             if let (Some(until), false) = (q.blocked_until, q.ready.is_empty()) {
                 wait = wait.min(until.saturating_duration_since(now));
             }
+            // A head held for room may rise above the claims by aging: look again then (its
+            // levels are refreshed every quarter limit).
+            if let (true, Some(limit)) = (q.held_for_room, self.starvation_limit) {
+                wait = wait.min(limit / 4);
+            }
         }
         wait
     }
@@ -679,14 +688,22 @@ impl IoLoop {
             .entry(key)
             .or_insert_with(|| EndpointQueue::new(Limiter::new(limits)));
         self.seq += 1;
-        let item = Queued {
+        let mut item = Queued {
             priority: call.priority,
             service: call.service,
             seq: self.seq,
             ready_at,
+            waiting_since: call.waiting_since.map_or(ready_at, |w| w.min(ready_at)),
             boost: 0,
             call,
         };
+        // A call whose caller already waited (see `CallOptions::waiting_since`) starts with the
+        // levels of that wait, not at the next refresh.
+        if let (Some(limit), true) = (self.starvation_limit, item.waiting_since < ready_at) {
+            let waited = ready_at.saturating_duration_since(item.waiting_since);
+            item.boost =
+                u32::try_from(waited.as_nanos() / limit.as_nanos().max(1)).unwrap_or(u32::MAX);
+        }
         if ready_at > Instant::now() {
             q.delayed.push(item);
         } else {
@@ -1158,12 +1175,14 @@ mod tests {
     #[test]
     fn a_waiting_call_gains_a_priority_level_per_starvation_limit() {
         let (hub, ep) = one_slot_endpoint();
-        let now = Instant::now();
+        // (Ahead of the clock, so subtracting the waits never goes before the clock's start.)
+        let now = Instant::now() + Duration::from_secs(10);
         let item = |priority: i32, seq: u64, waited_ms: u64| Queued {
             priority,
             service: 0,
             seq,
             ready_at: now - Duration::from_millis(waited_ms),
+            waiting_since: now - Duration::from_millis(waited_ms),
             boost: 0,
             call: hub.new_call_to(
                 ep.clone(),
@@ -1195,6 +1214,46 @@ mod tests {
             7,
             "5 s at priority 1 is level 6"
         );
+    }
+
+    /// A call whose caller already waited for room (an agent that went on from a pause by
+    /// aging) is queued with the levels of that wait, so a claim it has aged past does not
+    /// hold it again.
+    #[test]
+    fn a_call_queued_after_its_caller_waited_starts_with_that_waits_levels() {
+        let (hub, ep) = one_slot_endpoint();
+        let now = Instant::now();
+        let call = |waiting_since| {
+            hub.new_call_to(
+                ep.clone(),
+                crate::model::types::ChatRequest::default(),
+                crate::model::call::CallOptions {
+                    priority: 1,
+                    waiting_since,
+                    ..Default::default()
+                },
+            )
+        };
+        let (_tx, rx) = crossbeam_channel::unbounded();
+        let mut io = IoLoop::new(
+            rx,
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(Waker::new().unwrap()),
+            Poller::new().unwrap(),
+        );
+        io.starvation_limit = Some(Duration::from_millis(200));
+        let before = now
+            .checked_sub(Duration::from_millis(1_700))
+            .expect("uptime");
+        let (fresh, waited) = (call(None), call(Some(before)));
+        io.enqueue(fresh.clone(), now);
+        io.enqueue(waited.clone(), now);
+        let q = io.queues.get_mut(&endpoint_key(&fresh)).unwrap();
+        let top = q.ready.peek().unwrap();
+        assert_eq!(top.call.id, waited.id);
+        assert_eq!((top.boost, top.effective_priority()), (8, 9));
+        q.ready.pop();
+        assert_eq!(q.ready.peek().unwrap().boost, 0);
     }
 
     /// Calls waiting for an endpoint's concurrency slot are admitted as soon as one is freed:

@@ -496,7 +496,9 @@ impl ModelHub {
     pub fn shutdown(&self) {
         self.shut_down.store(true, Ordering::Release);
         self.direct.shutdown();
-        let _starting = self.engine_start.lock();
+        // A start under way finishes first (any later one sees `shut_down`); the lock is let go
+        // before joining the I/O thread, which may itself be shutting down from a callback.
+        drop(self.engine_start.lock());
         if let Some(e) = self.engine.get() {
             e.shutdown();
         }
