@@ -74,8 +74,8 @@ unsafe fn host_message<'a>(
 /// the room is given back (`RESUMED`), or once paused long enough: a paused agent gains a
 /// priority level per `starvation_ms` (runtime config) paused, and goes on when no claim is
 /// above that (`RESUMED` with `"aged": true`). Tools that run longer than a model call on the
-/// endpoint lately takes (at least 20 ms, at most 5 s) give the room back early; a later call
-/// of the turn that cannot be admitted claims it again. A less urgent stream holding the slot an urgent call
+/// endpoint lately takes (at least 20 ms, at most 5 s) give the room back early (not in
+/// deterministic mode); a later call of the turn that cannot be admitted claims it again. A less urgent stream holding the slot an urgent call
 /// waits for is cancelled and continued later from its snapshot.
 /// `keep_history:false` makes the agent stateless: each turn starts from the system prompt
 /// alone, the earlier turns' messages dropped as it starts (its usage and budgets still add
