@@ -174,6 +174,13 @@ impl Engine {
             n: self.timer_ids.fetch_add(1, Ordering::Relaxed) + 1,
         };
         self.timers.0.lock().insert(id, f);
+        // A shutdown that began meanwhile may have emptied the table before this insert: take
+        // the timer back rather than leave it in a stopped engine.
+        if self.stop.load(Ordering::Acquire) {
+            let f = self.timers.0.lock().remove(&id);
+            drop(f);
+            return Err(Error::new(Status::Shutdown, "the runtime is shutting down"));
+        }
         if at.saturating_duration_since(Instant::now()) <= MAX_SLEEP {
             self.waker.wake();
         }
