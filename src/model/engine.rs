@@ -1164,6 +1164,17 @@ mod tests {
         false
     }
 
+    /// An I/O loop not running (its commands' sender dropped), for driving its parts by hand.
+    fn idle_loop() -> IoLoop {
+        let (_tx, rx) = crossbeam_channel::unbounded();
+        IoLoop::new(
+            rx,
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(Waker::new().unwrap()),
+            Poller::new().unwrap(),
+        )
+    }
+
     /// A hub with endpoint "e" (one concurrency slot, nothing listening), and the endpoint.
     fn one_slot_endpoint() -> (
         crate::model::hub::ModelHub,
@@ -1241,13 +1252,7 @@ mod tests {
                 },
             )
         };
-        let (_tx, rx) = crossbeam_channel::unbounded();
-        let mut io = IoLoop::new(
-            rx,
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(Waker::new().unwrap()),
-            Poller::new().unwrap(),
-        );
+        let mut io = idle_loop();
         io.starvation_limit = Some(Duration::from_millis(200));
         let before = now
             .checked_sub(Duration::from_millis(1_700))
@@ -1276,13 +1281,7 @@ mod tests {
                 crate::model::call::CallOptions::default(),
             )
         };
-        let (_tx, rx) = crossbeam_channel::unbounded();
-        let mut io = IoLoop::new(
-            rx,
-            Arc::new(AtomicBool::new(false)),
-            Arc::new(Waker::new().unwrap()),
-            Poller::new().unwrap(),
-        );
+        let mut io = idle_loop();
         let (a, b) = (call(), call());
         let key = endpoint_key(&a);
         let now = Instant::now();
