@@ -21,11 +21,13 @@ def executed(path):
     ob, prev, skip_next = None, 0, False
     with open(path) as f:
         for line in f:
-            if line.startswith("ob="):
-                m = re.match(r"ob=\((\d+)\)(?: (.*))?", line.rstrip("\n"))
+            if line.startswith(("ob=", "cob=")):
+                # An object's name is given once, where its id first appears (either line).
+                m = re.match(r"c?ob=\((\d+)\)(?: (.*))?", line.rstrip("\n"))
                 if m.group(2):
                     names[m.group(1)] = m.group(2)
-                ob = m.group(1)
+                if line.startswith("ob="):
+                    ob = m.group(1)
                 continue
             if line.startswith("calls="):
                 skip_next = True  # the next cost line is the call's inclusive cost

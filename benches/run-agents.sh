@@ -79,18 +79,20 @@ if [[ " ${selected} " == *" instructions "* ]]; then
     a=$(i1 "$way" "$n"); b=$(i1 "$way" $((2 * n)))
     echo "$way $(( (b - a) / n ))"
   done | awk '{v[$1]=$2} END {printf "L1i misses (simulated): raw %d, agent_run %d per turn (%.2fx)\n", v["raw"], v["agent"], v["agent"]/v["raw"]}'
-  # Atomic read-modify-writes per turn (locked instructions run, in every object): each costs
-  # several nanoseconds that the instruction count does not show (mutexes, reference counts).
-  locked() { # way turns -> locked instructions run in the way's function
+  # Atomic read-modify-writes per turn (locked instructions run): each costs several
+  # nanoseconds that the instruction count does not show (mutexes, reference counts; and
+  # glibc's malloc, which takes its arena lock in a threaded process), in every object and in
+  # AgentOS alone.
+  locked() { # way turns -> locked instructions run in the way's function: all, libagentos
     valgrind --tool=callgrind --dump-instr=yes --callgrind-out-file="target/cg-$1-$2.out" \
       --toggle-collect="$1_turn" target/bench_turn_instructions "http://127.0.0.1:$p5/v1" "$2" "$1" >/dev/null 2>&1
-    python3 benches/count_atomics.py "target/cg-$1-$2.out" /
+    echo "$(python3 benches/count_atomics.py "target/cg-$1-$2.out" /) $(python3 benches/count_atomics.py "target/cg-$1-$2.out" libagentos)"
     rm -f "target/cg-$1-$2.out"
   }
   for way in raw agent; do
-    a=$(locked "$way" "$n"); b=$(locked "$way" $((2 * n)))
-    echo "$way $(( (b - a) / n ))"
-  done | awk '{v[$1]=$2} END {printf "atomic read-modify-writes: raw %d, agent_run %d per turn\n", v["raw"], v["agent"]}'
+    read -r a ao < <(locked "$way" "$n"); read -r b bo < <(locked "$way" $((2 * n)))
+    echo "$way $(( (b - a) / n )) $(( (bo - ao) / n ))"
+  done | awk '{v[$1]=$2; o[$1]=$3} END {printf "atomic read-modify-writes: raw %d, agent_run %d per turn (%d of them in libagentos)\n", v["raw"], v["agent"], o["agent"]}'
 fi
 if want scale; then
   p2=$(port); serve "$p2" --tool-steps 3 --delay 0.2
