@@ -46,6 +46,11 @@ impl Default for RuntimeConfig {
     }
 }
 
+/// Aging levels gained by waiting `waited` at one level per `step` (saturated).
+pub fn aging_levels(waited: std::time::Duration, step: std::time::Duration) -> u32 {
+    u32::try_from(waited.as_nanos() / step.as_nanos().max(1)).unwrap_or(u32::MAX)
+}
+
 impl RuntimeConfig {
     /// The aging step (`starvation_ms`), `None` when aging is off: `0`, or deterministic mode.
     pub fn starvation_limit(&self) -> Option<std::time::Duration> {

@@ -1644,7 +1644,7 @@ impl Agent {
         let t = g.turn.as_mut().expect("turn");
         let levels = match (limit, t.paused_since) {
             (Some(limit), Some(since)) => {
-                now.saturating_duration_since(since).as_nanos() / limit.as_nanos().max(1)
+                crate::config::aging_levels(now.saturating_duration_since(since), limit)
             }
             _ => 0,
         };
@@ -1668,7 +1668,7 @@ impl Agent {
         let since = *t.paused_since.get_or_insert(now);
         if let Some(limit) = limit {
             // Look again when the priority next rises.
-            let level = u32::try_from(levels + 1).unwrap_or(u32::MAX);
+            let level = levels.saturating_add(1);
             let timer = shared
                 .models()
                 .schedule(since + limit.saturating_mul(level), self.waker());

@@ -17,6 +17,7 @@ use super::transfer::{
     attempt_timeout, build_easy, failed_attempt, finish_call, forget_body, judge, plan_retry,
     reusable_after, Collector, Jitter, Verdict,
 };
+use crate::config::aging_levels;
 use crate::error::{Error, Result, Status};
 use crossbeam_channel::{Receiver, Sender};
 use curl::easy::Easy2;
@@ -348,11 +349,8 @@ impl EndpointQueue {
             return;
         }
         self.aged_at = now;
-        let step = limit.as_nanos().max(1);
-        let level = |it: &Queued| {
-            let levels = now.saturating_duration_since(it.waiting_since).as_nanos() / step;
-            u32::try_from(levels).unwrap_or(u32::MAX)
-        };
+        let level =
+            |it: &Queued| aging_levels(now.saturating_duration_since(it.waiting_since), limit);
         if self.ready.iter().all(|it| level(it) == it.boost) {
             return;
         }
@@ -706,10 +704,11 @@ impl IoLoop {
         };
         // A call whose caller already waited (see `CallOptions::waiting_since`) starts with the
         // levels of that wait, not at the next refresh.
-        if let (Some(limit), true) = (self.starvation_limit, item.waiting_since < ready_at) {
-            let waited = ready_at.saturating_duration_since(item.waiting_since);
-            item.boost =
-                u32::try_from(waited.as_nanos() / limit.as_nanos().max(1)).unwrap_or(u32::MAX);
+        if let Some(limit) = self.starvation_limit {
+            item.boost = aging_levels(
+                ready_at.saturating_duration_since(item.waiting_since),
+                limit,
+            );
         }
         if ready_at > Instant::now() {
             q.delayed.push(item);
